@@ -1,0 +1,32 @@
+# make repro: set up, then run the whole study with `dvc repro`.
+# make test:  set up, then run the test suite.
+VENV   ?= .venv
+PYTHON ?= python3.11
+BIN    := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export RAY_USAGE_STATS_ENABLED := 0
+export RAY_AUTH_MODE ?= disabled
+
+.PHONY: setup repro test ui bench clean-runs
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 2; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+repro: setup
+	dvc repro
+
+test: setup
+	python -m pytest -q
+
+ui: setup
+	mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host $${MLFLOW_HOST:-127.0.0.1} --port $${MLFLOW_PORT:-5000}
+
+bench: setup
+	python benchmarks/pretrain_throughput.py

@@ -1,0 +1,214 @@
+"""Typed parameters: one pydantic model per section of ``params.yaml``, validated at load.
+
+An unknown key, a wrong type or an out-of-range value raises :class:`~pipeline.errors.UserError`
+with one line naming the key and what is allowed, before any stage does work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.errors import UserError
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+UnitInterval = Annotated[float, Field(ge=0, le=1)]
+Pair = Annotated[list[float], Field(min_length=2, max_length=2)]
+
+
+class Section(BaseModel):
+    """Base of every params section: unknown keys and silent type coercions are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _check_range(name: str, pair: list[float], low: float, high: float) -> None:
+    lo, hi = pair
+    if not (low <= lo <= hi <= high):
+        raise ValueError(f"{name} must be [low, high] with {low} <= low <= high <= {high}, got {pair}")
+
+
+class PhotosParams(Section):
+    source: Literal["embedded", "folder", "cyclegan", "cifar10", "cifar100"] = "embedded"
+    path: str | None = None
+    download: bool = False
+    test_sources: list[str] = ["coffee", "chelsea"]
+    max_side: Annotated[int, Field(ge=32, le=4096)] = 256
+    patch_size: Annotated[int, Field(ge=8, le=512)] = 32
+    patches_per_image: PosInt = 96
+    scale: Pair = [0.1, 0.5]
+
+    @model_validator(mode="after")
+    def _ranges(self) -> PhotosParams:
+        _check_range("scale", self.scale, 1e-3, 1.0)
+        if self.source in ("folder", "cyclegan") and not self.path:
+            raise ValueError(f"source '{self.source}' needs 'path' (a folder)")
+        return self
+
+
+class PaintingParams(Section):
+    kuwahara_radius: Annotated[int, Field(ge=1, le=8)] = 2
+    levels: Annotated[int, Field(ge=2, le=64)] = 6
+    region_split: Annotated[float, Field(gt=0.1, lt=0.9)] = 0.5
+
+
+class ProbeParams(Section):
+    kind: Literal["textures", "photos"] = "textures"
+    per_class: Annotated[int, Field(ge=4)] = 40
+
+
+class DigitsParams(Section):
+    size: Annotated[int, Field(ge=8, le=128)] = 32
+    profile: Literal["zipf", "exp"] = "zipf"
+    n_max: PosInt = 150
+    n_min: PosInt = 5
+    zipf_a: PosFloat = 1.5
+    test_per_class: PosInt = 24
+    transform: Literal["rot", "bg", "dil"] = "rot"
+
+    @model_validator(mode="after")
+    def _counts(self) -> DigitsParams:
+        if self.n_min > self.n_max:
+            raise ValueError(f"n_min ({self.n_min}) must be <= n_max ({self.n_max})")
+        return self
+
+
+class PrepareParams(Section):
+    seed: NonNegInt = 0
+    on_bad_image: Literal["skip", "fail"] = "skip"
+    photos: PhotosParams = PhotosParams()
+    painting: PaintingParams = PaintingParams()
+    probe: ProbeParams = ProbeParams()
+    digits_lt: DigitsParams = DigitsParams()
+
+
+class DistributedParams(Section):
+    num_workers: NonNegInt = 2
+    use_gpu: bool = False
+    cpus_per_worker: PosFloat = 1.0
+    max_failures: NonNegInt = 2
+    keep_checkpoints: PosInt = 2
+    mixed_precision: bool = True
+
+
+class PretrainParams(Section):
+    """Shared by every SSL method."""
+
+    seed: NonNegInt = 0
+    width: Annotated[int, Field(ge=4, le=128)] = 32
+    channels: Literal[1, 3] = 3
+    crop_size: Annotated[int, Field(ge=8, le=512)] = 32
+    instance_scale: Pair = [0.1, 0.5]
+    scale: Pair = [0.08, 1.0]
+    color_jitter: UnitInterval = 0.4
+    grayscale_p: UnitInterval = 0.2
+    epochs: PosInt = 10
+    crops_per_epoch: PosInt = 2048
+    batch_size: Annotated[int, Field(ge=2)] = 128
+    warmup_epochs: NonNegInt = 1
+    knn_k: PosInt = 20
+    knn_temperature: PosFloat = 0.07
+    baseline_seeds: PosInt = 3
+    bootstrap: Annotated[int, Field(ge=100)] = 1000
+
+    @model_validator(mode="after")
+    def _ranges(self) -> PretrainParams:
+        _check_range("scale", self.scale, 1e-3, 1.0)
+        _check_range("instance_scale", self.instance_scale, 1e-3, 1.0)
+        return self
+
+
+class SimSiamParams(Section):
+    lr: PosFloat = 0.06
+    momentum: UnitInterval = 0.9
+    weight_decay: Annotated[float, Field(ge=0)] = 5e-4
+    proj_dim: PosInt = 512
+    pred_hidden: PosInt = 128
+    fix_pred_lr: bool = True
+
+
+class SwavParams(Section):
+    lr: PosFloat = 0.06
+    momentum: UnitInterval = 0.9
+    weight_decay: Annotated[float, Field(ge=0)] = 5e-4
+    proj_hidden: PosInt = 512
+    proj_dim: PosInt = 128
+    n_prototypes: Annotated[int, Field(ge=2)] = 100
+    temperature: PosFloat = 0.1
+    epsilon: PosFloat = 0.05
+    sinkhorn_iters: PosInt = 3
+    n_small_crops: NonNegInt = 4
+    small_crop_size: Annotated[int, Field(ge=8, le=512)] = 16
+    small_scale: Pair = [0.05, 0.3]
+    freeze_prototypes_epochs: NonNegInt = 1
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SwavParams:
+        _check_range("small_scale", self.small_scale, 1e-3, 1.0)
+        return self
+
+
+class TrackingParams(Section):
+    experiment: Annotated[str, Field(min_length=1)] = "ssl-i2i"
+
+
+class Params(Section):
+    tracking: TrackingParams = TrackingParams()
+    prepare: PrepareParams = PrepareParams()
+    distributed: DistributedParams = DistributedParams()
+    pretrain: PretrainParams = PretrainParams()
+    simsiam: SimSiamParams = SimSiamParams()
+    swav: SwavParams = SwavParams()
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the model that ``loc`` (minus its last element) points into."""
+    current: Any = model
+    for part in loc[:-1]:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = field.annotation
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def describe_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:
+    """The first error of ``exc`` as one line: ``<source>: <dotted.key>: <what is allowed>``."""
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if not isinstance(p, int) or err["type"] != "extra_forbidden")
+    key = ".".join(str(p) for p in loc) or "<root>"
+    if err["type"] == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(model, loc))
+        return f"{source}: {key}: unknown key (allowed: {allowed})"
+    msg = err["msg"].removeprefix("Value error, ")
+    if "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
+        msg += f" (got {err['input']!r})"
+    return f"{source}: {key}: {msg}"
+
+
+def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
+    """Validate a params mapping; raise UserError with one line on the first problem."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(describe_validation_error(exc, Params, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"params file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    return parse_params(raw, str(path))

@@ -1,0 +1,196 @@
+"""The one home of Ray Train (and of the process-group calls the training loops need).
+
+Driver side: :func:`fit` runs a per-worker loop as a ``TorchTrainer`` and returns the state
+dict of its final checkpoint. It runs on a local Ray instance by default and on an existing
+cluster when ``RAY_ADDRESS`` is set. Each run is named by a hash of its config, so running
+the same config again resumes from (or returns) its last checkpoint, and a changed config
+starts fresh.
+
+Worker side: :func:`worker`, :func:`prepare_model`, :func:`load_state`, :func:`report`,
+:func:`autocast`, :func:`all_reduce_sum`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from pipeline.config import DistributedParams
+from pipeline.errors import UserError
+from pipeline.io import load_torch
+
+STATE_FILE = "state.pt"
+RAY_CONNECT_TIMEOUT_S = 30
+
+
+# ----------------------------------------------------------------------------- worker side
+
+
+@dataclass(frozen=True)
+class Worker:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def worker(cpus_per_worker: float = 1.0) -> Worker:
+    """Rank, world size and device of this Ray Train worker; sets torch's thread count."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    torch.set_num_threads(max(1, int(cpus_per_worker)))
+    device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
+    return Worker(ctx.get_world_rank(), ctx.get_world_size(), device)
+
+
+def prepare_model(model: torch.nn.Module, w: Worker) -> torch.nn.Module:
+    """Move to the device; on GPU use channels_last and SyncBatchNorm; wrap in DDP when world_size > 1.
+
+    SyncBatchNorm needs CUDA, so on CPU (gloo) each worker keeps its own BatchNorm statistics.
+    """
+    import ray.train.torch
+
+    if w.device.type == "cuda":
+        if w.world_size > 1:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = model.to(memory_format=torch.channels_last)
+    if w.world_size > 1:
+        return ray.train.torch.prepare_model(model)
+    return model.to(w.device)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def autocast(w: Worker, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPU when ``enabled``; a no-op on CPU (fp32 keeps CPU runs deterministic)."""
+    if enabled and w.device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def load_state() -> dict[str, Any] | None:
+    """The state dict of the checkpoint this worker resumes from, or None on a fresh start."""
+    import ray.train
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as d:
+        return load_torch(Path(d) / STATE_FILE)
+
+
+def report(metrics: dict[str, Any], state: dict[str, Any] | None, w: Worker) -> None:
+    """Report an epoch's metrics from every worker; rank 0 also saves ``state`` as the checkpoint."""
+    import ray.train
+
+    if state is not None and w.is_main:
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(state, Path(d) / STATE_FILE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+    else:
+        ray.train.report(metrics, checkpoint=None)
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """In-place sum over workers; the identity outside a process group."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+# ----------------------------------------------------------------------------- driver side
+
+
+def run_name(prefix: str, config: dict[str, Any]) -> str:
+    """``<prefix>-<hash of config>``: same config -> same run (resume); changed config -> fresh run."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"{prefix}-{digest}"
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    """Connect to ``RAY_ADDRESS`` when set (bounded wait), else start a private local instance."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=True, _node_ip_address=None)
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            raise UserError(f"cannot reach the Ray cluster at RAY_ADDRESS={address}: {str(exc).splitlines()[0]}") from None
+        return
+    ray.init(
+        address="local",
+        num_cpus=num_cpus or max(os.cpu_count() or 1, 2),
+        dashboard_host="127.0.0.1",
+        include_dashboard=True,  # Train V2 placement-group cleanup and `ray job` need it
+        log_to_driver=True,
+        configure_logging=False,
+    )
+
+
+def checkpoint_storage(default: str | Path) -> str:
+    """Where run checkpoints live: ``PIPELINE_CHECKPOINT_STORAGE`` (shared storage on a cluster) or ``default``."""
+    return os.environ.get("PIPELINE_CHECKPOINT_STORAGE") or str(Path(default).resolve())
+
+
+def fit(
+    loop: Callable[[dict[str, Any]], None],
+    config: dict[str, Any],
+    params: DistributedParams,
+    name: str,
+    storage: str | Path,
+) -> dict[str, Any]:
+    """Run ``loop(config)`` on ``params.num_workers`` Ray Train workers; return the final state dict.
+
+    Checkpoints every epoch (the loop calls :func:`report`), keeps the last
+    ``keep_checkpoints``, and restarts dead workers from the last checkpoint up to
+    ``max_failures`` times.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    if params.use_gpu and params.num_workers == 0:
+        raise UserError("distributed.use_gpu needs distributed.num_workers >= 1")
+    init_ray(num_cpus=max(os.cpu_count() or 1, int(params.num_workers * params.cpus_per_worker) + 1))
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config=config,
+        torch_config=TorchConfig(backend="nccl" if params.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=params.num_workers,
+            use_gpu=params.use_gpu,
+            resources_per_worker={"CPU": params.cpus_per_worker, **({"GPU": 1} if params.use_gpu else {})},
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=checkpoint_storage(storage),
+            checkpoint_config=CheckpointConfig(num_to_keep=params.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=params.max_failures),
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    if result.checkpoint is None:
+        raise RuntimeError(f"training run {name} finished without a checkpoint")
+    with result.checkpoint.as_directory() as d:
+        return load_torch(Path(d) / STATE_FILE)

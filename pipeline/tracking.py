@@ -1,0 +1,110 @@
+"""The one home of MLflow: every stage run is an MLflow run.
+
+A run carries the stage's params, per-epoch metrics, the git commit, the DVC stage name
+and artifacts (sample images, plots). The final metrics dict is also written to
+``metrics/<stage>.json`` for ``dvc metrics show``: MLflow and DVC read the same numbers.
+
+The store is ``sqlite:///mlflow.db`` in the working directory (the repo root under DVC);
+``MLFLOW_TRACKING_URI`` overrides it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.io import write_json
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def metrics_path(stage: str, root: str | Path = "metrics") -> Path:
+    """``pretrain@simsiam`` -> ``metrics/pretrain_simsiam.json``."""
+    return Path(root) / (stage.replace("@", "_").replace("-", "_") + ".json")
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in flatten(metrics).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+class StageRun:
+    """An open MLflow run of one stage; create it with :func:`stage_run`."""
+
+    def __init__(self, stage: str, run_id: str) -> None:
+        self.stage = stage
+        self.run_id = run_id
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Log every numeric value of ``metrics`` (nested keys are dotted)."""
+        import mlflow
+
+        values = _scalars(metrics)
+        if values:
+            mlflow.log_metrics(values, step=step)
+
+    def log_history(self, history: list[Mapping[str, Any]], step_key: str = "epoch") -> None:
+        """Log a list of per-epoch metric dicts, each at its own step."""
+        for i, row in enumerate(history):
+            self.log_metrics({k: v for k, v in row.items() if k != step_key}, step=int(row.get(step_key, i)))
+
+    def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
+        import mlflow
+
+        mlflow.log_artifact(str(path), artifact_path=folder)
+
+    def log_dict(self, obj: Any, name: str) -> None:
+        import mlflow
+
+        mlflow.log_dict(obj, name)
+
+    def finish(self, metrics: Mapping[str, Any], metrics_root: str | Path = "metrics") -> Path:
+        """Log the final metrics and write the same dict to ``metrics/<stage>.json``."""
+        self.log_metrics(metrics)
+        path = metrics_path(self.stage, metrics_root)
+        write_json(path, dict(metrics))
+        self.log_artifact(path)
+        return path
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, params: Mapping[str, Any], experiment: str = "ssl-i2i") -> Iterator[StageRun]:
+    """Open an MLflow run named after the DVC stage, log params and tags, end it FINISHED or FAILED."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment(experiment)
+    tags = {"dvc.stage": stage, "git.commit": git_commit(), "mlflow.source.git.commit": git_commit()}
+    with mlflow.start_run(run_name=stage, tags=tags) as run:
+        flat = {k: str(v)[:6000] for k, v in flatten(params).items()}
+        items = list(flat.items())
+        for i in range(0, len(items), 100):
+            mlflow.log_params(dict(items[i : i + 100]))
+        yield StageRun(stage, run.info.run_id)

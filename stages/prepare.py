@@ -1,0 +1,48 @@
+"""DVC stage ``prepare``: every data set as Parquet shards under ``data/prepared/``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.config import load_params
+from pipeline.data import sources
+from pipeline.data.prepare import build_digits_lt, build_photo_sets, build_probe
+from pipeline.data.shards import write_set
+from pipeline.errors import UserError, run_cli
+from pipeline.io import atomic_dir
+from pipeline.tracking import stage_run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", default="data/prepared")
+    args = ap.parse_args()
+    params = load_params(args.params)
+    p = params.prepare
+
+    bad = sources.BadImages(p.on_bad_image)
+    photo_sets = build_photo_sets(p, bad)
+    test_full = [sources.NamedImage(r.image, r.source) for r in photo_sets.sets["photos_full"] if r.split == "test"]
+    probe = build_probe(p, test_full)
+    digits = build_digits_lt(p)
+    all_sets = {**photo_sets.sets, **probe.sets, **digits.sets}
+    for name, recs in all_sets.items():
+        if not recs:
+            raise UserError(f"prepare produced no images for set '{name}'")
+
+    counts: dict[str, dict[str, int]] = {}
+    with atomic_dir(args.out) as tmp:
+        for name, recs in all_sets.items():
+            counts[name] = write_set(tmp / name, recs)
+            print(f"prepare: {name}: " + ", ".join(f"{k}={v}" for k, v in sorted(counts[name].items())), file=sys.stderr)
+
+    metrics = {"counts": counts, "bad_images_skipped": len(bad.skipped), **photo_sets.info, **probe.info, **digits.info}
+    with stage_run("prepare", params.prepare.model_dump(), params.tracking.experiment) as run:
+        run.log_dict(metrics, "prepare_summary.json")
+        run.finish(metrics)
+
+
+if __name__ == "__main__":
+    run_cli(main)

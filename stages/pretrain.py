@@ -1,0 +1,64 @@
+"""DVC stage ``pretrain@<method>``: SSL pretraining of the backbone on Ray Train."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from pipeline.config import load_params
+from pipeline.errors import UserError, run_cli
+from pipeline.io import save_torch, write_json
+from pipeline.plots import plot_history
+from pipeline.pretrain import METHODS, backbone_from_state, evaluate_backbone, pretrain
+from pipeline.tracking import stage_run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("method", help=f"one of: {', '.join(METHODS)}")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--storage", default="checkpoints", help="Ray Train run folder (resumable)")
+    args = ap.parse_args()
+    if args.method not in METHODS:
+        raise UserError(f"unknown SSL method '{args.method}' (allowed: {', '.join(METHODS)})")
+    params = load_params(args.params)
+    stage = f"pretrain@{args.method}"
+    logged = {"pretrain": params.pretrain.model_dump(), args.method: getattr(params, args.method).model_dump(),
+              "distributed": params.distributed.model_dump()}  # fmt: skip
+
+    with stage_run(stage, logged, params.tracking.experiment) as run:
+        state = pretrain(params, args.method, args.data, args.storage)
+        history = state["history"]
+        if not all(math.isfinite(r["loss"]) for r in history):
+            raise UserError(f"{stage}: the loss became NaN or infinite; lower {args.method}.lr")
+        backbone = backbone_from_state(state, params.pretrain.model_dump())
+        metrics = evaluate_backbone(backbone, params, args.data)
+        last = history[-1]
+        metrics.update(
+            method=args.method, loss=last["loss"], z_std=last["z_std"], images_per_s=last["images_per_s"],
+            world_size=state["world_size"], epochs=len(history), resumed_at_epochs=state["starts"][1:],
+            knn_top1_last_epoch=last["knn_top1"],
+        )  # fmt: skip
+        run.log_history(history)
+        save_torch(
+            f"models/backbone_{args.method}.pt",
+            {"state_dict": backbone.state_dict(), "spec": backbone.spec(), "method": args.method},
+        )
+        write_json(f"plots/pretrain_{args.method}.json", history)
+        png = plot_history(
+            history, ["loss", "z_std", "knn_top1"], f"plots/pretrain_{args.method}.png", stage,
+            {"knn_top1": {"untrained (BN recomputed)": metrics["knn_top1_untrained"], "chance": metrics["knn_chance"]},
+             "z_std": {"1/sqrt(d)": 1 / math.sqrt(backbone.out_dim if args.method == "simsiam" else
+                                                    params.swav.proj_dim)}},
+        )  # fmt: skip
+        run.log_artifact(png, "plots")
+        run.finish(metrics)
+        print(
+            f"{stage}: knn_top1 {metrics['knn_top1']:.3f} vs untrained {metrics['knn_top1_untrained']:.3f} "
+            f"(gain {metrics['knn_gain']:+.3f}, 95% CI {metrics['knn_gain_ci95_vs_seed0']}) chance {metrics['knn_chance']:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny params, tiny prepared data, one in-process Ray instance."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+TINY = {
+    "prepare": {
+        "photos": {"max_side": 96, "patches_per_image": 4, "patch_size": 16},
+        "probe": {"per_class": 6},
+        "digits_lt": {"size": 16, "n_max": 20, "n_min": 2, "test_per_class": 3},
+    },
+    "distributed": {"num_workers": 2, "max_failures": 1},
+    "pretrain": {"width": 4, "crop_size": 16, "epochs": 2, "crops_per_epoch": 16, "batch_size": 8,
+                 "baseline_seeds": 2, "bootstrap": 100, "knn_k": 5},
+    "simsiam": {"proj_dim": 32, "pred_hidden": 8},
+    "swav": {"proj_hidden": 32, "proj_dim": 16, "n_prototypes": 10, "n_small_crops": 2, "small_crop_size": 8},
+}  # fmt: skip
+
+
+def deep_update(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = deep_update(out.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+def tiny_raw(**overrides: dict) -> dict:
+    """The repo's params.yaml with the tiny sizes (and ``overrides``) merged in."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    return deep_update(deep_update(raw, TINY), overrides)
+
+
+@pytest.fixture(scope="session")
+def tiny_params():
+    return parse_params(tiny_raw())
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory, tiny_params) -> Path:
+    """data/prepared built at tiny size through the library (no DVC)."""
+    from pipeline.data import sources
+    from pipeline.data.prepare import build_digits_lt, build_photo_sets, build_probe
+    from pipeline.data.shards import write_set
+
+    root = tmp_path_factory.mktemp("prepared")
+    p = tiny_params.prepare
+    photo = build_photo_sets(p, sources.BadImages("fail"))
+    test_full = [sources.NamedImage(r.image, r.source) for r in photo.sets["photos_full"] if r.split == "test"]
+    for name, recs in {**photo.sets, **build_probe(p, test_full).sets, **build_digits_lt(p).sets}.items():
+        write_set(root / name, recs)
+    return root
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One private in-process Ray instance for the session (never `ray stop`)."""
+    import ray
+
+    from pipeline.distributed import init_ray
+
+    os.environ.pop("RAY_ADDRESS", None)
+    init_ray(num_cpus=4)
+    yield ray
+    ray.shutdown()

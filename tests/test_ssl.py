@@ -1,0 +1,137 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.data.transforms import color_augment, random_resized_crops, random_square
+from pipeline.metrics.knn import bootstrap_gain, chance_level, knn_predict, knn_probe, recompute_batchnorm
+from pipeline.models.resnet import ResNet18
+from pipeline.pretrain import lr_at, make_views, z_std
+from pipeline.ssl.simsiam import SimSiam, negative_cosine, simsiam_loss
+from pipeline.ssl.swav import Swav, sinkhorn, swapped_prediction_loss
+
+
+@pytest.mark.parametrize(("size", "channels"), [(32, 3), (16, 1)])
+def test_resnet_pyramid_shapes(size, channels):
+    net = ResNet18(width=8, in_channels=channels)
+    feats = net(torch.randn(2, channels, size, size))
+    assert [tuple(f.shape) for f in feats] == [
+        (2, 8, size, size), (2, 8, size, size), (2, 16, size // 2, size // 2),
+        (2, 32, size // 4, size // 4), (2, 64, size // 8, size // 8),
+    ]  # fmt: skip
+    assert net.pyramid_channels == [8, 8, 16, 32, 64]
+    assert net.embed(torch.randn(3, channels, size, size)).shape == (3, 64)
+
+
+def test_simsiam_loss_of_identical_views_is_minus_one():
+    z = torch.randn(16, 32)
+    assert simsiam_loss(z, z, z, z).item() == pytest.approx(-1.0, abs=1e-6)
+    assert simsiam_loss(z, -z, -z, z).item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_simsiam_stop_gradient():
+    p = torch.randn(4, 8, requires_grad=True)
+    z = torch.randn(4, 8, requires_grad=True)
+    negative_cosine(p, z).backward()
+    assert p.grad is not None and z.grad is None
+
+
+def test_simsiam_model_trains_a_step():
+    torch.manual_seed(0)
+    model = SimSiam(ResNet18(width=4), proj_dim=16, pred_hidden=8)
+    x1, x2 = torch.rand(8, 3, 16, 16), torch.rand(8, 3, 16, 16)
+    loss, z = model(x1, x2)
+    assert -1 <= loss.item() <= 1 and z.shape == (8, 16)
+    loss.backward()
+    assert all(p.grad is not None for p in model.backbone.parameters())
+
+
+def test_sinkhorn_marginals():
+    scores = torch.randn(64, 10)
+    q = sinkhorn(scores, epsilon=0.05, iters=50)
+    torch.testing.assert_close(q.sum(dim=1), torch.ones(64))
+    torch.testing.assert_close(q.sum(dim=0), torch.full((10,), 6.4), rtol=1e-3, atol=1e-3)
+    # three iterations (the default) already nearly equipartition the prototypes
+    q3 = sinkhorn(scores, epsilon=0.05, iters=3)
+    torch.testing.assert_close(q3.sum(dim=1), torch.ones(64))
+    assert (q3.sum(dim=0) - 6.4).abs().max() < 3.0
+
+
+def test_swav_loss_and_frozen_prototypes():
+    torch.manual_seed(0)
+    model = Swav(ResNet18(width=4), hidden=16, dim=8, n_prototypes=6, temperature=0.1, epsilon=0.05, iters=3)
+    crops = [torch.rand(8, 3, 16, 16), torch.rand(8, 3, 16, 16), torch.rand(8, 3, 8, 8)]
+    loss, z = model(crops)
+    assert math.isfinite(loss.item()) and 0 < loss.item() <= math.log(6) * 1.5 and z.shape == (8, 8)
+    torch.testing.assert_close(model.prototypes.weight.norm(dim=1), torch.ones(6))
+    scores = [torch.zeros(4, 6)] * 3
+    # uniform scores: the cross-entropy against uniform codes is ln(K), SwAV's collapse level
+    assert swapped_prediction_loss(scores, 2, 0.1, 0.05, 3).item() == pytest.approx(math.log(6), rel=1e-5)
+
+
+def test_knn_probe_on_separable_features():
+    bank = torch.nn.functional.normalize(torch.eye(3).repeat(4, 1) + 0.01 * torch.randn(12, 3), dim=1)
+    labels = torch.arange(3).repeat(4)
+    query = torch.nn.functional.normalize(torch.eye(3) + 0.01 * torch.randn(3, 3), dim=1)
+    assert knn_predict(bank, labels, query, k=4, temperature=0.1, num_classes=3).tolist() == [0, 1, 2]
+    assert chance_level(torch.tensor([0, 0, 0, 1])) == 0.75
+
+
+def test_recompute_batchnorm_matches_data_statistics():
+    torch.manual_seed(0)
+    net = ResNet18(width=4)
+    x = torch.rand(20, 3, 8, 8) * 5 + 3
+    fixed = recompute_batchnorm(net, x, batch=7)
+    stem_bn = fixed.stem[1]
+    pre = net.stem[0](x)
+    torch.testing.assert_close(stem_bn.running_mean, pre.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-4)
+    assert torch.all(net.stem[1].running_mean == 0)  # the original is untouched
+
+
+def test_knn_probe_and_bootstrap():
+    torch.manual_seed(0)
+    x = torch.rand(40, 3, 8, 8)
+    y = torch.arange(4).repeat(10)
+    x += y.view(-1, 1, 1, 1).float()  # classes differ by brightness
+    res = knn_probe(ResNet18(width=4), x[:20], y[:20], x[20:], y[20:], k=3)
+    assert res.top1 > 0.5 and res.correct.shape == (20,)
+    gain, lo, hi = bootstrap_gain(np.ones(50, bool), np.zeros(50, bool), 200)
+    assert (gain, lo, hi) == (1.0, 1.0, 1.0)
+    gain, lo, hi = bootstrap_gain(np.arange(100) % 2 == 0, np.zeros(100, bool), 500)
+    assert lo < gain < hi and gain == 0.5
+
+
+def test_views_are_fresh_and_seeded():
+    photos = [np.random.default_rng(i).integers(0, 256, (60, 80, 3), dtype=np.uint8) for i in range(3)]
+    pre = {"instance_scale": [0.2, 0.5], "crop_size": 16, "scale": [0.2, 1.0], "color_jitter": 0.4, "grayscale_p": 0.2, "channels": 3}
+    swav = {"small_crop_size": 8, "small_scale": [0.05, 0.3], "n_small_crops": 2}
+    a = make_views(photos, 5, "swav", pre, swav, np.random.default_rng(0))
+    b = make_views(photos, 5, "swav", pre, swav, np.random.default_rng(0))
+    c = make_views(photos, 5, "swav", pre, swav, np.random.default_rng(1))
+    assert [tuple(v.shape) for v in a] == [(5, 3, 16, 16)] * 2 + [(5, 3, 8, 8)] * 2
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    assert not torch.equal(a[0], c[0])
+    grey = make_views(photos, 3, "simsiam", {**pre, "channels": 1}, swav, np.random.default_rng(0))
+    assert [tuple(v.shape) for v in grey] == [(3, 1, 16, 16)] * 2
+
+
+def test_crops_and_color_augment_ranges():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    sq = random_square(img, (0.5, 0.5), rng)
+    assert sq.shape == (15, 15, 3)
+    x = random_resized_crops([img] * 6, 12, (0.2, 1.0), rng)
+    assert x.shape == (6, 3, 12, 12) and 0 <= x.min() and x.max() <= 1
+    y = color_augment(x, rng, jitter=0.4, grayscale_p=1.0)
+    assert torch.allclose(y[:, 0], y[:, 1]) and torch.allclose(y[:, 1], y[:, 2])  # all grey
+    z = color_augment(x, rng, jitter=0.0, grayscale_p=0.0, jitter_p=0.0)
+    assert all(torch.allclose(z[i], x[i]) or torch.allclose(z[i], x[i].flip(-1)) for i in range(6))
+
+
+def test_lr_schedule_and_collapse_monitor():
+    assert lr_at(0, 100, 10, 1.0) == pytest.approx(0.1)
+    assert lr_at(10, 100, 10, 1.0) == pytest.approx(1.0)
+    assert lr_at(99, 100, 10, 1.0) < 0.01
+    assert z_std(torch.ones(8, 16)) == pytest.approx(0.0)
+    assert z_std(torch.randn(4096, 64)) == pytest.approx(1 / math.sqrt(64), rel=0.05)

@@ -1,0 +1,46 @@
+import json
+
+import mlflow
+import pytest
+
+from pipeline.tracking import flatten, metrics_path, stage_run
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    return uri
+
+
+def test_stage_run_logs_params_history_tags_and_metrics_file(store, tmp_path):
+    with stage_run("pretrain@simsiam", {"pretrain": {"width": 8, "scale": [0.1, 1.0]}}, "exp") as run:
+        run.log_history([{"epoch": 0, "loss": 1.0, "knn_top1": 0.5}, {"epoch": 1, "loss": 0.5, "knn_top1": 0.6}])
+        path = run.finish({"knn_top1": 0.6, "nested": {"a": 2}, "label": "text is kept in the file"})
+    assert path == tmp_path / "metrics" / "pretrain_simsiam.json"
+    assert json.loads(path.read_text())["label"] == "text is kept in the file"
+    client = mlflow.MlflowClient(store)
+    (found,) = mlflow.search_runs(experiment_names=["exp"], output_format="list")
+    assert found.info.status == "FINISHED"
+    assert found.info.run_name == "pretrain@simsiam"
+    assert found.data.params["pretrain.width"] == "8"
+    assert found.data.tags["dvc.stage"] == "pretrain@simsiam" and "git.commit" in found.data.tags
+    assert found.data.metrics["nested.a"] == 2.0
+    history = client.get_metric_history(found.info.run_id, "loss")
+    assert sorted((m.step, m.value) for m in history) == [(0, 1.0), (1, 0.5)]
+    artifacts = [a.path for a in client.list_artifacts(found.info.run_id)]
+    assert "pretrain_simsiam.json" in artifacts
+
+
+def test_failed_stage_run_is_marked_failed(store):
+    with pytest.raises(RuntimeError):
+        with stage_run("prepare", {}, "exp2"):
+            raise RuntimeError("boom")
+    (found,) = mlflow.search_runs(experiment_names=["exp2"], output_format="list")
+    assert found.info.status == "FAILED"
+
+
+def test_flatten_and_metrics_path():
+    assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": 3}) == {"a.b": 1, "a.c": [1, 2], "d": 3}
+    assert metrics_path("pretrain@swav").name == "pretrain_swav.json"
