@@ -108,8 +108,8 @@ class PretrainParams(Section):
     scale: Pair = [0.08, 1.0]
     color_jitter: UnitInterval = 0.4
     grayscale_p: UnitInterval = 0.2
-    epochs: PosInt = 10
-    crops_per_epoch: PosInt = 2048
+    epochs: PosInt = 8
+    crops_per_epoch: PosInt = 1536
     batch_size: Annotated[int, Field(ge=2)] = 128
     warmup_epochs: NonNegInt = 1
     knn_k: PosInt = 20
@@ -143,7 +143,7 @@ class SwavParams(Section):
     temperature: PosFloat = 0.1
     epsilon: PosFloat = 0.05
     sinkhorn_iters: PosInt = 3
-    n_small_crops: NonNegInt = 4
+    n_small_crops: NonNegInt = 2
     small_crop_size: Annotated[int, Field(ge=8, le=512)] = 16
     small_scale: Pair = [0.05, 0.3]
     freeze_prototypes_epochs: NonNegInt = 1

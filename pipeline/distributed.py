@@ -7,7 +7,7 @@ the same config again resumes from (or returns) its last checkpoint, and a chang
 starts fresh.
 
 Worker side: :func:`worker`, :func:`prepare_model`, :func:`load_state`, :func:`report`,
-:func:`autocast`, :func:`all_reduce_sum`.
+:func:`autocast`, :func:`all_reduce_sum`, :func:`all_reduce_max`.
 """
 
 from __future__ import annotations
@@ -112,6 +112,13 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """In-place sum over workers; the identity outside a process group."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    """In-place maximum over workers; the identity outside a process group."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t
 
 

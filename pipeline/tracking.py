@@ -85,9 +85,9 @@ class StageRun:
 
         mlflow.log_dict(obj, name)
 
-    def finish(self, metrics: Mapping[str, Any], metrics_root: str | Path = "metrics") -> Path:
-        """Log the final metrics and write the same dict to ``metrics/<stage>.json``."""
-        self.log_metrics(metrics)
+    def finish(self, metrics: Mapping[str, Any], step: int | None = None, metrics_root: str | Path = "metrics") -> Path:
+        """Log the final metrics (at ``step``, e.g. one past the last epoch) and write them to ``metrics/<stage>.json``."""
+        self.log_metrics(metrics, step=step)
         path = metrics_path(self.stage, metrics_root)
         write_json(path, dict(metrics))
         self.log_artifact(path)

@@ -53,7 +53,7 @@ def main() -> None:
                                                     params.swav.proj_dim)}},
         )  # fmt: skip
         run.log_artifact(png, "plots")
-        run.finish(metrics)
+        run.finish(metrics, step=len(history))  # the final probe sits one step after the last epoch
         print(
             f"{stage}: knn_top1 {metrics['knn_top1']:.3f} vs untrained {metrics['knn_top1_untrained']:.3f} "
             f"(gain {metrics['knn_gain']:+.3f}, 95% CI {metrics['knn_gain_ci95_vs_seed0']}) chance {metrics['knn_chance']:.2f}"

@@ -27,14 +27,18 @@ def sinkhorn_shards(config: dict[str, Any]) -> None:
 
 
 def pretrain_killed_once(config: dict[str, Any]) -> None:
-    """The real SSL loop; on its first attempt rank 1 SIGKILLs itself once a checkpoint exists."""
+    """The real SSL loop; on its first attempt rank 1 SIGKILLs itself mid-run.
+
+    It waits until the controller has registered a checkpoint (its snapshot file appears),
+    so that a restart must resume from it rather than from scratch.
+    """
     w = distributed.worker()
     marker = Path(config["kill_marker"])
     if w.rank == 1 and not marker.exists():
 
         def kill_after_first_checkpoint() -> None:
             run_dir = Path(config["run_dir"])
-            while not any(run_dir.glob("checkpoint_*")):
+            while not (run_dir / "checkpoint_manager_snapshot.json").exists():
                 time.sleep(0.02)
             marker.write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)

@@ -78,7 +78,7 @@ def test_dvc_repro_end_to_end(tmp_path):
     sim = by_name["pretrain@simsiam"]
     assert sim.data.params["simsiam.proj_dim"] == "32"
     hist = mlflow.MlflowClient(uri).get_metric_history(sim.info.run_id, "knn_top1")
-    assert sorted(m.step for m in hist) == [0, 1]
+    assert sorted(m.step for m in hist) == [0, 1, 2]  # two epochs, then the final probe
 
     # nothing changed: nothing runs
     second = _run(["dvc", "repro"], repo)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.distributed import all_reduce_sum
+from pipeline.distributed import all_reduce_max, all_reduce_sum
 
 
 @torch.no_grad()
@@ -17,7 +17,10 @@ def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iters: int = 3) -> tor
     sum to B_total / K over all workers: the row/column sums are all-reduced, so every
     worker solves the same transport problem as one big batch would.
     """
-    q = torch.exp((scores.float() - scores.float().max()) / epsilon).t()  # (K, B)
+    scores = scores.float()
+    top = scores.max()
+    all_reduce_max(top)  # one shift for all workers keeps exp() finite and the problem the same
+    q = torch.exp((scores - top) / epsilon).t()  # (K, B)
     k, b = q.shape
     b_total = torch.tensor(float(b), device=q.device)
     all_reduce_sum(b_total)
