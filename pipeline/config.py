@@ -109,7 +109,7 @@ class PretrainParams(Section):
     color_jitter: UnitInterval = 0.4
     grayscale_p: UnitInterval = 0.2
     epochs: PosInt = 8
-    crops_per_epoch: PosInt = 1536
+    crops_per_epoch: PosInt = 1280
     batch_size: Annotated[int, Field(ge=2)] = 128
     warmup_epochs: NonNegInt = 1
     knn_k: PosInt = 20
