@@ -49,8 +49,7 @@ def main() -> None:
         png = plot_history(
             history, ["loss", "z_std", "knn_top1"], f"plots/pretrain_{args.method}.png", stage,
             {"knn_top1": {"untrained (BN recomputed)": metrics["knn_top1_untrained"], "chance": metrics["knn_chance"]},
-             "z_std": {"1/sqrt(d)": 1 / math.sqrt(backbone.out_dim if args.method == "simsiam" else
-                                                    params.swav.proj_dim)}},
+             "z_std": {"1/sqrt(d), healthy": 1 / math.sqrt(getattr(params, args.method).proj_dim), "collapsed": 0.0}},
         )  # fmt: skip
         run.log_artifact(png, "plots")
         run.finish(metrics, step=len(history))  # the final probe sits one step after the last epoch

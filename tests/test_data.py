@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -257,3 +258,6 @@ def test_atomic_dir_keeps_old_output_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     write_json(tmp_path / "m.json", {"x": 1})
     assert json.loads((tmp_path / "m.json").read_text()) == {"x": 1}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
