@@ -139,7 +139,7 @@ class SwavParams(Section):
     weight_decay: Annotated[float, Field(ge=0)] = 5e-4
     proj_hidden: PosInt = 512
     proj_dim: PosInt = 128
-    n_prototypes: Annotated[int, Field(ge=2)] = 100
+    n_prototypes: Annotated[int, Field(ge=2)] = 30
     temperature: PosFloat = 0.1
     epsilon: PosFloat = 0.05
     sinkhorn_iters: PosInt = 3

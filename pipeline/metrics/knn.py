@@ -79,7 +79,7 @@ def knn_probe(
 def chance_level(labels: torch.Tensor) -> float:
     """Accuracy of always predicting the most frequent class."""
     counts = torch.bincount(labels)
-    return float(counts.max() / counts.sum())
+    return counts.max().item() / counts.sum().item()
 
 
 def bootstrap_gain(correct_a: np.ndarray, correct_b: np.ndarray, n: int, seed: int = 0) -> tuple[float, float, float]:
