@@ -38,3 +38,29 @@ def plot_history(
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def image_grid(rows: Mapping[str, Sequence[Any]], path: str | Path, title: str = "", scale: float = 1.0) -> Path:
+    """A labelled grid: one row per key, its images (uint8 (H, W) or (H, W, 3)) left to right."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ncols = max(len(images) for images in rows.values())
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(scale * ncols, scale * len(rows) + 0.4), squeeze=False)
+    for r, (name, images) in enumerate(rows.items()):
+        for c in range(ncols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(images):
+                img = images[c]
+                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+        axes[r][0].set_title(name, fontsize=7, loc="left")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return Path(path)

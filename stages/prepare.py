@@ -11,7 +11,23 @@ from pipeline.data.prepare import build_digits_lt, build_photo_sets, build_probe
 from pipeline.data.shards import write_set
 from pipeline.errors import UserError, run_cli
 from pipeline.io import atomic_dir
+from pipeline.plots import image_grid
 from pipeline.tracking import stage_run
+
+
+def sample_rows(sets: dict, per_row: int = 10) -> dict:
+    """Rows of the sample grid: images spread evenly over each set and split.
+
+    Test photos and test paintings are stored in the same order, so their rows show pairs.
+    """
+    rows = {}
+    for name, recs in sets.items():
+        if name == "photos_full":
+            continue
+        for split in sorted({r.split for r in recs}):
+            images = [r.image for r in recs if r.split == split]
+            rows[f"{name} / {split}"] = images[:: max(1, len(images) // per_row)][:per_row]
+    return rows
 
 
 def main() -> None:
@@ -38,9 +54,11 @@ def main() -> None:
             counts[name] = write_set(tmp / name, recs)
             print(f"prepare: {name}: " + ", ".join(f"{k}={v}" for k, v in sorted(counts[name].items())), file=sys.stderr)
 
+    grid = image_grid(sample_rows(all_sets), "plots/prepare_samples.png", "prepare: samples of every set")
     metrics = {"counts": counts, "bad_images_skipped": len(bad.skipped), **photo_sets.info, **probe.info, **digits.info}
     with stage_run("prepare", params.prepare.model_dump(), params.tracking.experiment) as run:
         run.log_dict(metrics, "prepare_summary.json")
+        run.log_artifact(grid, "plots")
         run.finish(metrics)
 
 
