@@ -7,6 +7,7 @@ probes the backbone with kNN every epoch and checkpoints model, optimiser and hi
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from pathlib import Path
@@ -154,8 +155,8 @@ def train_loop(config: dict[str, Any]) -> None:
         }
         state = None
         if w.is_main:
-            res = knn_probe(core.backbone.cpu(), *probe[:2], *probe[2:], k=pre["knn_k"], temperature=pre["knn_temperature"])
-            core.backbone.to(w.device)
+            # probe a CPU copy: moving the live (DDP-wrapped) module off its device is unsafe
+            res = knn_probe(copy.deepcopy(core.backbone).cpu(), *probe[:2], *probe[2:], k=pre["knn_k"], temperature=pre["knn_temperature"])
             row["knn_top1"] = res.top1
             history = [*history, row]
             print(

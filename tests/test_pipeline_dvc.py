@@ -104,3 +104,26 @@ def test_stage_bad_input_is_one_line(tmp_path):
     good.write_text(yaml.safe_dump(tiny_raw()))
     out = _run([sys.executable, "-m", "stages.pretrain", "simsiam", "--params", str(good), "--data", str(tmp_path / "none")], tmp_path, check=False)
     assert out.returncode == 2 and "run the 'prepare' stage first" in out.stderr.strip().splitlines()[-1]
+
+
+def test_prepare_bad_image_is_one_line_and_keeps_old_output(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(photos / f"{name}.png")
+    (photos / "c.png").write_bytes(b"\x89PNG truncated")
+    out = tmp_path / "prepared"
+    out.mkdir()
+    (out / "old.txt").write_text("previous output")
+    raw = tiny_raw(prepare={"on_bad_image": "fail", "photos": {"source": "folder", "path": str(photos), "test_sources": ["b.png"]}})
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    res = _run([sys.executable, "-m", "stages.prepare", "--params", str(params), "--out", str(out)], tmp_path, check=False)
+    assert res.returncode == 2
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith(f"error: bad image {photos / 'c.png'}: ")
+    assert line.endswith("(set prepare.on_bad_image: skip to skip such files)")
+    assert [p.name for p in out.iterdir()] == ["old.txt"]

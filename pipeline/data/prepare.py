@@ -58,7 +58,6 @@ def build_photo_sets(params: PrepareParams, bad: sources.BadImages) -> PreparedS
     """photos, photos_full and painting from the configured photo source."""
     p = params.photos
     rng = np.random.default_rng(params.seed)
-    out = PreparedSets()
     if p.source == "cyclegan":
         parts = sources.load_cyclegan_folder(p.path, bad)
         return _cyclegan_sets(parts, params, rng)
@@ -100,9 +99,10 @@ def build_photo_sets(params: PrepareParams, bad: sources.BadImages) -> PreparedS
                     ph.image, p.patches_per_image, p.patch_size, tuple(p.scale), rng, (split_x, 1.0)
                 ):
                     paint_rec.append(Record(_paint(patch, params), "painting", "train", f"{ph.name}:{y}:{x}:{side}", ph.label))
-    out.sets = {"photos": photos_rec, "photos_full": full_rec, "painting": paint_rec}
-    out.info = {"photo_train_sources": [t.name for t in train], "photo_test_sources": [t.name for t in test]}
-    return out
+    return PreparedSets(
+        sets={"photos": photos_rec, "photos_full": full_rec, "painting": paint_rec},
+        info={"photo_train_sources": [t.name for t in train], "photo_test_sources": [t.name for t in test]},
+    )
 
 
 def _paint(patch: np.ndarray, params: PrepareParams) -> np.ndarray:
@@ -112,7 +112,6 @@ def _paint(patch: np.ndarray, params: PrepareParams) -> np.ndarray:
 def _cyclegan_sets(parts: dict[str, list[sources.NamedImage]], params: PrepareParams, rng: np.random.Generator) -> PreparedSets:
     """User domains A (photo) and B (painting): patches of each, no paired ground truth."""
     p = params.photos
-    out = PreparedSets()
     recs: dict[str, list[Record]] = {"photos": [], "photos_full": [], "painting": []}
     for part, images in parts.items():
         split = "train" if part.startswith("train") else "test"
@@ -126,8 +125,7 @@ def _cyclegan_sets(parts: dict[str, list[sources.NamedImage]], params: PreparePa
                 recs["photos_full"].append(Record(img, domain, split, im.name))
             for patch, y, x, side in random_patches(img, p.patches_per_image, p.patch_size, tuple(p.scale), rng):
                 recs[domain_set].append(Record(patch, domain, split, f"{part}/{im.name}:{y}:{x}:{side}"))
-    out.sets = recs
-    return out
+    return PreparedSets(sets=recs)
 
 
 def build_probe(params: PrepareParams, photo_test: list[sources.NamedImage]) -> PreparedSets:
@@ -144,9 +142,7 @@ def build_probe(params: PrepareParams, photo_test: list[sources.NamedImage]) -> 
         for split, xr in (("bank", (0.0, 0.5)), ("query", (0.5, 1.0))):
             for patch, y, x, side in random_patches(img, params.probe.per_class, size, (0.15, 0.5), rng, xr):
                 recs.append(Record(patch, params.probe.kind, split, f"{im.name}:{y}:{x}:{side}", label))
-    out = PreparedSets(sets={"probe": recs})
-    out.info = {"probe_kind": params.probe.kind, "probe_classes": [im.name for im in images]}
-    return out
+    return PreparedSets(sets={"probe": recs}, info={"probe_kind": params.probe.kind, "probe_classes": [im.name for im in images]})
 
 
 def build_digits_lt(params: PrepareParams) -> PreparedSets:
@@ -179,6 +175,4 @@ def build_digits_lt(params: PrepareParams) -> PreparedSets:
         for i in idx[counts[c] : need]:
             recs.append(Record(resize(images[i], d.size), "digits", "test", f"digits/{i}", int(c)))
         table.append({"class": int(c), "train": counts[c], "test": d.test_per_class})
-    out = PreparedSets(sets={"digits_lt": recs})
-    out.info = {"digits_lt_counts": table, "digits_lt_transform": d.transform}
-    return out
+    return PreparedSets(sets={"digits_lt": recs}, info={"digits_lt_counts": table, "digits_lt_transform": d.transform})
