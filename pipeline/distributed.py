@@ -2,9 +2,9 @@
 
 Driver side: :func:`fit` runs a per-worker loop as a ``TorchTrainer`` and returns the state
 dict of its final checkpoint. It runs on a local Ray instance by default and on an existing
-cluster when ``RAY_ADDRESS`` is set. Each run is named by a hash of its config, so running
-the same config again resumes from (or returns) its last checkpoint, and a changed config
-starts fresh.
+cluster when ``RAY_ADDRESS`` is set. Each run is named by a hash of its config and of the
+library code, so running the same config again resumes from (or returns) its last
+checkpoint, and a changed config or code starts fresh.
 
 Worker side: :func:`worker`, :func:`prepare_model`, :func:`load_state`, :func:`report`,
 :func:`autocast`, :func:`all_reduce_sum`, :func:`all_reduce_max`.
@@ -125,10 +125,24 @@ def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- driver side
 
 
+def code_fingerprint(root: str | Path | None = None) -> str:
+    """sha256 of every ``.py`` file under ``root`` (default: the ``pipeline`` package)."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def run_name(prefix: str, config: dict[str, Any]) -> str:
-    """``<prefix>-<hash of config>``: same config -> same run (resume); changed config -> fresh run."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return f"{prefix}-{digest}"
+    """``<prefix>-<hash of config and library code>``.
+
+    The same config and code resume (or return) the same run; a changed config or a changed
+    library starts fresh, so a finished checkpoint is never reused for different code.
+    """
+    payload = json.dumps(config, sort_keys=True, default=str) + code_fingerprint()
+    return f"{prefix}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 
 
 def init_ray(num_cpus: int | None = None) -> None:

@@ -54,6 +54,13 @@ def test_same_seed_same_run_and_rerun_resumes(ray_local, tiny_params, tiny_data,
     assert again["history"] == a["history"]
 
 
-def test_run_name_follows_config():
+def test_run_name_follows_config_and_code(tmp_path, monkeypatch):
     assert distributed.run_name("x", {"a": 1}) == distributed.run_name("x", {"a": 1})
     assert distributed.run_name("x", {"a": 1}) != distributed.run_name("x", {"a": 2})
+    (tmp_path / "m.py").write_text("x = 1\n")
+    before = distributed.code_fingerprint(tmp_path)
+    (tmp_path / "m.py").write_text("x = 2\n")
+    assert distributed.code_fingerprint(tmp_path) != before
+    name = distributed.run_name("x", {"a": 1})
+    monkeypatch.setattr(distributed, "code_fingerprint", lambda root=None: "changed code")
+    assert distributed.run_name("x", {"a": 1}) != name
