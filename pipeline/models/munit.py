@@ -1,0 +1,159 @@
+"""MUNIT building blocks (Huang et al. 2018): content/style encoders, AdaIN decoder, PatchGAN.
+
+Shapes for an input (N, C, H, W) with ``n_down`` downsamplings and base width ``dim``:
+content code (N, dim * 2**n_down, H / 2**n_down, W / 2**n_down); style code (N, style_dim).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class AdaIN(nn.Module):
+    """Instance norm whose per-channel scale and shift are set from outside (by the style MLP)."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.channels, self.eps = channels, eps
+        self.weight: torch.Tensor | None = None  # (N, C), assigned before each forward
+        self.bias: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight is None or self.bias is None:
+            raise RuntimeError("AdaIN parameters are unset: call Decoder.forward(content, style)")
+        x = F.instance_norm(x, eps=self.eps)
+        return x * self.weight[:, :, None, None] + self.bias[:, :, None, None]
+
+
+class LayerNorm2d(nn.Module):
+    """Layer norm over (C, H, W) with a per-channel affine, as in the MUNIT decoder."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(channels))
+        self.beta = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = x.std(dim=(1, 2, 3), keepdim=True)
+        return (x - mean) / (std + self.eps) * self.gamma[:, None, None] + self.beta[:, None, None]
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    return {"in": lambda: nn.InstanceNorm2d(channels), "adain": lambda: AdaIN(channels), "none": nn.Identity}[kind]()
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int, norm: str) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, 1, 1, padding_mode="reflect"), _norm(norm, channels), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, 1, 1, padding_mode="reflect"), _norm(norm, channels),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ContentEncoder(nn.Module):
+    """conv7 -> ``n_down`` stride-2 convs -> ``n_res`` residual blocks, instance norm throughout."""
+
+    def __init__(self, in_channels: int, dim: int = 64, n_down: int = 2, n_res: int = 4) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, dim, 7, 1, 3, padding_mode="reflect"), nn.InstanceNorm2d(dim), nn.ReLU(True)]
+        for _ in range(n_down):
+            layers += [nn.Conv2d(dim, 2 * dim, 4, 2, 1, padding_mode="reflect"), nn.InstanceNorm2d(2 * dim), nn.ReLU(True)]
+            dim *= 2
+        layers += [ResBlock(dim, "in") for _ in range(n_res)]
+        self.net = nn.Sequential(*layers)
+        self.out_channels = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class StyleEncoder(nn.Module):
+    """Convs without normalisation, global average pool, 1x1 conv to ``style_dim``."""
+
+    def __init__(self, in_channels: int, dim: int = 64, style_dim: int = 8, n_down: int = 4) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, dim, 7, 1, 3, padding_mode="reflect"), nn.ReLU(True)]
+        for i in range(n_down):
+            out = dim * 2 if i < 2 else dim
+            layers += [nn.Conv2d(dim, out, 4, 2, 1, padding_mode="reflect"), nn.ReLU(True)]
+            dim = out
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Conv2d(dim, style_dim, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten(1)
+
+
+class Decoder(nn.Module):
+    """AdaIN residual blocks -> (upsample, conv5, layer norm) x ``n_up`` -> conv7 -> tanh.
+
+    forward(content (N, in_channels, h, w), style (N, style_dim)) -> image (N, out_channels, h * 2**n_up, w * 2**n_up) in [-1, 1].
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, style_dim: int = 8, n_up: int = 2, n_res: int = 4, mlp_dim: int = 256
+    ) -> None:
+        super().__init__()
+        self.res = nn.Sequential(*[ResBlock(in_channels, "adain") for _ in range(n_res)])
+        layers: list[nn.Module] = []
+        dim = in_channels
+        for _ in range(n_up):
+            layers += [nn.Upsample(scale_factor=2), nn.Conv2d(dim, dim // 2, 5, 1, 2, padding_mode="reflect"), LayerNorm2d(dim // 2), nn.ReLU(True)]
+            dim //= 2
+        layers += [nn.Conv2d(dim, out_channels, 7, 1, 3, padding_mode="reflect"), nn.Tanh()]
+        self.up = nn.Sequential(*layers)
+        self.adains = [m for m in self.res.modules() if isinstance(m, AdaIN)]
+        n_params = sum(2 * m.channels for m in self.adains)
+        self.mlp = nn.Sequential(
+            nn.Linear(style_dim, mlp_dim), nn.ReLU(True), nn.Linear(mlp_dim, mlp_dim), nn.ReLU(True), nn.Linear(mlp_dim, n_params)
+        )
+
+    def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        params = self.mlp(style)
+        start = 0
+        for m in self.adains:
+            m.bias = params[:, start : start + m.channels]
+            m.weight = 1 + params[:, start + m.channels : start + 2 * m.channels]
+            start += 2 * m.channels
+        return self.up(self.res(content))
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN: stride-2 4x4 convs with leaky ReLU, then a 1-channel map of real/fake scores (LSGAN)."""
+
+    def __init__(self, in_channels: int, dim: int = 64, n_layers: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, dim, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        for _ in range(n_layers - 1):
+            layers += [nn.Conv2d(dim, 2 * dim, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+            dim *= 2
+        layers += [nn.Conv2d(dim, 1, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class MUNIT(nn.Module):
+    """One-domain MUNIT auto-encoder: ``encode`` -> (content, style), ``decode(content, style)`` -> image."""
+
+    def __init__(self, channels: int = 1, dim: int = 32, style_dim: int = 8, n_down: int = 2, n_res: int = 4, mlp_dim: int = 256) -> None:
+        super().__init__()
+        self.style_dim = style_dim
+        self.content_encoder = ContentEncoder(channels, dim, n_down, n_res)
+        self.style_encoder = StyleEncoder(channels, dim, style_dim)
+        self.decoder = Decoder(self.content_encoder.out_channels, channels, style_dim, n_down, n_res, mlp_dim)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.content_encoder(x), self.style_encoder(x)
+
+    def decode(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        return self.decoder(content, style)
