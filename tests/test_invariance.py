@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.data.transforms import to_tensor
 from pipeline.invariance.ekld import balanced_accuracy, ekld_by_class, kl_divergence
 
 
@@ -32,8 +33,7 @@ def test_ekld_pairs_each_image_with_its_own_transformed_copy():
     mass = lambda x: torch.stack([x.sum(dim=(1, 2, 3)) / 50.0, torch.zeros(len(x))], dim=1)  # noqa: E731
     same = ekld_by_class(mass, images, np.array([0, 0]), "rot", 8, np.random.default_rng(1))
     assert same[0] < 1e-2
-    cross = kl_divergence(mass(torch.from_numpy(np.stack(images[:1])).float().div(255).unsqueeze(1)),
-                          mass(torch.from_numpy(np.stack(images[1:])).float().div(255).unsqueeze(1)))  # fmt: skip
+    cross = kl_divergence(mass(to_tensor(images[:1], channels=1)), mass(to_tensor(images[1:], channels=1)))
     assert cross.item() > 10 * same[0] + 0.1
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.data.transforms import apply_nuisance, draw_nuisance
+from pipeline.data.transforms import apply_nuisance, draw_nuisance, to_tensor
 
 
 def kl_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
@@ -22,11 +22,6 @@ def kl_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tenso
     log_p = F.log_softmax(logits_p.double(), dim=1)
     log_q = F.log_softmax(logits_q.double(), dim=1)
     return (log_p.exp() * (log_p - log_q)).sum(dim=1).clamp_min(0.0)
-
-
-def grey_batch(images: list[np.ndarray] | np.ndarray) -> torch.Tensor:
-    """uint8 grey images (N of (H, W)) -> float (N, 1, H, W) in [0, 1]."""
-    return torch.from_numpy(np.stack(images)).float().div(255.0).unsqueeze(1)
 
 
 @torch.no_grad()
@@ -44,11 +39,11 @@ def ekld_by_class(
     """
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
-    clean_logits = predict(grey_batch(images))
+    clean_logits = predict(to_tensor(images, channels=1))
     total = torch.zeros(len(images), dtype=torch.float64)
     for _ in range(draws):
         moved = [apply_nuisance(img, draw_nuisance(transform, rng)) for img in images]
-        total += kl_divergence(clean_logits, predict(grey_batch(moved)))
+        total += kl_divergence(clean_logits, predict(to_tensor(moved, channels=1)))
     per_image = (total / draws).numpy()
     return {int(c): float(per_image[labels == c].mean()) for c in np.unique(labels)}
 
