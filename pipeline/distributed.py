@@ -154,7 +154,7 @@ def init_ray(num_cpus: int | None = None) -> None:
     address = os.environ.get("RAY_ADDRESS")
     if address:
         try:
-            ray.init(address=address, log_to_driver=True, _node_ip_address=None)
+            ray.init(address=address, log_to_driver=True)
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
             raise UserError(f"cannot reach the Ray cluster at RAY_ADDRESS={address}: {str(exc).splitlines()[0]}") from None
         return
