@@ -9,6 +9,24 @@ from typing import Any
 from pipeline.io import atomic_file
 
 
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the headless Agg backend (imported lazily: it is slow to import)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    """Write ``fig`` as PNG atomically and free it."""
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    _pyplot().close(fig)
+    return Path(path)
+
+
 def plot_history(
     history: Sequence[Mapping[str, Any]],
     keys: Sequence[str],
@@ -17,11 +35,7 @@ def plot_history(
     baselines: Mapping[str, Mapping[str, float]] | None = None,
 ) -> Path:
     """One panel per key of per-epoch ``history``; ``baselines[key]`` adds labelled dashed lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
     epochs = [int(r["epoch"]) + 1 for r in history]
     for ax, key in zip(axes[0], keys):
@@ -34,19 +48,12 @@ def plot_history(
         ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def image_grid(rows: Mapping[str, Sequence[Any]], path: str | Path, title: str = "", scale: float = 1.0) -> Path:
     """A labelled grid: one row per key, its images (uint8 (H, W) or (H, W, 3)) left to right."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     ncols = max(len(images) for images in rows.values())
     fig, axes = plt.subplots(len(rows), ncols, figsize=(scale * ncols, scale * len(rows) + 0.4), squeeze=False)
     for r, (name, images) in enumerate(rows.items()):
@@ -60,7 +67,4 @@ def image_grid(rows: Mapping[str, Sequence[Any]], path: str | Path, title: str =
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)

@@ -43,7 +43,7 @@ class LayerNorm2d(nn.Module):
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
-    return {"in": lambda: nn.InstanceNorm2d(channels), "adain": lambda: AdaIN(channels), "none": nn.Identity}[kind]()
+    return nn.InstanceNorm2d(channels) if kind == "in" else AdaIN(channels)
 
 
 class ResBlock(nn.Module):
