@@ -68,3 +68,48 @@ def image_grid(rows: Mapping[str, Sequence[Any]], path: str | Path, title: str =
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def bar_chart(values: Mapping[str, float], path: str | Path, title: str, baselines: Mapping[str, float] | None = None) -> Path:
+    """One bar per name, labelled dashed lines for ``baselines``."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.1 * len(values) + 2, 3.4))
+    names = list(values)
+    ax.bar(range(len(names)), [values[n] for n in names], color=[f"C{i % 10}" for i in range(len(names))])
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    for i, (name, value) in enumerate((baselines or {}).items()):
+        ax.axhline(value, linestyle="--", color="k" if i == 0 else f"C{i}", label=name)
+    if baselines:
+        ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def line_plot(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | Path,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    baselines: Mapping[str, float] | None = None,
+    logx: bool = False,
+    errors: Mapping[str, Sequence[float]] | None = None,
+) -> Path:
+    """One line per name (x, y), optional error bars, labelled dashed lines for ``baselines``."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for i, (name, (x, y)) in enumerate(series.items()):
+        ax.errorbar(x, y, yerr=(errors or {}).get(name), marker="o", capsize=3, label=name, color=f"C{i}")
+    for i, (name, value) in enumerate((baselines or {}).items()):
+        ax.axhline(value, linestyle="--", color="k" if i == 0 else f"C{i + len(series)}", label=name)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from pipeline.models.munit import MUNIT, AdaIN, PatchDiscriminator
+from pipeline.models.gan import PatchDiscriminator
+from pipeline.models.munit import MUNIT, AdaIN
 
 
 def test_munit_shapes():

@@ -126,22 +126,6 @@ class Decoder(nn.Module):
         return self.up(self.res(content))
 
 
-class PatchDiscriminator(nn.Module):
-    """PatchGAN: stride-2 4x4 convs with leaky ReLU, then a 1-channel map of real/fake scores (LSGAN)."""
-
-    def __init__(self, in_channels: int, dim: int = 64, n_layers: int = 3) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, dim, 4, 2, 1), nn.LeakyReLU(0.2, True)]
-        for _ in range(n_layers - 1):
-            layers += [nn.Conv2d(dim, 2 * dim, 4, 2, 1), nn.LeakyReLU(0.2, True)]
-            dim *= 2
-        layers += [nn.Conv2d(dim, 1, 1)]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
 class MUNIT(nn.Module):
     """One-domain MUNIT auto-encoder: ``encode`` -> (content, style), ``decode(content, style)`` -> image."""
 

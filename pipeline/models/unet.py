@@ -1,0 +1,93 @@
+"""The transplant: a U-Net generator whose encoder is the (pretrained) ResNet-18 backbone.
+
+The backbone's 5-level pyramid feeds the skip connections. The backbone always sees what it
+was pretrained on: RGB in [0, 1] (or its luminance, for a 1-channel backbone), whatever the
+generator's own input space is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline.color import lab_to_rgb, net_to_lab
+from pipeline.data.transforms import to_gray
+from pipeline.errors import UserError
+from pipeline.io import load_torch
+from pipeline.models.resnet import ResNet18
+
+SPACES = ("lab", "rgb")
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class ResNetUNet(nn.Module):
+    """U-Net on a ResNet-18 encoder.
+
+    forward(x (N, C_in, H, W) in [-1, 1]) -> (N, out_channels, H, W) in [-1, 1] (tanh).
+    ``space`` 'lab': x is network-scale Lab (3 channels, or 1 = L alone); 'rgb': x is RGB * 2 - 1.
+    Decoder (w = backbone width, d = decoder width): layer4 (8w, H/8) -> up + layer3 -> (4d, H/4)
+    -> up + layer2 -> (2d, H/2) -> up + layer1 + stem -> (d, H) -> + input -> out.
+    """
+
+    def __init__(self, backbone: ResNet18, space: str, out_channels: int, decoder_width: int = 32) -> None:
+        super().__init__()
+        if space not in SPACES:
+            raise ValueError(f"unknown input space '{space}' (allowed: {', '.join(SPACES)})")
+        self.encoder = backbone
+        self.space = space
+        p, d = backbone.pyramid_channels, decoder_width
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.dec3 = _block(p[4] + p[3], 4 * d)
+        self.dec2 = _block(4 * d + p[2], 2 * d)
+        self.dec1 = _block(2 * d + p[1] + p[0], d)
+        self.out = nn.Sequential(nn.Conv2d(d + 3, d, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv2d(d, out_channels, 1), nn.Tanh())
+
+    def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, H, W) generator input -> (N, 3 or 1, H, W) backbone input, RGB in [0, 1]."""
+        if self.space == "lab":
+            if x.shape[1] == 1:
+                x = torch.cat([x, torch.zeros_like(x).expand(-1, 2, -1, -1)], 1)
+            rgb = lab_to_rgb(net_to_lab(x.float())).to(x.dtype)
+        else:
+            rgb = (x + 1) / 2
+        return to_gray(rgb) if self.encoder.in_channels == 1 else rgb
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Decoder maps [(N, 4d, H/4, W/4), (N, 2d, H/2, W/2), (N, d, H, W)]."""
+        stem, l1, l2, l3, l4 = self.encoder(self.encoder_input(x))
+        d3 = self.dec3(torch.cat([self.up(l4), l3], 1))
+        d2 = self.dec2(torch.cat([self.up(d3), l2], 1))
+        d1 = self.dec1(torch.cat([self.up(d2), l1, stem], 1))
+        return [d3, d2, d1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % 8 or x.shape[-2] % 8:
+            raise ValueError(f"ResNetUNet needs H and W divisible by 8, got {tuple(x.shape[-2:])}")
+        rgb_in = x if x.shape[1] == 3 else x.expand(-1, 3, -1, -1)
+        return self.out(torch.cat([self.features(x)[-1], rgb_in], 1))
+
+
+def load_backbone(path: str | Path, stage_hint: str) -> ResNet18:
+    """A backbone saved by ``pretrain@<method>``; one-line errors for a missing file or another architecture."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"backbone {path} not found: run `dvc repro {stage_hint}` first")
+    try:
+        ckpt: dict[str, Any] = load_torch(path)
+        spec = ckpt["spec"]
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+        raise UserError(f"{path}: not a backbone checkpoint ({type(exc).__name__})") from None
+    if spec.get("arch") != "resnet18_cifar":
+        raise UserError(f"{path}: architecture '{spec.get('arch')}' is not resnet18_cifar")
+    backbone = ResNet18(spec["width"], spec["in_channels"])
+    try:
+        backbone.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise UserError(f"{path}: weights do not match its spec {spec}: {str(exc).splitlines()[0]}") from None
+    return backbone

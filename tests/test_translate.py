@@ -1,0 +1,179 @@
+"""Translation library: Lab, the transplanted U-Net, the GAN pieces, image metrics, input checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skimage.color import rgb2lab
+
+from pipeline.color import grey_of, lab_to_net, lab_to_rgb, net_to_lab, rgb_to_lab
+from pipeline.errors import UserError
+from pipeline.io import save_torch
+from pipeline.metrics.image import frechet_distance, kernel_inception_distance, psnr, ssim
+from pipeline.models.gan import ImagePool, PatchDiscriminator, adversarial_loss
+from pipeline.models.resnet import ResNet18
+from pipeline.models.unet import ResNetUNet, load_backbone
+from pipeline import translate as T
+
+from .conftest import tiny_raw
+from pipeline.config import parse_params
+
+
+def test_lab_matches_skimage_and_round_trips():
+    x = torch.rand(3, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    lab = rgb_to_lab(x)
+    ref = rgb2lab(x.permute(0, 2, 3, 1).numpy())
+    assert np.abs(lab.permute(0, 2, 3, 1).numpy() - ref).max() < 0.01
+    assert (lab_to_rgb(lab) - x).abs().max() < 1e-6
+    assert (net_to_lab(lab_to_net(lab)) - lab).abs().max() < 1e-9
+    assert lab_to_net(lab)[:, 0].min() >= -1 and lab_to_net(lab)[:, 0].max() <= 1
+    grey = lab_to_rgb(net_to_lab(grey_of(lab_to_net(lab))))  # ab = 0 is grey: R = G = B
+    assert (grey[:, 0] - grey[:, 1]).abs().max() < 1e-3 and (grey[:, 1] - grey[:, 2]).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("space,c_in,c_out", [("lab", 1, 2), ("lab", 3, 2), ("rgb", 3, 3)])
+def test_unet_shapes_at_every_pyramid_level(space, c_in, c_out):
+    width, d = 8, 6
+    net = ResNetUNet(ResNet18(width, 3), space, c_out, decoder_width=d)
+    x = torch.rand(2, c_in, 16, 24) * 2 - 1
+    pyramid = net.encoder(net.encoder_input(x))
+    assert [tuple(p.shape) for p in pyramid] == [(2, 8, 16, 24), (2, 8, 16, 24), (2, 16, 8, 12), (2, 32, 4, 6), (2, 64, 2, 3)]
+    assert [tuple(f.shape) for f in net.features(x)] == [(2, 4 * d, 4, 6), (2, 2 * d, 8, 12), (2, d, 16, 24)]
+    out = net(x)
+    assert out.shape == (2, c_out, 16, 24) and out.abs().max() <= 1
+    with pytest.raises(ValueError, match="divisible by 8"):
+        net(torch.zeros(1, c_in, 12, 12))
+
+
+def test_backbone_sees_rgb_in_unit_range_whatever_the_input_space():
+    net = ResNetUNet(ResNet18(4, 3), "lab", 2)
+    grey_l = torch.full((1, 1, 8, 8), 0.0)  # L = 50
+    rgb = net.encoder_input(grey_l)
+    assert rgb.shape == (1, 3, 8, 8) and torch.allclose(rgb[:, 0], rgb[:, 1], atol=1e-4) and 0.4 < float(rgb.mean()) < 0.5
+    one_channel = ResNetUNet(ResNet18(4, 1), "rgb", 3)
+    assert one_channel.encoder_input(torch.zeros(1, 3, 8, 8)).shape == (1, 1, 8, 8)
+
+
+def test_load_backbone_errors_name_the_problem(tmp_path):
+    with pytest.raises(UserError, match=r"run `dvc repro pretrain@swav` first"):
+        load_backbone(tmp_path / "missing.pt", "pretrain@swav")
+    bb = ResNet18(4, 3)
+    save_torch(tmp_path / "other.pt", {"state_dict": bb.state_dict(), "spec": {**bb.spec(), "arch": "vgg16"}})
+    with pytest.raises(UserError, match="architecture 'vgg16' is not resnet18_cifar"):
+        load_backbone(tmp_path / "other.pt", "x")
+    save_torch(tmp_path / "wrong.pt", {"state_dict": bb.state_dict(), "spec": {**bb.spec(), "width": 8}})
+    with pytest.raises(UserError, match="weights do not match"):
+        load_backbone(tmp_path / "wrong.pt", "x")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a backbone checkpoint"):
+        load_backbone(tmp_path / "junk.pt", "x")
+
+
+def test_image_pool_stores_then_swaps_past_fakes():
+    pool = ImagePool(4, seed=0)
+    first = torch.arange(4.0).view(4, 1, 1, 1)
+    assert torch.equal(pool.query(first), first)  # filling: returned as is
+    second = torch.arange(10.0, 18.0).view(8, 1, 1, 1)
+    out = pool.query(second)
+    old = set(first.flatten().tolist())
+    returned = out.flatten().tolist()
+    assert out.shape == second.shape
+    assert any(v in old for v in returned) and any(v >= 10 for v in returned)  # a mix of past and new fakes
+    assert len(pool.images) == 4
+    again = ImagePool(4, seed=0)
+    again.query(first)
+    assert torch.equal(again.query(second), out)  # seeded
+    assert torch.equal(ImagePool(0).query(second), second)
+
+
+def test_adversarial_losses():
+    s = torch.tensor([[2.0, -1.0]])
+    assert float(adversarial_loss(torch.ones(3), True, "lsgan")) == 0.0
+    assert float(adversarial_loss(s, True, "bce")) < float(adversarial_loss(s, False, "bce")) + 1.0
+    with pytest.raises(ValueError):
+        adversarial_loss(s, True, "wgan")
+    assert PatchDiscriminator(3, 8, 3)(torch.zeros(2, 3, 32, 32)).shape == (2, 1, 4, 4)
+
+
+def test_frechet_distance_of_a_set_with_itself_is_zero_and_grows_with_shift():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(200, 16))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(a, a + 0.5) == pytest.approx(16 * 0.25, rel=1e-3)
+    assert frechet_distance(a, a * 2) > frechet_distance(a, a * 1.2) > 0
+
+
+def test_kid_sign():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 16)), rng.normal(size=(300, 16))
+    same, _ = kernel_inception_distance(a, b, 64, 50)
+    shifted, _ = kernel_inception_distance(a, b + 1.0, 64, 50)
+    assert shifted > 0 and abs(same) < shifted / 20
+
+
+def test_psnr_and_ssim_reference_points():
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert ssim(x, x) == pytest.approx(1.0)
+    assert psnr((x + 0.1).clamp(0, 1), x) < psnr((x + 0.01).clamp(0, 1), x)
+
+
+def _tiny_config(task: str, gan: str, tiny_data, **over):
+    params = parse_params(tiny_raw(translate={"crop_size": 16, "decoder_width": 4, "disc_width": 4, **over}))
+    return params, T.job_config(params, task, "scratch", gan, tiny_data, ResNet18(params.pretrain.width, 3))
+
+
+def test_cgan_steps_fit_a_fixed_batch(tiny_data):
+    _, cfg = _tiny_config("colorize", "cgan", tiny_data, lr=1e-3)
+    torch.manual_seed(0)
+    m = T.build_models(cfg, ResNet18(4, 3))
+    opt_g = T.generator_optimizer([m["G"]], cfg["translate"])
+    opt_d = torch.optim.Adam(m["D"].parameters(), lr=2e-4, betas=(0.5, 0.999))
+    data = T.load_domains(cfg)
+    x, y = data["X"][:4], data["Y"][:4]
+    assert torch.equal(x[:, 0], y[:, 0]) and float(x[:, 1:].abs().max()) == 0  # grey input, same L
+    losses = [T.cgan_step(m, (opt_g, opt_d), x, y, cfg)["loss_l1"] for _ in range(25)]
+    assert losses[-1] < 0.7 * losses[0]
+    out = m["G"](x)
+    assert torch.equal(out[:, :1], x[:, :1])  # the colorizer keeps L
+
+
+def test_cyclegan_step_updates_both_generators_and_frozen_encoder_stays(tiny_data):
+    _, cfg = _tiny_config("stylize", "cyclegan", tiny_data, freeze_encoder_epochs=1)
+    m = T.build_models(cfg, ResNet18(4, 3))
+    opt_g = T.generator_optimizer([m["G"], m["F"]], cfg["translate"])
+    opt_d = torch.optim.Adam([p for k in ("D_X", "D_Y") for p in m[k].parameters()], lr=2e-4)
+    T.set_lrs(opt_g, opt_d, 0, cfg["translate"])
+    enc_before = [p.clone() for p in m["G"].unet.encoder.parameters()]
+    dec_before = [p.clone() for p in m["F"].unet.dec1.parameters()]
+    data = T.load_domains(cfg)
+    pools = {"X": ImagePool(2), "Y": ImagePool(2)}
+    row = T.cyclegan_step(m, (opt_g, opt_d), data["X"][:2], data["Y"][:2], cfg, pools)
+    assert {"loss_cycle", "loss_idt", "loss_gan", "loss_d"} <= set(row)
+    assert all(torch.equal(a, b) for a, b in zip(enc_before, m["G"].unet.encoder.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(dec_before, m["F"].unet.dec1.parameters()))
+    T.set_lrs(opt_g, opt_d, 1, cfg["translate"])  # after the freeze the encoder trains
+    assert {g["role"]: g["lr"] for g in opt_g.param_groups}["encoder"] > 0
+
+
+def test_train_subset_is_seeded_and_disjoint_from_validation():
+    train, val = T.train_subset(100, 0.1, seed=3)
+    assert len(train) == 10 and len(val) == 64 and not set(train) & set(val)
+    assert np.array_equal(train, T.train_subset(100, 0.1, seed=3)[0])
+
+
+def test_check_inputs_refuses_large_crops_and_grey_photos(tiny_data, tmp_path):
+    params = parse_params(tiny_raw(translate={"crop_size": 64}))
+    with pytest.raises(UserError, match=r"translate.crop_size=64 is larger than the images \(16 px\)"):
+        T.check_inputs(params, "colorize", tiny_data)
+    from pipeline.data.shards import Record, write_set
+
+    grey = np.full((16, 16), 128, np.uint8)
+    write_set(tmp_path / "photos", [Record(grey, "photo", s, f"g{s}") for s in ("train", "test")])
+    with pytest.raises(UserError, match="holds only grey images; colorization needs colour photos"):
+        T.check_inputs(parse_params(tiny_raw(translate={"crop_size": 16})), "colorize", tmp_path)
+
+
+def test_unknown_encoder_is_one_line():
+    with pytest.raises(UserError, match=r"unknown encoder 'vgg' \(allowed: scratch, simsiam, swav\)"):
+        T.encoder_backbone("vgg")
