@@ -132,8 +132,8 @@ def test_cgan_steps_fit_a_fixed_batch(tiny_data):
     data = T.load_domains(cfg)
     x, y = data["X"][:4], data["Y"][:4]
     assert torch.equal(x[:, 0], y[:, 0]) and float(x[:, 1:].abs().max()) == 0  # grey input, same L
-    losses = [T.cgan_step(m, (opt_g, opt_d), x, y, cfg)["loss_l1"] for _ in range(25)]
-    assert losses[-1] < 0.7 * losses[0]
+    losses = [T.cgan_step(m, (opt_g, opt_d), x, y, cfg)["loss_l1"] for _ in range(40)]
+    assert losses[-1] < 0.75 * losses[0]
     out = m["G"](x)
     assert torch.equal(out[:, :1], x[:, :1])  # the colorizer keeps L
 
@@ -145,13 +145,13 @@ def test_cyclegan_step_updates_both_generators_and_frozen_encoder_stays(tiny_dat
     opt_d = torch.optim.Adam([p for k in ("D_X", "D_Y") for p in m[k].parameters()], lr=2e-4)
     T.set_lrs(opt_g, opt_d, 0, cfg["translate"])
     enc_before = [p.clone() for p in m["G"].unet.encoder.parameters()]
-    dec_before = [p.clone() for p in m["F"].unet.dec1.parameters()]
+    dec_before = [p.clone() for p in m["F"].unet.out.parameters()]
     data = T.load_domains(cfg)
     pools = {"X": ImagePool(2), "Y": ImagePool(2)}
     row = T.cyclegan_step(m, (opt_g, opt_d), data["X"][:2], data["Y"][:2], cfg, pools)
     assert {"loss_cycle", "loss_idt", "loss_gan", "loss_d"} <= set(row)
     assert all(torch.equal(a, b) for a, b in zip(enc_before, m["G"].unet.encoder.parameters()))
-    assert any(not torch.equal(a, b) for a, b in zip(dec_before, m["F"].unet.dec1.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(dec_before, m["F"].unet.out.parameters()))
     T.set_lrs(opt_g, opt_d, 1, cfg["translate"])  # after the freeze the encoder trains
     assert {g["role"]: g["lr"] for g in opt_g.param_groups}["encoder"] > 0
 
@@ -177,3 +177,31 @@ def test_check_inputs_refuses_large_crops_and_grey_photos(tiny_data, tmp_path):
 def test_unknown_encoder_is_one_line():
     with pytest.raises(UserError, match=r"unknown encoder 'vgg' \(allowed: scratch, simsiam, swav\)"):
         T.encoder_backbone("vgg")
+
+
+def test_generators_start_at_the_trivial_baseline(tiny_data):
+    _, cfg = _tiny_config("colorize", "cyclegan", tiny_data)
+    m = T.build_models(cfg, ResNet18(4, 3))
+    data = T.load_domains(cfg)
+    x, y = data["X"][:3], data["Y"][:3]
+    assert torch.equal(m["G"](x), x)  # grey in, ab = 0 out: the "no colour" baseline
+    assert torch.equal(m["F"](y), grey_of(y))
+    _, cfg = _tiny_config("stylize", "cyclegan", tiny_data)
+    g = T.build_models(cfg, ResNet18(4, 3))["G"]
+    assert torch.equal(g(data["X"][:3]), data["X"][:3])  # identity
+
+
+def test_user_supplied_inception_weights_give_2048_d_features(tmp_path):
+    from torchvision.models import inception_v3
+
+    from pipeline.metrics.image import feature_net
+
+    torch.manual_seed(0)
+    torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), tmp_path / "inception.pt")
+    net = feature_net("inception", torch.rand(2, 3, 32, 32), str(tmp_path / "inception.pt"))
+    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 2048)
+    with pytest.raises(UserError, match="file not found"):
+        feature_net("inception", torch.rand(1, 3, 8, 8), str(tmp_path / "missing.pt"))
+    params_err = tiny_raw(translate={"fd_features": "inception"})
+    with pytest.raises(UserError, match="needs inception_weights"):
+        parse_params(params_err)

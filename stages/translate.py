@@ -1,0 +1,75 @@
+"""DVC stages ``colorize@<encoder>-<gan>`` and ``stylize@<encoder>``: train one translation variant
+on Ray Train with the transplanted backbone, score it on the test photos, log it to MLflow."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from pipeline.config import load_params
+from pipeline.errors import UserError, run_cli
+from pipeline.io import write_json
+from pipeline.plots import image_grid, plot_history
+from pipeline.tracking import stage_run
+from pipeline.translate import ENCODERS, GANS, evaluate_colorization, evaluate_stylization, generators_from_state, sample_rows, train
+
+TASKS = ("colorize", "stylize")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("task", help=f"one of: {', '.join(TASKS)}")
+    ap.add_argument("encoder", help=f"one of: {', '.join(ENCODERS)}")
+    ap.add_argument("gan", nargs="?", default="cyclegan", help=f"colorize only, one of: {', '.join(GANS)}")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--backbone", default=None, help="default: models/backbone_<encoder>.pt")
+    ap.add_argument("--storage", default="checkpoints/translate", help="Ray Train run folder (resumable)")
+    ap.add_argument("--train-fraction", type=float, default=None,
+                    help="override <task>.train_fraction; the stage is then named <stage>-f<fraction>")  # fmt: skip
+    args = ap.parse_args()
+    if args.task not in TASKS:
+        raise UserError(f"unknown translation task '{args.task}' (allowed: {', '.join(TASKS)})")
+    if args.task == "stylize" and args.gan != "cyclegan":
+        raise UserError("stylize is unpaired: only the cyclegan variant exists")
+    params = load_params(args.params)
+    stage = f"colorize@{args.encoder}-{args.gan}" if args.task == "colorize" else f"stylize@{args.encoder}"
+    if args.train_fraction is not None:
+        if not 0 < args.train_fraction <= 1:
+            raise UserError(f"--train-fraction must be in (0, 1], got {args.train_fraction}")
+        section = getattr(params, args.task).model_copy(update={"train_fraction": args.train_fraction})
+        params = params.model_copy(update={args.task: section})
+        stage += f"-f{args.train_fraction}"
+    tag = stage.replace("@", "_").replace("-", "_")
+    logged = {"translate": params.translate.model_dump(), "distributed": params.distributed.model_dump(),
+              "cyclegan": params.cyclegan.model_dump(), args.task: getattr(params, args.task).model_dump(),
+              "encoder": args.encoder, "gan": args.gan}  # fmt: skip
+
+    with stage_run(stage, logged, params.tracking.experiment) as run:
+        config, state = train(params, args.task, args.encoder, args.gan, args.data, args.storage, args.backbone)
+        history = state["history"]
+        if not all(math.isfinite(r["loss_g"]) and math.isfinite(r["loss_d"]) for r in history):
+            raise UserError(f"{stage}: a loss became NaN or infinite; lower translate.lr")
+        models = generators_from_state(config, state)
+        evaluate = evaluate_colorization if args.task == "colorize" else evaluate_stylization
+        scores = evaluate(models, params, args.data)
+        samples = scores.pop("samples")
+        last = history[-1]
+        metrics = {**scores, "encoder": args.encoder, "gan": args.gan, "fd_features": params.translate.fd_features,
+                   "val_l1_last_epoch": last["val_l1"], "steps_per_s": last["steps_per_s"], "world_size": state["world_size"],
+                   "epochs": len(history), "resumed_at_epochs": state["starts"][1:]}  # fmt: skip
+        run.log_history(history)
+        write_json(f"plots/{tag}.json", history)
+        curves = ["loss_g", "loss_d", "val_l1"]
+        baselines = {"val_l1": {"ab = 0": last["val_l1_ab0"]}} if args.task == "colorize" else None
+        png = plot_history(history, curves, f"plots/{tag}.png", stage, baselines)
+        grid = image_grid(sample_rows(samples, args.task), f"plots/{tag}_samples.png", f"{stage}: input | output | target", 1.0)
+        run.log_artifact(png, "plots")
+        run.log_artifact(grid, "plots")
+        run.finish(metrics, step=len(history))
+        key = "l1_ab" if args.task == "colorize" else "l1_rgb"
+        print(f"{stage}: {key} {metrics[key]:.4f} psnr {metrics['psnr']:.2f} ssim {metrics['ssim']:.3f} fd {metrics['fd']:.2f}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
