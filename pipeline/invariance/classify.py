@@ -1,0 +1,238 @@
+"""Generative invariance transfer, part 2: four classifiers on the long-tailed set and their scores.
+
+All four share the model (ResNet-20), the SGD loop (warm-up, step decay) and the seeds:
+- ``erm``: cross-entropy on the training set as stored (one fixed nuisance draw per image);
+- ``drs``: deferred re-sampling: class-balanced sampling from the first lr decay on;
+- ``git``: from the first lr decay, a fraction ``gen_frac`` of every batch is replaced by MUNIT
+  samples of the tail classes, read from the ``augment`` shards (fixed, inspectable samples);
+- ``oracle``: the true nuisance, re-drawn online for every use of every training image.
+
+Images are (N, 1, H, W) in [0, 1] here.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import spearmanr
+
+from pipeline import distributed
+from pipeline.config import Params
+from pipeline.data.shards import decode_png, read_images, read_table
+from pipeline.data.transforms import apply_nuisance, draw_nuisance, to_tensor
+from pipeline.errors import UserError
+from pipeline.invariance.ekld import balanced_accuracy, ekld_by_class
+from pipeline.models.classifier import ResNet20
+
+METHODS = ("erm", "drs", "git", "oracle")
+NUM_CLASSES = 10
+
+
+def lr_at(epoch: int, step: int, steps: int, cp: dict[str, Any]) -> float:
+    """Linear warm-up over ``warmup_epochs``, then x ``decay`` at each of ``decay_epochs``."""
+    if epoch < cp["warmup_epochs"]:
+        return cp["lr"] * (epoch * steps + step + 1) / (cp["warmup_epochs"] * steps)
+    return cp["lr"] * cp["decay"] ** sum(epoch >= d for d in cp["decay_epochs"])
+
+
+def check_classes(labels: np.ndarray, where: str) -> None:
+    """Every class 0..9 must keep at least one image."""
+    present = set(np.unique(labels).tolist())
+    empty = [c for c in range(NUM_CLASSES) if c not in present]
+    if empty:
+        raise UserError(f"{where}: class {empty[0]} has no images (every class needs at least one)")
+
+
+def load_train(data_root: str | Path) -> dict[str, Any]:
+    """Stored train images (fixed draws), their clean originals (for the oracle), labels."""
+    table = read_table(Path(data_root) / "digits_lt", "train", columns=["image", "clean", "label"])
+    labels = np.asarray(table.column("label").to_pylist(), dtype=np.int64)
+    check_classes(labels, f"{Path(data_root) / 'digits_lt'} train split")
+    clean = [decode_png(b) if b is not None else None for b in table.column("clean").to_pylist()]
+    return {
+        "x": to_tensor([decode_png(b) for b in table.column("image").to_pylist()], channels=1),
+        "clean": clean,
+        "y": torch.from_numpy(labels),
+    }
+
+
+def load_augmented(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """MUNIT samples written by the augment stage: (N, 1, H, W) in [0, 1], labels (N,)."""
+    if not sorted(Path(path).glob("train-*.parquet")):
+        raise UserError(f"no MUNIT samples in {path}: run `dvc repro augment` first")
+    images, labels, _ = read_images(path, "train")
+    return to_tensor(images, channels=1), torch.from_numpy(labels)
+
+
+def epoch_order(labels: np.ndarray, balanced: bool, rng: np.random.Generator) -> np.ndarray:
+    """A permutation of the training set, or (``balanced``) as many class-balanced draws."""
+    if not balanced:
+        return rng.permutation(len(labels))
+    classes = np.unique(labels)
+    by_class = {c: np.flatnonzero(labels == c) for c in classes}
+    return np.array([rng.choice(by_class[c]) for c in rng.choice(classes, len(labels))])
+
+
+def make_batch(
+    idx: np.ndarray, data: dict[str, Any], method: str, mixing: bool, cp: dict[str, Any], transform: str,
+    aug: tuple[torch.Tensor, torch.Tensor] | None, rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Images (B, 1, H, W) and labels (B,) of one (per-worker) batch for ``method``."""
+    if method == "oracle":
+        x = to_tensor([apply_nuisance(data["clean"][i], draw_nuisance(transform, rng)) for i in idx], channels=1)
+    else:
+        x = data["x"][idx].clone()
+    y = data["y"][idx].clone()
+    if method == "git" and mixing and aug is not None and len(aug[0]):
+        n_gen = int(round(cp["gen_frac"] * len(idx)))
+        slots = rng.choice(len(idx), n_gen, replace=False)
+        picks = rng.integers(0, len(aug[0]), n_gen)
+        x[slots], y[slots] = aug[0][picks], aug[1][picks]
+    return x, y
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Per-worker loop: one classifier per seed, one after the other; checkpoints every
+    ``checkpoint_every`` epochs and at the end of each seed, and resumes from the last one."""
+    cp, method = config["classify"], config["method"]
+    w = distributed.worker(config["cpus_per_worker"])
+    data = load_train(config["data_root"])
+    aug = load_augmented(config["augment_root"]) if method == "git" else None
+    labels = data["y"].numpy()
+    steps = max(1, len(labels) // cp["batch_size"])  # full batches only: every rank takes every step
+    per_worker = max(1, cp["batch_size"] // w.world_size)
+
+    state = distributed.load_state() or {"done": {}, "seed_index": 0, "epoch": -1, "history": [], "starts": []}
+    done, history = dict(state["done"]), list(state["history"])
+    starts = [*state["starts"], [state["seed_index"], state["epoch"] + 1]]
+    for si in range(state["seed_index"], len(cp["seeds"])):
+        seed = cp["seeds"][si]
+        torch.manual_seed(seed)
+        model = ResNet20(NUM_CLASSES, 1, cp["width"])
+        opt = torch.optim.SGD(model.parameters(), lr=cp["lr"], momentum=cp["momentum"], weight_decay=cp["weight_decay"])
+        first_epoch = 0
+        if si == state["seed_index"] and state.get("model") is not None:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            first_epoch = state["epoch"] + 1
+        wrapped = distributed.prepare_model(model, w)
+        core = distributed.unwrap(wrapped)
+        for epoch in range(first_epoch, cp["epochs"]):
+            rng = np.random.default_rng([seed, epoch])  # same order on every rank: each takes its slice
+            late = epoch >= cp["decay_epochs"][0]
+            order = epoch_order(labels, method == "drs" and late, rng)
+            wrapped.train()
+            t0, losses, correct, seen = time.perf_counter(), [], 0, 0
+            for step in range(steps):
+                lr = lr_at(epoch, step, steps, cp)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                chunk = order[step * cp["batch_size"] : (step + 1) * cp["batch_size"]]
+                mine = chunk[w.rank :: w.world_size][:per_worker]
+                x, y = make_batch(mine, data, method, late, cp, config["transform"], aug, np.random.default_rng([seed, epoch, step, w.rank]))
+                x, y = x.to(w.device), y.to(w.device)
+                with distributed.autocast(w, config["mixed_precision"]):
+                    logits = wrapped(x)
+                    loss = F.cross_entropy(logits.float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+                correct += int((logits.argmax(1) == y).sum())
+                seen += len(y)
+            row = {"seed": seed, "epoch": epoch, "step": si * cp["epochs"] + epoch, "lr": lr, "loss": float(np.mean(losses)),
+                   "train_acc": correct / max(1, seen), "images_per_s": seen * w.world_size / (time.perf_counter() - t0)}  # fmt: skip
+            last = epoch == cp["epochs"] - 1
+            if w.is_main:
+                history.append(row)
+                if last:
+                    done[str(seed)] = {k: v.detach().cpu() for k, v in core.state_dict().items()}
+                    print(f"[classify@{method}] seed {seed} done: loss {row['loss']:.3f} train_acc {row['train_acc']:.3f}", flush=True)
+            if not last and (epoch + 1) % cp["checkpoint_every"]:
+                continue  # an epoch takes well under a second here; a checkpoint costs more than that
+            out = None
+            if w.is_main:
+                out = {"done": done, "seed_index": si + 1 if last else si, "epoch": -1 if last else epoch,
+                       "model": None if last else core.state_dict(), "optimizer": None if last else opt.state_dict(),
+                       "history": history, "starts": starts, "world_size": w.world_size}  # fmt: skip
+            distributed.report(row, out, w)
+
+
+def train(params: Params, method: str, data_root: str | Path, augment_root: str | Path, storage: str | Path) -> dict[str, Any]:
+    """Train ``classify.seeds`` classifiers of ``method`` through Ray Train; returns the final state."""
+    if method not in METHODS:
+        raise UserError(f"unknown classifier '{method}' (allowed: {', '.join(METHODS)})")
+    load_train(data_root)  # one-line errors here, not in a worker
+    if method == "git":
+        load_augmented(augment_root)
+    config = {
+        "method": method,
+        "data_root": str(Path(data_root).resolve()),
+        "augment_root": str(Path(augment_root).resolve()),
+        "transform": params.prepare.digits_lt.transform,
+        "classify": params.classify.model_dump(),
+        "cpus_per_worker": params.distributed.cpus_per_worker,
+        "mixed_precision": params.distributed.mixed_precision,
+    }
+    if method == "git":
+        config["augment_digest"] = [f.stat().st_size for f in sorted(Path(augment_root).glob("*.parquet"))]
+    return distributed.fit(train_loop, config, params.distributed, distributed.run_name(f"classify_{method}", config), storage)
+
+
+def models_from_state(state: dict[str, Any], width: int) -> dict[int, ResNet20]:
+    out = {}
+    for seed, sd in state["done"].items():
+        m = ResNet20(NUM_CLASSES, 1, width)
+        m.load_state_dict(sd)
+        out[int(seed)] = m.eval()
+    return out
+
+
+def evaluate(
+    models: dict[int, torch.nn.Module], data_root: str | Path, transform: str, draws: int, class_sizes: dict[int, int], threshold: int
+) -> dict[str, Any]:
+    """Balanced accuracy on freshly transformed test images and per-class eKLD (x = clean test image,
+    x' ~ T(.|x), ``draws`` per image), per seed and as mean / std over seeds."""
+    images, labels, _ = read_images(Path(data_root) / "digits_lt", "test")
+    check_classes(labels, f"{Path(data_root) / 'digits_lt'} test split")
+    rng = np.random.default_rng(12345)
+    moved = to_tensor([apply_nuisance(im, draw_nuisance(transform, rng)) for im in images], channels=1)
+    per_seed = []
+    for seed, model in sorted(models.items()):
+        with torch.no_grad():
+            pred = model(moved).argmax(1).numpy()
+        ekld = ekld_by_class(lambda x: model(x), images, labels, transform, draws, np.random.default_rng([seed, 99]))  # noqa: B023
+        per_seed.append({"seed": seed, "balanced_acc": balanced_accuracy(labels, pred), "ekld_by_class": ekld})
+    classes = sorted(class_sizes)
+    tail = [c for c in classes if class_sizes[c] < threshold]
+    head = [c for c in classes if class_sizes[c] >= threshold]
+    ek = np.array([[r["ekld_by_class"][c] for c in classes] for r in per_seed])  # (seeds, classes)
+    sizes = [class_sizes[c] for c in classes]
+
+    def stat(values: np.ndarray) -> tuple[float, float]:
+        return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+    acc = np.array([r["balanced_acc"] for r in per_seed])
+    rhos = [spearmanr(sizes, row) for row in ek]
+    out: dict[str, Any] = {
+        "balanced_acc": stat(acc)[0], "balanced_acc_std": stat(acc)[1],
+        "ekld_mean": stat(ek.mean(1))[0], "ekld_mean_std": stat(ek.mean(1))[1],
+        "ekld_head": stat(ek[:, [classes.index(c) for c in head]].mean(1))[0],
+        "ekld_head_std": stat(ek[:, [classes.index(c) for c in head]].mean(1))[1],
+        "ekld_tail": stat(ek[:, [classes.index(c) for c in tail]].mean(1))[0],
+        "ekld_tail_std": stat(ek[:, [classes.index(c) for c in tail]].mean(1))[1],
+        "ekld_by_class": {str(c): float(ek[:, i].mean()) for i, c in enumerate(classes)},
+        "ekld_by_class_std": {str(c): float(ek[:, i].std(ddof=1)) if len(ek) > 1 else 0.0 for i, c in enumerate(classes)},
+        "class_sizes": {str(c): class_sizes[c] for c in classes},
+        "spearman_size_ekld": float(spearmanr(sizes, ek.mean(0)).statistic),
+        "spearman_size_ekld_per_seed": [float(r.statistic) for r in rhos],
+        "spearman_p_per_seed": [float(r.pvalue) for r in rhos],
+        "seeds": [r["seed"] for r in per_seed],
+        "balanced_acc_per_seed": acc.tolist(),
+    }  # fmt: skip
+    return out

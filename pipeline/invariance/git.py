@@ -1,0 +1,236 @@
+"""Generative invariance transfer, part 1: MUNIT on the long-tailed set, and tail augmentation.
+
+MUNIT is trained on the ``digits_lt`` train split as ONE domain (seed 000): images are drawn
+class-balanced, the content of x is decoded with a random style, and the adversarial loss asks
+that result to look like a training image. Its style space should so learn the nuisance
+distribution T(.|x) shared by all classes, which :func:`augment_records` then applies to the
+tail classes: content of a real tail image + a random style, label kept.
+
+Images are (N, 1, H, W) in [-1, 1] here.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline import distributed
+from pipeline.config import Params
+from pipeline.data.shards import Record, read_images
+from pipeline.data.transforms import to_tensor
+from pipeline.errors import UserError
+from pipeline.io import load_torch
+from pipeline.models.gan import PatchDiscriminator, adversarial_loss
+from pipeline.models.munit import MUNIT
+
+
+def load_digits(data_root: str | Path, split: str) -> tuple[torch.Tensor, np.ndarray, list[str]]:
+    """(N, 1, H, W) images in [-1, 1], labels (N,) and sources of one digits_lt split."""
+    images, labels, sources = read_images(Path(data_root) / "digits_lt", split)
+    return to_tensor(images, channels=1) * 2 - 1, labels, sources
+
+
+def balanced_batch(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n indices drawn class-balanced: a uniform class, then a uniform image of it."""
+    classes = np.unique(labels)
+    by_class = {c: np.flatnonzero(labels == c) for c in classes}
+    return np.array([rng.choice(by_class[c]) for c in rng.choice(classes, n)])
+
+
+def build_munit(mp: dict[str, Any], channels: int = 1) -> tuple[MUNIT, PatchDiscriminator]:
+    torch.manual_seed(mp["seed"])
+    model = MUNIT(channels, mp["dim"], mp["style_dim"], mp["n_down"], mp["n_res"], mp["mlp_dim"])
+    disc = PatchDiscriminator(channels, mp["disc_width"], n_layers=3)
+    return model, disc
+
+
+class MunitPass(torch.nn.Module):
+    """One training pass of single-domain MUNIT, as one forward (so DDP sees every use of the weights).
+
+    forward(x (N, C, H, W), s_rand (N, style_dim)) -> dict of x_fake = G(c, s_rand), x_rec = G(c, s),
+    c, c_rec / s_rec = E(x_fake), and (``cycle``) x_cyc = G(c_rec, s).
+    """
+
+    def __init__(self, munit: MUNIT, cycle: bool) -> None:
+        super().__init__()
+        self.munit, self.cycle = munit, cycle
+
+    def forward(self, x: torch.Tensor, s_rand: torch.Tensor) -> dict[str, torch.Tensor]:
+        c, s = self.munit.encode(x)
+        x_fake = self.munit.decode(c, s_rand)
+        c_rec, s_rec = self.munit.encode(x_fake)
+        out = {"c": c, "x_fake": x_fake, "x_rec": self.munit.decode(c, s), "c_rec": c_rec, "s_rec": s_rec}
+        if self.cycle:
+            out["x_cyc"] = self.munit.decode(c_rec, s)
+        return out
+
+
+def munit_step(gen: torch.nn.Module, disc: torch.nn.Module, opts: tuple, x: torch.Tensor, mp: dict[str, Any], style_dim: int) -> dict[str, float]:
+    """One MUNIT update on a batch of one domain: D (LSGAN) on real vs restyled, then encoders + decoder.
+
+    ``gen`` is a (possibly DDP-wrapped) :class:`MunitPass`. Losses: gan, recon_x |G(c, s) - x|,
+    recon_c |E_c(G(c, s')) - c|, recon_s |E_s(G(c, s')) - s'|, and (weight ``cycle``) the cycle
+    |G(E_c(G(c, s')), s) - x|; s' ~ N(0, I).
+    """
+    opt_g, opt_d = opts
+    s_rand = torch.randn(len(x), style_dim, device=x.device)
+    out = gen(x, s_rand)
+    scores = disc(torch.cat([x, out["x_fake"].detach()]))
+    loss_d = adversarial_loss(scores[: len(x)], True, "lsgan") + adversarial_loss(scores[len(x) :], False, "lsgan")
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+
+    losses = {
+        "gan": adversarial_loss(disc(out["x_fake"]), True, "lsgan"),
+        "recon_x": F.l1_loss(out["x_rec"], x),
+        "recon_c": F.l1_loss(out["c_rec"], out["c"]),
+        "recon_s": F.l1_loss(out["s_rec"], s_rand),
+    }
+    if "x_cyc" in out:
+        losses["cycle"] = F.l1_loss(out["x_cyc"], x)
+    loss_g = sum(mp[k] * v for k, v in losses.items())
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()), **{f"loss_{k}": float(v.detach()) for k, v in losses.items()}}
+
+
+@torch.no_grad()
+def style_diversity(model: MUNIT, x: torch.Tensor, n_styles: int, seed: int = 0) -> float:
+    """Style-collapse monitor: mean L1 (in [0, 1] units) between outputs of different random styles
+    for the same content, over all style pairs. ~0 means the decoder ignores the style."""
+    was = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    c, _ = model.encode(x)
+    outs = [model.decode(c, torch.randn(len(x), model.style_dim, generator=gen)) for _ in range(n_styles)]
+    model.train(was)
+    pairs = [(outs[i] - outs[j]).abs().mean() / 2 for i in range(n_styles) for j in range(i + 1, n_styles)]
+    return float(torch.stack(pairs).mean())
+
+
+@torch.no_grad()
+def reconstruction_l1(model: MUNIT, x: torch.Tensor) -> float:
+    """|decode(encode(x)) - x| in [0, 1] units, eval mode."""
+    was = model.training
+    model.eval()
+    out = float((model.decode(*model.encode(x)) - x).abs().mean() / 2)
+    model.train(was)
+    return out
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Per-worker MUNIT loop (Ray Train); checkpoints every epoch and resumes from the last."""
+    mp = config["munit"]
+    w = distributed.worker(config["cpus_per_worker"])
+    model, disc = build_munit(mp)
+    opt_g = torch.optim.Adam(model.parameters(), lr=mp["lr"], betas=tuple(mp["betas"]), weight_decay=mp["weight_decay"])
+    opt_d = torch.optim.Adam(disc.parameters(), lr=mp["lr"], betas=tuple(mp["betas"]), weight_decay=mp["weight_decay"])
+    start_epoch, history, starts = 0, [], []
+    state = distributed.load_state()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        disc.load_state_dict(state["disc"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        start_epoch, history, starts = state["epoch"] + 1, state["history"], state["starts"]
+    starts = [*starts, start_epoch]
+    wrapped_g = distributed.prepare_model(MunitPass(model, mp["cycle"] > 0), w)
+    wrapped_d = distributed.prepare_model(disc, w)
+    core = distributed.unwrap(wrapped_g).munit
+
+    x_all, labels, _ = load_digits(config["data_root"], "train")
+    monitor = x_all[balanced_batch(labels, 32, np.random.default_rng(mp["seed"] + 7))]
+    batch = max(1, mp["batch_size"] // w.world_size)
+    for epoch in range(start_epoch, mp["epochs"]):
+        rng = np.random.default_rng([mp["seed"], epoch, w.rank])
+        torch.manual_seed(int(rng.integers(0, 2**31 - 1)))
+        if epoch == mp["epochs"] // 2:  # step decay, as MUNIT's schedule
+            for opt in (opt_g, opt_d):
+                for g in opt.param_groups:
+                    g["lr"] = mp["lr"] * 0.5
+        t0, rows = time.perf_counter(), []
+        for _ in range(mp["steps_per_epoch"]):
+            x = x_all[balanced_batch(labels, batch, rng)].to(w.device)
+            with distributed.autocast(w, config["mixed_precision"]):
+                rows.append(munit_step(wrapped_g, wrapped_d, (opt_g, opt_d), x, mp, model.style_dim))
+        row = {"epoch": epoch, "steps_per_s": mp["steps_per_epoch"] / (time.perf_counter() - t0)}
+        row.update({k: float(np.mean([r[k] for r in rows])) for k in rows[0]})
+        state = None
+        if w.is_main:
+            cpu, _ = build_munit(mp)  # a fresh copy: AdaIN keeps non-leaf tensors, which deepcopy refuses
+            cpu.load_state_dict({k: v.detach().cpu() for k, v in core.state_dict().items()})
+            row["style_diversity"] = style_diversity(cpu, monitor, mp["diversity_styles"], seed=epoch)
+            row["recon_l1"] = reconstruction_l1(cpu, monitor)
+            history = [*history, row]
+            print(
+                f"[munit] epoch {epoch + 1}/{mp['epochs']} loss_g {row['loss_g']:.3f} loss_d {row['loss_d']:.3f} "
+                f"recon {row['recon_l1']:.4f} diversity {row['style_diversity']:.4f}",
+                flush=True,
+            )
+            state = {"model": core.state_dict(), "disc": distributed.unwrap(wrapped_d).state_dict(), "opt_g": opt_g.state_dict(),
+                     "opt_d": opt_d.state_dict(), "epoch": epoch, "history": history, "starts": starts,
+                     "world_size": w.world_size}  # fmt: skip
+        distributed.report(row, state, w)
+
+
+def train(params: Params, data_root: str | Path, storage: str | Path) -> dict[str, Any]:
+    """Train MUNIT through Ray Train; returns the final state (model, history, ...)."""
+    load_digits(data_root, "train")  # one-line error here, not in a worker
+    config = {
+        "data_root": str(Path(data_root).resolve()),
+        "munit": params.munit.model_dump(),
+        "cpus_per_worker": params.distributed.cpus_per_worker,
+        "mixed_precision": params.distributed.mixed_precision,
+    }
+    return distributed.fit(train_loop, config, params.distributed, distributed.run_name("munit", config), storage)
+
+
+def load_munit(path: str | Path) -> MUNIT:
+    """The generator saved by the munit stage (state dict + its params), loaded with weights_only."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found: run `dvc repro munit` first")
+    ckpt = load_torch(path)
+    model, _ = build_munit(ckpt["munit"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
+
+
+def tail_classes(labels: np.ndarray, threshold: int) -> list[int]:
+    """Classes with fewer than ``threshold`` training images; one-line errors when that is none or all."""
+    classes, counts = np.unique(labels, return_counts=True)
+    tail = [int(c) for c, n in zip(classes, counts) if n < threshold]
+    if not tail:
+        raise UserError(f"augment.threshold={threshold} is at or below every class size (smallest {counts.min()}): no tail class to augment")
+    if len(tail) == len(classes):
+        raise UserError(f"augment.threshold={threshold} is above every class size (largest {counts.max()}): every class would be tail")
+    return tail
+
+
+@torch.no_grad()
+def augment_records(model: MUNIT, data_root: str | Path, threshold: int, per_image: int, seed: int) -> list[Record]:
+    """``per_image`` restyled copies of every training image of every tail class, with provenance.
+
+    Each record keeps the label, the source image (``source`` and ``transform.source_row``) and
+    the seed of its N(0, I) style (``transform_seed``), from which it can be regenerated.
+    """
+    x, labels, sources = load_digits(data_root, "train")
+    records = []
+    for c in tail_classes(labels, threshold):
+        for row in np.flatnonzero(labels == c):
+            content, _ = model.encode(x[row : row + 1])
+            for k in range(per_image):
+                style_seed = int(np.random.default_rng([seed, int(row), k]).integers(0, 2**31 - 1))
+                style = torch.randn(1, model.style_dim, generator=torch.Generator().manual_seed(style_seed))
+                out = model.decode(content, style)[0, 0]
+                img = ((out + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+                records.append(Record(img, "munit", "train", sources[row], int(c), None,
+                                      {"model": "munit", "source_row": int(row), "style": k}, style_seed))  # fmt: skip
+    return records
