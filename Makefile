@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup repro test ui bench clean-runs
+.PHONY: setup repro test ui bench efficiency
 
 setup: $(VENV)/.installed
 
@@ -30,3 +30,8 @@ ui: setup
 
 bench: setup
 	python benchmarks/pretrain_throughput.py
+	python benchmarks/translate_throughput.py --gan cgan
+	python benchmarks/translate_throughput.py --gan cyclegan
+
+efficiency: setup
+	dvc repro studies/data_efficiency/dvc.yaml

@@ -89,7 +89,7 @@ class PrepareParams(Section):
 
 
 class DistributedParams(Section):
-    num_workers: NonNegInt = 2
+    num_workers: PosInt = 2
     use_gpu: bool = False
     cpus_per_worker: PosFloat = 1.0
     max_failures: NonNegInt = 2
@@ -154,6 +154,112 @@ class SwavParams(Section):
         return self
 
 
+class TranslateParams(Section):
+    """Shared by every translation stage (colorize, stylize): the GAN training loop and its scoring."""
+
+    seed: NonNegInt = 0
+    crop_size: Annotated[int, Field(ge=8, le=512)] = 32
+    epochs: PosInt = 4
+    steps_per_epoch: PosInt = 25
+    lr: PosFloat = 2e-4
+    betas: Pair = [0.5, 0.999]
+    freeze_encoder_epochs: NonNegInt = 0
+    encoder_lr_mult: Annotated[float, Field(gt=0, le=1)] = 1.0
+    decoder_width: Annotated[int, Field(ge=4, le=512)] = 32
+    disc_width: Annotated[int, Field(ge=4, le=512)] = 32
+    fd_features: Literal["random_resnet", "inception"] = "random_resnet"
+    inception_weights: str | None = None
+    kid_subset_size: Annotated[int, Field(ge=2)] = 64
+    kid_subsets: PosInt = 50
+
+    @model_validator(mode="after")
+    def _ranges(self) -> TranslateParams:
+        _check_range("betas", self.betas, 0.0, 0.9999)
+        if self.freeze_encoder_epochs > self.epochs:
+            raise ValueError(f"freeze_encoder_epochs ({self.freeze_encoder_epochs}) must be <= epochs ({self.epochs})")
+        if self.fd_features == "inception" and not self.inception_weights:
+            raise ValueError("fd_features 'inception' needs inception_weights (a local state-dict file; nothing is downloaded)")
+        return self
+
+
+class ColorizeParams(Section):
+    train_fraction: Fraction = 0.1
+    batch_size: Annotated[int, Field(ge=2)] = 16  # cGAN; CycleGAN variants use cyclegan.batch_size
+    lambda_l1: Annotated[float, Field(ge=0)] = 100.0
+    gan_weight: Annotated[float, Field(ge=0)] = 1.0
+
+
+class CycleGanParams(Section):
+    cycle: Annotated[float, Field(ge=0)] = 10.0
+    identity: Annotated[float, Field(ge=0)] = 0.5  # times cycle, as in the reference code
+    gan_weight: Annotated[float, Field(ge=0)] = 1.0
+    pool_size: NonNegInt = 50
+    batch_size: Annotated[int, Field(ge=2)] = 2
+
+
+class StylizeParams(Section):
+    train_fraction: Fraction = 1.0
+
+
+class MunitParams(Section):
+    """MUNIT on digits_lt as one domain (seed 000): its style space should learn the nuisance."""
+
+    seed: NonNegInt = 0
+    dim: Annotated[int, Field(ge=4, le=256)] = 16
+    style_dim: PosInt = 8
+    n_down: Annotated[int, Field(ge=1, le=4)] = 2
+    n_res: PosInt = 2
+    mlp_dim: PosInt = 64
+    disc_width: Annotated[int, Field(ge=4, le=256)] = 16
+    batch_size: Annotated[int, Field(ge=2)] = 16
+    epochs: PosInt = 10
+    steps_per_epoch: PosInt = 60
+    lr: PosFloat = 1e-4
+    betas: Pair = [0.5, 0.999]
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
+    gan: Annotated[float, Field(ge=0)] = 1.0
+    recon_x: Annotated[float, Field(ge=0)] = 10.0
+    recon_s: Annotated[float, Field(ge=0)] = 1.0
+    recon_c: Annotated[float, Field(ge=0)] = 1.0
+    cycle: Annotated[float, Field(ge=0)] = 0.0
+    diversity_styles: Annotated[int, Field(ge=2)] = 4
+
+    @model_validator(mode="after")
+    def _ranges(self) -> MunitParams:
+        _check_range("betas", self.betas, 0.0, 0.9999)
+        return self
+
+
+class AugmentParams(Section):
+    seed: NonNegInt = 0
+    threshold: PosInt = 20  # classes with fewer training images than this are the tail
+    per_image: PosInt = 4  # generated samples per real tail image
+
+
+class ClassifyParams(Section):
+    seeds: Annotated[list[NonNegInt], Field(min_length=1)] = [0, 1, 2]
+    width: Annotated[int, Field(ge=2, le=128)] = 8
+    epochs: PosInt = 30
+    batch_size: Annotated[int, Field(ge=2)] = 32
+    lr: PosFloat = 0.1
+    momentum: UnitInterval = 0.9
+    weight_decay: Annotated[float, Field(ge=0)] = 2e-4
+    warmup_epochs: NonNegInt = 3
+    decay_epochs: list[PosInt] = [20, 26]
+    decay: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    gen_frac: UnitInterval = 0.5  # git: share of each batch replaced by MUNIT samples
+    ekld_draws: PosInt = 4
+    checkpoint_every: PosInt = 10
+
+    @model_validator(mode="after")
+    def _schedule(self) -> ClassifyParams:
+        if not self.decay_epochs or sorted(self.decay_epochs) != self.decay_epochs or self.decay_epochs[-1] >= self.epochs:
+            raise ValueError(f"decay_epochs must be increasing and below epochs ({self.epochs}), got {self.decay_epochs}")
+        if self.warmup_epochs >= self.decay_epochs[0]:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must end before the first decay ({self.decay_epochs[0]})")
+        return self
+
+
 class TrackingParams(Section):
     experiment: Annotated[str, Field(min_length=1)] = "ssl-i2i"
 
@@ -165,6 +271,13 @@ class Params(Section):
     pretrain: PretrainParams = PretrainParams()
     simsiam: SimSiamParams = SimSiamParams()
     swav: SwavParams = SwavParams()
+    translate: TranslateParams = TranslateParams()
+    colorize: ColorizeParams = ColorizeParams()
+    cyclegan: CycleGanParams = CycleGanParams()
+    stylize: StylizeParams = StylizeParams()
+    munit: MunitParams = MunitParams()
+    augment: AugmentParams = AugmentParams()
+    classify: ClassifyParams = ClassifyParams()
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

@@ -85,10 +85,13 @@ class StageRun:
 
         mlflow.log_dict(obj, name)
 
-    def finish(self, metrics: Mapping[str, Any], step: int | None = None, metrics_root: str | Path = "metrics") -> Path:
-        """Log the final metrics (at ``step``, e.g. one past the last epoch) and write them to ``metrics/<stage>.json``."""
+    def finish(
+        self, metrics: Mapping[str, Any], step: int | None = None, metrics_root: str | Path = "metrics", name: str | None = None
+    ) -> Path:
+        """Log the final metrics (at ``step``, e.g. one past the last epoch) and write them to
+        ``metrics/<stage>.json`` (or ``metrics/<name>.json``)."""
         self.log_metrics(metrics, step=step)
-        path = metrics_path(self.stage, metrics_root)
+        path = Path(metrics_root) / f"{name}.json" if name else metrics_path(self.stage, metrics_root)
         write_json(path, dict(metrics))
         self.log_artifact(path)
         return path

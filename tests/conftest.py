@@ -25,6 +25,14 @@ TINY = {
                  "baseline_seeds": 2, "bootstrap": 100, "knn_k": 5},
     "simsiam": {"proj_dim": 32, "pred_hidden": 8},
     "swav": {"proj_hidden": 32, "proj_dim": 16, "n_prototypes": 10, "n_small_crops": 2, "small_crop_size": 8},
+    "translate": {"crop_size": 16, "epochs": 2, "steps_per_epoch": 2, "decoder_width": 4, "disc_width": 4,
+                  "kid_subset_size": 4, "kid_subsets": 5},
+    "colorize": {"train_fraction": 0.5, "batch_size": 4},
+    "munit": {"dim": 4, "style_dim": 4, "n_res": 1, "mlp_dim": 8, "disc_width": 4, "batch_size": 4, "epochs": 2,
+              "steps_per_epoch": 2, "diversity_styles": 2},
+    "augment": {"threshold": 5, "per_image": 1},
+    "classify": {"seeds": [0, 1], "width": 2, "epochs": 3, "batch_size": 8, "warmup_epochs": 1, "decay_epochs": [2],
+                 "ekld_draws": 1},
 }  # fmt: skip
 
 

@@ -11,9 +11,12 @@ from typing import Any
 
 import torch
 
-from pipeline import distributed
+from pipeline import distributed, translate
+from pipeline.invariance import classify, git
 from pipeline.pretrain import train_loop
 from pipeline.ssl.swav import sinkhorn
+
+LOOPS = {"pretrain": train_loop, "translate": translate.train_loop, "classify": classify.train_loop, "munit": git.train_loop}
 
 
 def sinkhorn_shards(config: dict[str, Any]) -> None:
@@ -26,8 +29,8 @@ def sinkhorn_shards(config: dict[str, Any]) -> None:
     distributed.report({"epoch": 0}, {"done": True}, w)
 
 
-def pretrain_killed_once(config: dict[str, Any]) -> None:
-    """The real SSL loop; on its first attempt rank 1 SIGKILLs itself mid-run.
+def killed_once(config: dict[str, Any]) -> None:
+    """The real loop ``config['loop']``; on its first attempt rank 1 SIGKILLs itself mid-run.
 
     It waits until the controller has registered a checkpoint (its snapshot file appears),
     so that a restart must resume from it rather than from scratch.
@@ -44,4 +47,4 @@ def pretrain_killed_once(config: dict[str, Any]) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
         threading.Thread(target=kill_after_first_checkpoint, daemon=True).start()
-    train_loop({k: v for k, v in config.items() if k not in ("kill_marker", "run_dir")})
+    LOOPS[config["loop"]]({k: v for k, v in config.items() if k not in ("kill_marker", "run_dir", "loop")})

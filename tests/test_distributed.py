@@ -33,8 +33,8 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, tiny_params, tiny
     params = tiny_params.model_copy(update={"pretrain": tiny_params.pretrain.model_copy(update={"epochs": 6})})
     config = job_config(params, "simsiam", tiny_data)
     name = "killed"
-    config.update(kill_marker=str(tmp_path / "killed"), run_dir=str(tmp_path / "runs" / name))
-    state = distributed.fit(ray_loops.pretrain_killed_once, config, params.distributed, name, tmp_path / "runs")
+    config.update(kill_marker=str(tmp_path / "killed"), run_dir=str(tmp_path / "runs" / name), loop="pretrain")
+    state = distributed.fit(ray_loops.killed_once, config, params.distributed, name, tmp_path / "runs")
     assert (tmp_path / "killed").exists(), "the worker was never killed"
     assert [r["epoch"] for r in state["history"]] == [0, 1, 2, 3, 4, 5]
     assert len(state["starts"]) == 2 and state["starts"][0] == 0 and state["starts"][1] >= 1
@@ -64,3 +64,41 @@ def test_run_name_follows_config_and_code(tmp_path, monkeypatch):
     name = distributed.run_name("x", {"a": 1})
     monkeypatch.setattr(distributed, "code_fingerprint", lambda root=None: "changed code")
     assert distributed.run_name("x", {"a": 1}) != name
+
+
+def _killed_and_clean(loop: str, config: dict, params, tmp_path) -> tuple[dict, dict]:
+    """The final state of a run whose rank 1 is SIGKILLed once, and of an uninterrupted run."""
+    killed = {**config, "kill_marker": str(tmp_path / "killed"), "run_dir": str(tmp_path / "runs" / "k"), "loop": loop}
+    resumed = distributed.fit(ray_loops.killed_once, killed, params.distributed, "k", tmp_path / "runs")
+    assert (tmp_path / "killed").exists(), "the worker was never killed"
+    clean = distributed.fit(ray_loops.LOOPS[loop], config, params.distributed, "c", tmp_path / "runs")
+    return resumed, clean
+
+
+def test_translation_resumes_and_repeats_the_uninterrupted_run(ray_local, tiny_params, tiny_data, tmp_path):
+    from pipeline import translate
+    from pipeline.models.resnet import ResNet18
+
+    tr = tiny_params.translate.model_copy(update={"epochs": 4, "steps_per_epoch": 3})
+    params = tiny_params.model_copy(update={"translate": tr})
+    config = translate.job_config(params, "stylize", "scratch", "cyclegan", tiny_data, ResNet18(tiny_params.pretrain.width, 3))
+    resumed, clean = _killed_and_clean("translate", config, params, tmp_path)
+    assert len(resumed["starts"]) == 2 and resumed["starts"][1] >= 1
+    assert [r["loss_g"] for r in resumed["history"]] == [r["loss_g"] for r in clean["history"]]
+    for k, v in clean["models"]["G"].items():
+        assert torch.equal(resumed["models"]["G"][k], v), k
+
+
+def test_classifiers_resume_mid_seed_and_repeat_the_uninterrupted_run(ray_local, tiny_params, tiny_data, tmp_path):
+    from pipeline.invariance import classify
+
+    cp = tiny_params.classify.model_copy(update={"epochs": 4, "decay_epochs": [3], "seeds": [0, 1], "checkpoint_every": 2})
+    params = tiny_params.model_copy(update={"classify": cp})
+    config = {"method": "oracle", "data_root": str(tiny_data), "augment_root": str(tmp_path / "none"), "transform": "rot",
+              "classify": cp.model_dump(), "cpus_per_worker": 1.0, "mixed_precision": False}  # fmt: skip
+    resumed, clean = _killed_and_clean("classify", config, params, tmp_path)
+    assert len(resumed["starts"]) == 2 and sorted(resumed["done"]) == ["0", "1"]
+    assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in clean["history"]]
+    for seed in ("0", "1"):
+        for k, v in clean["done"][seed].items():
+            assert torch.equal(resumed["done"][seed][k], v), (seed, k)

@@ -13,6 +13,9 @@ import mlflow
 import pytest
 import yaml
 
+from pipeline.data.shards import read_table
+
+from .cluster import local_cluster
 from .conftest import ROOT, tiny_raw
 
 pytestmark = pytest.mark.slow
@@ -28,8 +31,8 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    out = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
+def _run(cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    out = subprocess.run(cmd, cwd=cwd, env={**_env(), **(env or {})}, capture_output=True, text=True, timeout=1200)
     if check and out.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
     return out
@@ -52,10 +55,14 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.timeout(2400)  # the whole DAG (20 stages) at tiny size; about 8 minutes on 2 cores
 def test_dvc_repro_end_to_end(tmp_path):
     repo = copy_repo(tmp_path / "repo")
-    first = _run(["dvc", "repro"], repo)
-    for stage in ("prepare", "pretrain@simsiam", "pretrain@swav"):
+    # every stage joins one private Ray cluster (RAY_ADDRESS), as on a real cluster; it also
+    # saves each stage the start-up of its own Ray instance
+    with local_cluster(num_cpus=4) as cluster:
+        first = _run(["dvc", "repro"], repo, env={"RAY_ADDRESS": cluster["address"]})
+    for stage in ("prepare", "pretrain@simsiam", "pretrain@swav", "munit", "augment", "evaluate"):
         assert f"Running stage '{stage}'" in first.stdout
     for method in ("simsiam", "swav"):
         assert (repo / f"models/backbone_{method}.pt").is_file()
@@ -65,6 +72,28 @@ def test_dvc_repro_end_to_end(tmp_path):
                     "knn_gain", "knn_gain_ci95_vs_seed0"):  # fmt: skip
             assert key in m, key
         assert m["world_size"] == 2 and m["knn_chance"] == pytest.approx(0.1)
+    table = json.loads((repo / "metrics/colorize.json").read_text())
+    variants = [f"{e}-{g}" for g in ("cgan", "cyclegan") for e in ("scratch", "simsiam", "swav")]
+    assert set(table) == {"ab0", *variants, "notes"}
+    for name in ("ab0", *variants):
+        assert {"l1_ab", "l1_rgb", "psnr", "ssim", "fd", "kid"} <= set(table[name]), name
+    assert table["simsiam-cgan"]["world_size"] == 2 and table["notes"]["fd_kid_features"] == "random_resnet"
+    styl = json.loads((repo / "metrics/stylize.json").read_text())
+    assert set(styl) == {"identity", "scratch", "simsiam", "swav", "notes"} and "cycle_l1" in styl["swav"]
+    assert "| SimSiam + cGAN |" in (repo / "metrics/translation_table.md").read_text()
+    for png in ("colorize_l1_ab.png", "colorize_swav_cyclegan_samples.png", "stylize_scratch.png"):
+        assert (repo / "plots" / png).stat().st_size > 1000, png
+    cls = json.loads((repo / "metrics/classify.json").read_text())
+    assert set(cls["classifiers"]) == {"erm", "drs", "git", "oracle"} and -1 <= cls["spearman_size_ekld_erm"] <= 1
+    for m in cls["classifiers"].values():
+        assert {"balanced_acc", "ekld_mean", "ekld_head", "ekld_tail", "ekld_by_class", "class_sizes"} <= set(m)
+        assert len(m["balanced_acc_per_seed"]) == 2  # tiny: 2 seeds
+    aug = read_table(repo / "data/augmented", "train", columns=["label", "source", "transform", "transform_seed"])
+    assert aug.num_rows == json.loads((repo / "metrics/augment.json").read_text())["generated"] > 0
+    assert all(json.loads(t)["model"] == "munit" for t in aug.column("transform").to_pylist())
+    munit = json.loads((repo / "metrics/munit.json").read_text())
+    assert munit["world_size"] == 2 and munit["style_diversity"] >= 0
+    assert (repo / "plots/ekld_by_class.png").stat().st_size > 1000 and (repo / "plots/munit_samples.png").is_file()
     prep = json.loads((repo / "metrics/prepare.json").read_text())
     assert prep["counts"]["photos"]["test"] > 0 and len(prep["digits_lt_counts"]) == 10
 
@@ -73,12 +102,17 @@ def test_dvc_repro_end_to_end(tmp_path):
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["ssl-i2i"], output_format="list")
     by_name = {r.info.run_name: r for r in runs}
-    assert set(by_name) == {"prepare", "pretrain@simsiam", "pretrain@swav"}
+    translation = {f"colorize@{v}" for v in variants} | {f"stylize@{e}" for e in ("scratch", "simsiam", "swav")}
+    git = {"munit", "augment", "evaluate", *(f"classify@{m}" for m in ("erm", "drs", "git", "oracle"))}
+    assert set(by_name) == {"prepare", "pretrain@simsiam", "pretrain@swav", "backbone_scratch", "translate_report", *translation, *git}
     assert all(r.info.status == "FINISHED" for r in runs)
     sim = by_name["pretrain@simsiam"]
     assert sim.data.params["simsiam.proj_dim"] == "32"
     hist = mlflow.MlflowClient(uri).get_metric_history(sim.info.run_id, "knn_top1")
     assert sorted(m.step for m in hist) == [0, 1, 2]  # two epochs, then the final probe
+    cyc = by_name["colorize@swav-cyclegan"]
+    assert cyc.data.params["cyclegan.cycle"] == "10.0" and "l1_ab" in cyc.data.metrics
+    assert len(mlflow.MlflowClient(uri).get_metric_history(cyc.info.run_id, "val_l1")) == 2
 
     # nothing changed: nothing runs
     second = _run(["dvc", "repro"], repo)
@@ -86,8 +120,8 @@ def test_dvc_repro_end_to_end(tmp_path):
     _run(["git", "add", "-A"], repo)
     _run(["git", "commit", "-qm", "lock"], repo)
 
-    # one SimSiam param: only pretrain@simsiam reruns
-    exp = _run(["dvc", "exp", "run", "-S", "simsiam.lr=0.1"], repo)
+    # one SimSiam param: only pretrain@simsiam reruns (its downstream stages are left out by the target)
+    exp = _run(["dvc", "exp", "run", "-S", "simsiam.lr=0.1", "pretrain@simsiam"], repo)
     assert "Running stage 'pretrain@simsiam'" in exp.stdout
     assert "Running stage 'pretrain@swav'" not in exp.stdout and "Running stage 'prepare'" not in exp.stdout
 
@@ -127,3 +161,21 @@ def test_prepare_bad_image_is_one_line_and_keeps_old_output(tmp_path):
     assert line.startswith(f"error: bad image {photos / 'c.png'}: ")
     assert line.endswith("(set prepare.on_bad_image: skip to skip such files)")
     assert [p.name for p in out.iterdir()] == ["old.txt"]
+
+
+def test_translate_bad_input_is_one_line(tmp_path, tiny_data):
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(tiny_raw()))
+    env_uri = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    base = [sys.executable, "-m", "stages.translate"]
+    out = _run([*base, "colorize", "simsiam", "cgan", "--params", str(good), "--data", str(tiny_data),
+                "--backbone", str(tmp_path / "none.pt")], ROOT, check=False, env=env_uri)  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == f"error: backbone {tmp_path / 'none.pt'} not found: run `dvc repro pretrain@simsiam` first"
+    big = tmp_path / "big.yaml"
+    big.write_text(yaml.safe_dump(tiny_raw(translate={"crop_size": 64})))
+    out = _run([*base, "stylize", "scratch", "--params", str(big), "--data", str(tiny_data)], ROOT, check=False, env=env_uri)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == "error: translate.crop_size=64 is larger than the images (16 px): lower it"
+    out = _run([*base, "paint", "scratch"], ROOT, check=False, env=env_uri)
+    assert out.stderr.strip() == "error: unknown translation task 'paint' (allowed: colorize, stylize)"

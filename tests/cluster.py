@@ -1,0 +1,86 @@
+"""A private Ray cluster on 127.0.0.1 for tests: `ray start --block` in the background, stopped by
+its process id (never `ray stop`, which would kill every Ray process on the machine)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+RAY = str(Path(sys.executable).parent / "ray")
+PORT_FLAGS = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-grpc-port",
+              "--dashboard-agent-listen-port", "--metrics-export-port", "--runtime-env-agent-port")  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"), RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"Ray head did not open port {port} in {timeout} s")
+
+
+def start_node(temp_dir: Path, gcs_port: int, head_address: str | None, num_cpus: int, log: Path, resources: str | None = None) -> subprocess.Popen:
+    """``ray start --block`` for a head (``head_address`` None, on ``gcs_port``) or a worker joining ``head_address``."""
+    cmd = [RAY, "start", "--block", f"--num-cpus={num_cpus}", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    cmd += [f"{flag}={free_port()}" for flag in PORT_FLAGS]
+    if resources:
+        cmd.append(f"--resources={resources}")
+    if head_address is None:
+        cmd += [f"--port={gcs_port}", f"--temp-dir={temp_dir}", "--head", "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1", f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}"]  # fmt: skip
+    else:
+        cmd += [f"--address={head_address}"]
+    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=ray_env(), start_new_session=True)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM to the `ray start --block` process (it stops what it started), SIGKILL if it lingers."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@contextlib.contextmanager
+def local_cluster(num_cpus: int = 4, workers: int = 0, worker_cpus: int = 2) -> Iterator[dict]:
+    """A head (and ``workers`` worker nodes, each with a custom resource ``node_<i>``) on 127.0.0.1."""
+    base = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    temp_dir, port = base / "r", free_port()
+    procs = [start_node(temp_dir, port, None, num_cpus, base / "head.log")]
+    address = f"127.0.0.1:{port}"
+    try:
+        _wait_for_port(port, procs[0], 120)
+        for i in range(workers):
+            procs.append(start_node(temp_dir, port, address, worker_cpus, base / f"worker{i}.log", f'{{"node_{i + 1}": 1}}'))
+        time.sleep(3 + 2 * workers)
+        yield {"address": address, "base": base, "procs": procs}
+    finally:
+        for p in reversed(procs):
+            stop(p)
