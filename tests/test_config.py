@@ -6,6 +6,8 @@ import yaml
 from pipeline.config import Params, load_params, parse_params
 from pipeline.errors import UserError
 
+from .conftest import tiny_raw
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -21,7 +23,8 @@ def test_repo_params_are_valid_and_complete():
     ("raw", "expected"),
     [
         ({"pretrain": {"widht": 8}}, "pretrain.widht: unknown key (allowed: "),
-        ({"bogus": {}}, "bogus: unknown key (allowed: distributed, prepare, pretrain, simsiam, swav, tracking)"),
+        ({"bogus": {}}, "bogus: unknown key (allowed: augment, classify, colorize, cyclegan, distributed, munit, prepare, pretrain, "
+                        "simsiam, stylize, swav, tracking, translate)"),
         ({"pretrain": {"width": "wide"}}, "pretrain.width: Input should be a valid integer"),
         ({"pretrain": {"width": 0}}, "pretrain.width: Input should be greater than or equal to 4 (got 0)"),
         ({"simsiam": {"lr": -1.0}}, "simsiam.lr: Input should be greater than 0"),
@@ -53,3 +56,14 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("pretrain: [unclosed\n")
     with pytest.raises(UserError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_translation_and_git_params_are_checked():
+    with pytest.raises(UserError, match=r"classify: Value error, decay_epochs must be increasing and below epochs|classify: decay_epochs"):
+        parse_params(tiny_raw(classify={"decay_epochs": [50]}))
+    with pytest.raises(UserError, match=r"translate: freeze_encoder_epochs \(9\) must be <= epochs"):
+        parse_params(tiny_raw(translate={"freeze_encoder_epochs": 9}))
+    with pytest.raises(UserError, match=r"prepare.digits_lt.transform: Input should be 'rot', 'bg' or 'dil' \(got 'blur'\)"):
+        parse_params(tiny_raw(prepare={"digits_lt": {"transform": "blur"}}))
+    with pytest.raises(UserError, match=r"distributed.num_workers: Input should be greater than 0"):
+        parse_params(tiny_raw(distributed={"num_workers": 0}))

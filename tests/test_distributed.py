@@ -79,7 +79,7 @@ def test_translation_resumes_and_repeats_the_uninterrupted_run(ray_local, tiny_p
     from pipeline import translate
     from pipeline.models.resnet import ResNet18
 
-    tr = tiny_params.translate.model_copy(update={"epochs": 4, "steps_per_epoch": 3})
+    tr = tiny_params.translate.model_copy(update={"epochs": 3, "steps_per_epoch": 2})
     params = tiny_params.model_copy(update={"translate": tr})
     config = translate.job_config(params, "stylize", "scratch", "cyclegan", tiny_data, ResNet18(tiny_params.pretrain.width, 3))
     resumed, clean = _killed_and_clean("translate", config, params, tmp_path)
