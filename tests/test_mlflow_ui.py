@@ -1,0 +1,60 @@
+"""`mlflow ui` as `make ui` starts it (127.0.0.1), read through its REST API, stopped by process id."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pipeline.tracking import stage_run
+
+from .cluster import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def _post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def test_ui_serves_runs_params_and_metrics_over_rest(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    with stage_run("colorize@simsiam-cgan", {"colorize": {"lambda_l1": 100.0}}, "ui-test") as run:
+        run.log_history([{"epoch": 0, "val_l1": 0.2}, {"epoch": 1, "val_l1": 0.15}])
+        run.finish({"l1_ab": 0.17})
+    port = free_port()
+    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
+    proc = subprocess.Popen([mlflow_bin, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=(tmp_path / "ui.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                exps = _post(f"{base}/experiments/search", {"max_results": 10})
+                break
+            except OSError as exc:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError(f"mlflow ui did not answer: {exc}\n{(tmp_path / 'ui.log').read_text()[-2000:]}") from None
+                time.sleep(0.5)
+        exp_id = next(e["experiment_id"] for e in exps["experiments"] if e["name"] == "ui-test")
+        (found,) = _post(f"{base}/runs/search", {"experiment_ids": [exp_id]})["runs"]
+        params = {p["key"]: p["value"] for p in found["data"]["params"]}
+        metrics = {m["key"]: m["value"] for m in found["data"]["metrics"]}
+        assert params["colorize.lambda_l1"] == "100.0"
+        assert metrics["l1_ab"] == pytest.approx(0.17) and metrics["val_l1"] == pytest.approx(0.15)
+        assert found["info"]["status"] == "FINISHED" and found["info"]["run_name"] == "colorize@simsiam-cgan"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers: our own process group only
+        proc.wait(30)
