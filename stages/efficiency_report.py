@@ -37,7 +37,7 @@ def main() -> None:
             "cGAN colorization: data efficiency", {"ab = 0 (no colour)": ab0}, logx=True,
         )  # fmt: skip
         run.log_artifact(png, "plots")
-        run.finish({"l1_ab": table, "l1_ab_ab0": ab0, "fractions": args.fractions}, step=0)
+        run.finish({"l1_ab": table, "l1_ab_ab0": ab0, "fractions": args.fractions}, step=0, name="colorize_efficiency")
         for enc in ENCODERS:
             print(f"{enc:8s} " + "  ".join(f"f={f}: {table[enc][str(f)]:.4f}" for f in args.fractions) + f"  (ab=0: {ab0:.4f})")
 
