@@ -15,7 +15,7 @@ import yaml
 
 from pipeline.data.shards import read_table
 
-from .cluster import local_cluster
+from .cluster import local_cluster, ray_env
 from .conftest import ROOT, tiny_raw
 
 pytestmark = pytest.mark.slow
@@ -61,7 +61,7 @@ def test_dvc_repro_end_to_end(tmp_path):
     # every stage joins one private Ray cluster (RAY_ADDRESS), as on a real cluster; it also
     # saves each stage the start-up of its own Ray instance
     with local_cluster(num_cpus=4) as cluster:
-        first = _run(["dvc", "repro"], repo, env={"RAY_ADDRESS": cluster["address"]})
+        first = _run(["dvc", "repro"], repo, env={"RAY_ADDRESS": cluster["address"], "RAY_AUTH_MODE": ray_env()["RAY_AUTH_MODE"]})
     for stage in ("prepare", "pretrain@simsiam", "pretrain@swav", "munit", "augment", "evaluate"):
         assert f"Running stage '{stage}'" in first.stdout
     for method in ("simsiam", "swav"):
