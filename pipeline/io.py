@@ -6,6 +6,7 @@ A stage that fails halfway leaves the previous output untouched.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -69,6 +70,11 @@ def save_torch(path: str | Path, obj: dict[str, Any]) -> None:
     """``torch.save`` atomically; keep ``obj`` to tensors and plain types so it loads with weights_only."""
     with atomic_file(path) as tmp:
         torch.save(obj, tmp)
+
+
+def file_digest(path: str | Path) -> str:
+    """First 16 hex digits of the sha256 of a file's bytes (names runs after their inputs)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def load_torch(path: str | Path) -> dict[str, Any]:

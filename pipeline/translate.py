@@ -341,10 +341,6 @@ def check_inputs(params: Params, task: str, data_root: str | Path) -> None:
         raise UserError(f"{root / 'photos'}: the train split holds only grey images; colorization needs colour photos")
 
 
-def file_digest(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
 def job_config(params: Params, task: str, encoder: str, gan: str, data_root: str | Path, backbone: ResNet18) -> dict[str, Any]:
     """The dict each worker receives; the backbone weights travel in it (no shared disk needed)."""
     if task not in ("colorize", "stylize"):

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from pipeline.config import load_params
+from pipeline.data.longtail import balanced_draw
 from pipeline.errors import UserError, run_cli
-from pipeline.invariance.git import balanced_batch, build_munit, load_digits, reconstruction_l1, style_diversity, train
+from pipeline.invariance.git import build_munit, load_digits, reconstruction_l1, style_diversity, to_uint8, train
 from pipeline.io import save_torch, write_json
 from pipeline.plots import image_grid, plot_history
 from pipeline.tracking import stage_run
@@ -36,17 +37,13 @@ def main() -> None:
         model.load_state_dict(state["model"])
         model.eval()
         x, labels, _ = load_digits(args.data, "test")
-        contents = x[balanced_batch(labels, 8, np.random.default_rng(mp.seed))]
+        contents = x[balanced_draw(labels, 8, np.random.default_rng(mp.seed))]
         gen = torch.Generator().manual_seed(mp.seed)
         styles = torch.randn(6, mp.style_dim, generator=gen)
         with torch.no_grad():
             c, _ = model.encode(contents)
             outs = [model.decode(c, s.expand(len(c), -1)) for s in styles]
-
-        def u8(t: torch.Tensor) -> np.ndarray:
-            return ((t[0] + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8).numpy()
-
-        rows = {f"content {i}": [u8(contents[i])] + [u8(o[i]) for o in outs] for i in range(len(contents))}
+        rows = {f"content {i}": [to_uint8(contents[i])] + [to_uint8(o[i]) for o in outs] for i in range(len(contents))}
         grid = image_grid(rows, "plots/munit_samples.png", "MUNIT: real | the same content with 6 random styles", 0.8)
         metrics = {"style_diversity": style_diversity(model, x, mp.diversity_styles), "recon_l1": reconstruction_l1(model, x),
                    "loss_g": history[-1]["loss_g"], "loss_d": history[-1]["loss_d"], "epochs": len(history),

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pipeline.config import parse_params
+from pipeline.data.longtail import balanced_draw
 from pipeline.data.shards import read_table
 from pipeline.errors import UserError
 from pipeline.invariance import classify as C
@@ -42,9 +43,9 @@ def test_style_diversity_sees_collapse():
     assert G.style_diversity(model, x, 3) == pytest.approx(0.0, abs=1e-7)
 
 
-def test_balanced_batch_is_class_balanced():
+def test_balanced_draw_is_class_balanced():
     labels = np.array([0] * 90 + [1] * 10)
-    picks = G.balanced_batch(labels, 2000, np.random.default_rng(0))
+    picks = balanced_draw(labels, 2000, np.random.default_rng(0))
     assert 0.45 < (labels[picks] == 1).mean() < 0.55
 
 

@@ -23,9 +23,11 @@ from scipy.stats import spearmanr
 
 from pipeline import distributed
 from pipeline.config import Params
+from pipeline.data.longtail import balanced_draw
 from pipeline.data.shards import decode_png, read_images, read_table
 from pipeline.data.transforms import apply_nuisance, draw_nuisance, to_tensor
 from pipeline.errors import UserError
+from pipeline.io import file_digest
 from pipeline.invariance.ekld import balanced_accuracy, ekld_by_class
 from pipeline.models.classifier import ResNet20
 
@@ -71,11 +73,7 @@ def load_augmented(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 def epoch_order(labels: np.ndarray, balanced: bool, rng: np.random.Generator) -> np.ndarray:
     """A permutation of the training set, or (``balanced``) as many class-balanced draws."""
-    if not balanced:
-        return rng.permutation(len(labels))
-    classes = np.unique(labels)
-    by_class = {c: np.flatnonzero(labels == c) for c in classes}
-    return np.array([rng.choice(by_class[c]) for c in rng.choice(classes, len(labels))])
+    return balanced_draw(labels, len(labels), rng) if balanced else rng.permutation(len(labels))
 
 
 def make_batch(
@@ -180,7 +178,7 @@ def train(params: Params, method: str, data_root: str | Path, augment_root: str 
         "mixed_precision": params.distributed.mixed_precision,
     }
     if method == "git":
-        config["augment_digest"] = [f.stat().st_size for f in sorted(Path(augment_root).glob("*.parquet"))]
+        config["augment_digest"] = [file_digest(f) for f in sorted(Path(augment_root).glob("*.parquet"))]
     return distributed.fit(train_loop, config, params.distributed, distributed.run_name(f"classify_{method}", config), storage)
 
 

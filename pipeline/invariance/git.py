@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from pipeline import distributed
 from pipeline.config import Params
+from pipeline.data.longtail import balanced_draw
 from pipeline.data.shards import Record, read_images
 from pipeline.data.transforms import to_tensor
 from pipeline.errors import UserError
@@ -35,11 +36,9 @@ def load_digits(data_root: str | Path, split: str) -> tuple[torch.Tensor, np.nda
     return to_tensor(images, channels=1) * 2 - 1, labels, sources
 
 
-def balanced_batch(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """n indices drawn class-balanced: a uniform class, then a uniform image of it."""
-    classes = np.unique(labels)
-    by_class = {c: np.flatnonzero(labels == c) for c in classes}
-    return np.array([rng.choice(by_class[c]) for c in rng.choice(classes, n)])
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """An image (1, H, W) in [-1, 1] -> uint8 (H, W)."""
+    return ((x[0] + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def build_munit(mp: dict[str, Any], channels: int = 1) -> tuple[MUNIT, PatchDiscriminator]:
@@ -146,7 +145,7 @@ def train_loop(config: dict[str, Any]) -> None:
     core = distributed.unwrap(wrapped_g).munit
 
     x_all, labels, _ = load_digits(config["data_root"], "train")
-    monitor = x_all[balanced_batch(labels, 32, np.random.default_rng(mp["seed"] + 7))]
+    monitor = x_all[balanced_draw(labels, 32, np.random.default_rng(mp["seed"] + 7))]
     batch = max(1, mp["batch_size"] // w.world_size)
     for epoch in range(start_epoch, mp["epochs"]):
         rng = np.random.default_rng([mp["seed"], epoch, w.rank])
@@ -157,7 +156,7 @@ def train_loop(config: dict[str, Any]) -> None:
                     g["lr"] = mp["lr"] * 0.5
         t0, rows = time.perf_counter(), []
         for _ in range(mp["steps_per_epoch"]):
-            x = x_all[balanced_batch(labels, batch, rng)].to(w.device)
+            x = x_all[balanced_draw(labels, batch, rng)].to(w.device)
             with distributed.autocast(w, config["mixed_precision"]):
                 rows.append(munit_step(wrapped_g, wrapped_d, (opt_g, opt_d), x, mp, model.style_dim))
         row = {"epoch": epoch, "steps_per_s": mp["steps_per_epoch"] / (time.perf_counter() - t0)}
@@ -229,8 +228,7 @@ def augment_records(model: MUNIT, data_root: str | Path, threshold: int, per_ima
             for k in range(per_image):
                 style_seed = int(np.random.default_rng([seed, int(row), k]).integers(0, 2**31 - 1))
                 style = torch.randn(1, model.style_dim, generator=torch.Generator().manual_seed(style_seed))
-                out = model.decode(content, style)[0, 0]
-                img = ((out + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+                img = to_uint8(model.decode(content, style)[0])
                 records.append(Record(img, "munit", "train", sources[row], int(c), None,
                                       {"model": "munit", "source_row": int(row), "style": k}, style_seed))  # fmt: skip
     return records
