@@ -1,5 +1,6 @@
 # make repro: set up, then run the whole study with `dvc repro`.
 # make test:  set up, then run the test suite.
+# make sweep STAGE=colorize|cyclegan|munit|classify: a Ray Tune (ASHA) sweep of that stage's loss weights.
 VENV   ?= .venv
 PYTHON ?= python3.11
 BIN    := $(abspath $(VENV))/bin
@@ -8,7 +9,7 @@ export DVC_NO_ANALYTICS := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup repro test ui bench efficiency
+.PHONY: setup repro test ui bench efficiency sweep
 
 setup: $(VENV)/.installed
 
@@ -35,3 +36,7 @@ bench: setup
 
 efficiency: setup
 	dvc repro studies/data_efficiency/dvc.yaml
+
+STAGE ?= colorize
+sweep: setup
+	python -m stages.sweep --stage $(STAGE)

@@ -264,6 +264,95 @@ class TrackingParams(Section):
     experiment: Annotated[str, Field(min_length=1)] = "ssl-i2i"
 
 
+class AceParams(Section):
+    """ACE (stage ``ace``): trained on the photos train split only."""
+
+    seed: NonNegInt = 0
+    encoder: Literal["scratch", "simsiam", "swav"] = "simsiam"
+    level: Annotated[int, Field(ge=0, le=4)] = 2
+    content_dim: PosInt = 64
+    n_res: PosInt = 4
+    style_dim: PosInt = 8
+    mlp_dim: PosInt = 64
+    disc_width: PosInt = 32
+    crop_size: Annotated[int, Field(ge=8)] = 32
+    batch_size: Annotated[int, Field(ge=4)] = 16
+    epochs: PosInt = 6
+    steps_per_epoch: PosInt = 40
+    lr: PosFloat = 0.0002
+    betas: Pair = [0.5, 0.999]
+    contrastive: Annotated[float, Field(ge=0)] = 1.0
+    content: Annotated[float, Field(ge=0)] = 1.0
+    style: Annotated[float, Field(ge=0)] = 1.0
+    recon: Annotated[float, Field(ge=0)] = 10.0
+    gan: Annotated[float, Field(ge=0)] = 1.0
+    diversity_styles: Annotated[int, Field(ge=2)] = 4
+    eval_exemplars: PosInt = 16
+    adain_steps: NonNegInt = 40
+    adain_lr: PosFloat = 0.05
+    grid_contents: PosInt = 4
+    grid_styles: PosInt = 5
+
+
+class AceFinetuneParams(Section):
+    """ACE fine-tuning on the painting train split (stage ``ace_finetune``): latent consistency + GAN."""
+
+    batch_size: Annotated[int, Field(ge=4)] = 16
+    epochs: PosInt = 3
+    steps_per_epoch: PosInt = 40
+    lr: PosFloat = 0.0001
+
+
+class SweepDimension(Section):
+    """One search dimension: exactly one of ``uniform: [lo, hi]``, ``loguniform: [lo, hi]``, ``choice: [...]``."""
+
+    uniform: Pair | None = None
+    loguniform: Pair | None = None
+    choice: Annotated[list[float], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> SweepDimension:
+        given = [k for k in ("uniform", "loguniform", "choice") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of uniform, loguniform, choice (got {', '.join(given) or 'none'})")
+        if self.uniform is not None and not self.uniform[0] < self.uniform[1]:
+            raise ValueError(f"uniform must be [low, high] with low < high, got {self.uniform}")
+        if self.loguniform is not None and not 0 < self.loguniform[0] < self.loguniform[1]:
+            raise ValueError(f"loguniform must be [low, high] with 0 < low < high, got {self.loguniform}")
+        return self
+
+
+SWEEPABLE = ("colorize", "cyclegan", "munit", "classify")  # sweep stages; each sweeps keys of its own params section
+_SECTIONS: dict[str, type[Section]] = {"colorize": ColorizeParams, "cyclegan": CycleGanParams, "munit": MunitParams, "classify": ClassifyParams}
+
+
+class SweepParams(Section):
+    """Ray Tune sweeps (``python -m stages.sweep --stage <name>``): ASHA over loss weights."""
+
+    seed: NonNegInt = 0
+    num_samples: PosInt = 8                  # trials, the first one at the current params
+    max_concurrent: PosInt = 1               # trials at once (1 keeps ASHA's decisions reproducible)
+    grace_period: PosInt = 1                 # reports before ASHA may stop a trial
+    reduction_factor: Annotated[int, Field(ge=2)] = 2
+    trial_cpus: Annotated[float, Field(ge=0)] = 1.0   # the trial's driver (it builds the TorchTrainer)
+    workers_per_trial: PosInt = 2            # Ray Train workers of each trial
+    cpus_per_worker: PosFloat = 1.0
+    gpus_per_worker: Annotated[float, Field(ge=0, le=8)] = 0.0  # 0 = CPU; a fraction shares a GPU
+    encoder: Literal["scratch", "simsiam", "swav"] = "simsiam"  # backbone of the colorize / cyclegan sweeps
+    space: dict[str, dict[str, SweepDimension]] = {}
+
+    @model_validator(mode="after")
+    def _space(self) -> SweepParams:
+        for stage, dims in self.space.items():
+            if stage not in SWEEPABLE:
+                raise ValueError(f"unknown sweep stage '{stage}' (allowed: {', '.join(SWEEPABLE)})")
+            fields = {k for k, f in _SECTIONS[stage].model_fields.items() if f.annotation is float}
+            for name in dims:
+                if name not in fields:
+                    raise ValueError(f"{stage}: '{name}' is not a sweepable parameter (allowed: {', '.join(sorted(fields))})")
+        return self
+
+
 class Params(Section):
     tracking: TrackingParams = TrackingParams()
     prepare: PrepareParams = PrepareParams()
@@ -278,6 +367,9 @@ class Params(Section):
     munit: MunitParams = MunitParams()
     augment: AugmentParams = AugmentParams()
     classify: ClassifyParams = ClassifyParams()
+    ace: AceParams = AceParams()
+    ace_finetune: AceFinetuneParams = AceFinetuneParams()
+    sweep: SweepParams = SweepParams()
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

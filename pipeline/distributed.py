@@ -16,8 +16,10 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import tempfile
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,9 +99,13 @@ def load_state() -> dict[str, Any] | None:
 
 
 def report(metrics: dict[str, Any], state: dict[str, Any] | None, w: Worker) -> None:
-    """Report an epoch's metrics from every worker; rank 0 also saves ``state`` as the checkpoint."""
+    """Report an epoch's metrics from every worker; rank 0 also saves ``state`` as the checkpoint.
+
+    The reported metrics also name the Ray node the worker runs on (``node_id``)."""
+    import ray
     import ray.train
 
+    metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}
     if state is not None and w.is_main:
         with tempfile.TemporaryDirectory() as d:
             torch.save(state, Path(d) / STATE_FILE)
@@ -120,6 +126,24 @@ def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t
+
+
+def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
+    """Average ``params``' gradients over the workers in one all-reduce (for loops that step
+    several optimizers on one forward, where a DDP wrapper does not fit); a missing grad counts as 0."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    params = [p for p in params if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    start = 0
+    for p in params:
+        p.grad.copy_(flat[start : start + p.numel()].view_as(p))
+        start += p.numel()
 
 
 # ----------------------------------------------------------------------------- driver side
@@ -145,6 +169,30 @@ def run_name(prefix: str, config: dict[str, Any]) -> str:
     return f"{prefix}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 
 
+def wait_for_cluster(address: str, timeout_s: float | None = None) -> None:
+    """Wait until the GCS port of ``address`` (``host:port``) accepts a connection, at most
+    ``timeout_s`` (default ``PIPELINE_RAY_CONNECT_TIMEOUT_S`` or 30 s); raise a one-line error after.
+
+    ``ray.init`` itself retries an unreachable address for minutes; this bounds the wait.
+    ``auto`` and ``ray://`` client addresses are left to Ray.
+    """
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"RAY_ADDRESS={address} is not host:port (e.g. 127.0.0.1:6379)")
+    timeout_s = float(os.environ.get("PIPELINE_RAY_CONNECT_TIMEOUT_S", RAY_CONNECT_TIMEOUT_S)) if timeout_s is None else timeout_s
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=2):
+                return
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                raise UserError(f"cannot reach the Ray cluster at RAY_ADDRESS={address} after {timeout_s:.0f} s ({exc.strerror or exc})") from None
+            time.sleep(1)
+
+
 def init_ray(num_cpus: int | None = None) -> None:
     """Connect to ``RAY_ADDRESS`` when set (bounded wait), else start a private local instance."""
     import ray
@@ -153,6 +201,7 @@ def init_ray(num_cpus: int | None = None) -> None:
         return
     address = os.environ.get("RAY_ADDRESS")
     if address:
+        wait_for_cluster(address)
         try:
             ray.init(address=address, log_to_driver=True)
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
@@ -179,19 +228,22 @@ def fit(
     params: DistributedParams,
     name: str,
     storage: str | Path,
+    callbacks: list[Any] | None = None,
+    gpus_per_worker: float = 1.0,
 ) -> dict[str, Any]:
     """Run ``loop(config)`` on ``params.num_workers`` Ray Train workers; return the final state dict.
 
     Checkpoints every epoch (the loop calls :func:`report`), keeps the last
     ``keep_checkpoints``, and restarts dead workers from the last checkpoint up to
-    ``max_failures`` times.
+    ``max_failures`` times. ``callbacks`` are Ray Train user callbacks (a Tune trial passes the
+    one that forwards reports to Tune); ``gpus_per_worker`` may be a fraction when ``use_gpu``.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     if params.use_gpu and params.num_workers == 0:
         raise UserError("distributed.use_gpu needs distributed.num_workers >= 1")
-    init_ray(num_cpus=max(os.cpu_count() or 1, int(params.num_workers * params.cpus_per_worker) + 1))
+    init_ray(num_cpus=max(os.cpu_count() or 1, int(params.num_workers * params.cpus_per_worker) + 1))  # no-op inside a Tune trial
     trainer = TorchTrainer(
         loop,
         train_loop_config=config,
@@ -199,13 +251,14 @@ def fit(
         scaling_config=ScalingConfig(
             num_workers=params.num_workers,
             use_gpu=params.use_gpu,
-            resources_per_worker={"CPU": params.cpus_per_worker, **({"GPU": 1} if params.use_gpu else {})},
+            resources_per_worker={"CPU": params.cpus_per_worker, **({"GPU": gpus_per_worker} if params.use_gpu else {})},
         ),
         run_config=RunConfig(
             name=name,
             storage_path=checkpoint_storage(storage),
             checkpoint_config=CheckpointConfig(num_to_keep=params.keep_checkpoints),
             failure_config=FailureConfig(max_failures=params.max_failures),
+            callbacks=callbacks,
         ),
     )
     result = trainer.fit()

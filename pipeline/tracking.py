@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -111,3 +112,46 @@ def stage_run(stage: str, params: Mapping[str, Any], experiment: str = "ssl-i2i"
         for i in range(0, len(items), 100):
             mlflow.log_params(dict(items[i : i + 100]))
         yield StageRun(stage, run.info.run_id)
+
+
+class ChildRuns:
+    """MLflow child runs under an open parent run (one per sweep trial), driven by run ids so
+    they can be opened, fed and ended from callbacks; :meth:`close` ends any left open as KILLED."""
+
+    def __init__(self, parent: StageRun) -> None:
+        import mlflow
+
+        self.client = mlflow.MlflowClient(tracking_uri())
+        self.parent = parent
+        self.experiment_id = self.client.get_run(parent.run_id).info.experiment_id
+        self.open: dict[str, str] = {}  # key -> run id
+
+    def start(self, key: str, name: str, params: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> str:
+        all_tags = {"mlflow.parentRunId": self.parent.run_id, "dvc.stage": self.parent.stage, **(tags or {})}
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        for k, v in flatten(params).items():
+            self.client.log_param(run.info.run_id, k, str(v)[:6000])
+        self.open[key] = run.info.run_id
+        return run.info.run_id
+
+    def log_metrics(self, key: str, metrics: Mapping[str, Any], step: int) -> None:
+        from mlflow.entities import Metric
+
+        values = _scalars(metrics)
+        if key in self.open and values:
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.open[key], metrics=[Metric(k, v, now, step) for k, v in values.items()])
+
+    def set_tag(self, key: str, name: str, value: str) -> None:
+        if key in self.open:
+            self.client.set_tag(self.open[key], name, value)
+
+    def end(self, key: str, status: str) -> None:
+        """End one child run: FINISHED, KILLED (stopped early) or FAILED."""
+        run_id = self.open.pop(key, None)
+        if run_id is not None:
+            self.client.set_terminated(run_id, status=status)
+
+    def close(self) -> None:
+        for key in list(self.open):
+            self.end(key, "KILLED")

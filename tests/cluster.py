@@ -43,7 +43,9 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
     raise TimeoutError(f"Ray head did not open port {port} in {timeout} s")
 
 
-def start_node(temp_dir: Path, gcs_port: int, head_address: str | None, num_cpus: int, log: Path, resources: str | None = None) -> subprocess.Popen:
+def start_node(
+    temp_dir: Path, gcs_port: int, head_address: str | None, num_cpus: int, log: Path, resources: str | None = None, dashboard_port: int = 0
+) -> subprocess.Popen:
     """``ray start --block`` for a head (``head_address`` None, on ``gcs_port``) or a worker joining ``head_address``."""
     cmd = [RAY, "start", "--block", f"--num-cpus={num_cpus}", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
     cmd += [f"{flag}={free_port()}" for flag in PORT_FLAGS]
@@ -51,9 +53,9 @@ def start_node(temp_dir: Path, gcs_port: int, head_address: str | None, num_cpus
         cmd.append(f"--resources={resources}")
     if head_address is None:
         cmd += [f"--port={gcs_port}", f"--temp-dir={temp_dir}", "--head", "--include-dashboard=true",
-                "--dashboard-host=127.0.0.1", f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}"]  # fmt: skip
-    else:
-        cmd += [f"--address={head_address}"]
+                "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port or free_port()}", f"--ray-client-server-port={free_port()}"]  # fmt: skip
+    else:  # its own temp dir: nodes sharing one would share (and garbage-collect) runtime-env files
+        cmd += [f"--address={head_address}", f"--temp-dir={temp_dir}"]
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=ray_env(), start_new_session=True)
 
 
@@ -70,17 +72,18 @@ def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
 
 @contextlib.contextmanager
 def local_cluster(num_cpus: int = 4, workers: int = 0, worker_cpus: int = 2) -> Iterator[dict]:
-    """A head (and ``workers`` worker nodes, each with a custom resource ``node_<i>``) on 127.0.0.1."""
+    """A head (and ``workers`` worker nodes, each with a custom resource ``node_<i>``) on 127.0.0.1;
+    yields the GCS ``address`` and the ``dashboard`` URL (the job server of `ray job submit`)."""
     base = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    temp_dir, port = base / "r", free_port()
-    procs = [start_node(temp_dir, port, None, num_cpus, base / "head.log")]
+    temp_dir, port, dashboard = base / "r", free_port(), free_port()
+    procs = [start_node(temp_dir, port, None, num_cpus, base / "head.log", dashboard_port=dashboard)]
     address = f"127.0.0.1:{port}"
     try:
         _wait_for_port(port, procs[0], 120)
         for i in range(workers):
-            procs.append(start_node(temp_dir, port, address, worker_cpus, base / f"worker{i}.log", f'{{"node_{i + 1}": 1}}'))
+            procs.append(start_node(base / f"w{i}", port, address, worker_cpus, base / f"worker{i}.log", f'{{"node_{i + 1}": 1}}'))
         time.sleep(3 + 2 * workers)
-        yield {"address": address, "base": base, "procs": procs}
+        yield {"address": address, "dashboard": f"http://127.0.0.1:{dashboard}", "base": base, "procs": procs}
     finally:
         for p in reversed(procs):
             stop(p)

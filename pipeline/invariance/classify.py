@@ -94,6 +94,19 @@ def make_batch(
     return x, y
 
 
+def fresh_nuisance_accuracy(model: torch.nn.Module, data: dict[str, Any], transform: str, seed: int) -> float:
+    """Balanced accuracy on the training images under one fresh nuisance draw each: the sweep's
+    validation score (a tail class of 5 images has none to hold out; the test split stays unseen)."""
+    rng = np.random.default_rng([seed, 777])
+    x = to_tensor([apply_nuisance(im, draw_nuisance(transform, rng)) for im in data["clean"]], channels=1)
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model(x[i : i + 256]).argmax(1) for i in range(0, len(x), 256)]).numpy()
+    model.train(was)
+    return balanced_accuracy(data["y"].numpy(), pred)
+
+
 def train_loop(config: dict[str, Any]) -> None:
     """Per-worker loop: one classifier per seed, one after the other; checkpoints every
     ``checkpoint_every`` epochs and at the end of each seed, and resumes from the last one."""
@@ -154,6 +167,8 @@ def train_loop(config: dict[str, Any]) -> None:
             if not last and (epoch + 1) % cp["checkpoint_every"]:
                 continue  # an epoch takes well under a second here; a checkpoint costs more than that
             out = None
+            if w.is_main and config.get("validate"):
+                row["val_balanced_acc"] = fresh_nuisance_accuracy(core, data, config["transform"], seed)
             if w.is_main:
                 out = {"done": done, "seed_index": si + 1 if last else si, "epoch": -1 if last else epoch,
                        "model": None if last else core.state_dict(), "optimizer": None if last else opt.state_dict(),
@@ -161,8 +176,8 @@ def train_loop(config: dict[str, Any]) -> None:
             distributed.report(row, out, w)
 
 
-def train(params: Params, method: str, data_root: str | Path, augment_root: str | Path, storage: str | Path) -> dict[str, Any]:
-    """Train ``classify.seeds`` classifiers of ``method`` through Ray Train; returns the final state."""
+def job_config(params: Params, method: str, data_root: str | Path, augment_root: str | Path) -> dict[str, Any]:
+    """The dict each classifier worker receives (after one-line checks of the inputs)."""
     if method not in METHODS:
         raise UserError(f"unknown classifier '{method}' (allowed: {', '.join(METHODS)})")
     load_train(data_root)  # one-line errors here, not in a worker
@@ -179,6 +194,12 @@ def train(params: Params, method: str, data_root: str | Path, augment_root: str 
     }
     if method == "git":
         config["augment_digest"] = [file_digest(f) for f in sorted(Path(augment_root).glob("*.parquet"))]
+    return config
+
+
+def train(params: Params, method: str, data_root: str | Path, augment_root: str | Path, storage: str | Path) -> dict[str, Any]:
+    """Train ``classify.seeds`` classifiers of ``method`` through Ray Train; returns the final state."""
+    config = job_config(params, method, data_root, augment_root)
     return distributed.fit(train_loop, config, params.distributed, distributed.run_name(f"classify_{method}", config), storage)
 
 

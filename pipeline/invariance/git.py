@@ -179,15 +179,20 @@ def train_loop(config: dict[str, Any]) -> None:
         distributed.report(row, state, w)
 
 
-def train(params: Params, data_root: str | Path, storage: str | Path) -> dict[str, Any]:
-    """Train MUNIT through Ray Train; returns the final state (model, history, ...)."""
-    load_digits(data_root, "train")  # one-line error here, not in a worker
-    config = {
+def job_config(params: Params, data_root: str | Path) -> dict[str, Any]:
+    """The dict each MUNIT worker receives (after a one-line check of the data, not in a worker)."""
+    load_digits(data_root, "train")
+    return {
         "data_root": str(Path(data_root).resolve()),
         "munit": params.munit.model_dump(),
         "cpus_per_worker": params.distributed.cpus_per_worker,
         "mixed_precision": params.distributed.mixed_precision,
     }
+
+
+def train(params: Params, data_root: str | Path, storage: str | Path) -> dict[str, Any]:
+    """Train MUNIT through Ray Train; returns the final state (model, history, ...)."""
+    config = job_config(params, data_root)
     return distributed.fit(train_loop, config, params.distributed, distributed.run_name("munit", config), storage)
 
 
