@@ -51,6 +51,11 @@ def plot_history(
     return _save(fig, path)
 
 
+def rgb_images(x: Any) -> list[Any]:
+    """A tensor (N, 3, H, W) in [0, 1] -> N uint8 arrays (H, W, 3) for :func:`image_grid`."""
+    return [(im.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype("uint8") for im in x.detach().cpu()]
+
+
 def image_grid(rows: Mapping[str, Sequence[Any]], path: str | Path, title: str = "", scale: float = 1.0) -> Path:
     """A labelled grid: one row per key, its images (uint8 (H, W) or (H, W, 3)) left to right."""
     plt = _pyplot()

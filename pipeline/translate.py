@@ -35,6 +35,7 @@ from pipeline.metrics.image import feature_net, image_scores, l1
 from pipeline.models.gan import ImagePool, PatchDiscriminator, adversarial_loss
 from pipeline.models.resnet import ResNet18
 from pipeline.models.unet import ResNetUNet, load_backbone
+from pipeline.plots import rgb_images
 
 ENCODERS = ("scratch", "simsiam", "swav")
 GANS = ("cgan", "cyclegan")
@@ -420,21 +421,31 @@ def evaluate_colorization(models: dict[str, nn.Module] | None, params: Params, d
     return scores
 
 
-def evaluate_stylization(models: dict[str, nn.Module] | None, params: Params, data_root: str | Path) -> dict[str, Any]:
-    """Photo -> painting on the test photos against their exact painted twins; ``None`` = identity baseline."""
+def painted_twins(data_root: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Test photos (N, 3, H, W) in [0, 1] and their exact painted twins, in the same order."""
     rgb, src = load_test(data_root, "photos")
     target_rgb, target_src = load_test(data_root, "painting")
     order = {s: i for i, s in enumerate(target_src)}
     missing = [s for s in src if s not in order]
     if missing:
         raise UserError(f"{Path(data_root) / 'painting'}: no painted twin for test photo patch {missing[0]}")
-    target_rgb = target_rgb[[order[s] for s in src]]
+    return rgb, target_rgb[[order[s] for s in src]]
+
+
+def score_paintings(pred_rgb: torch.Tensor, target_rgb: torch.Tensor, params: Params) -> dict[str, float]:
+    """L1, PSNR, SSIM, FD, KID of translated test photos against their painted twins."""
+    tr = params.translate
+    feats = feature_net(tr.fd_features, target_rgb, tr.inception_weights)
+    return image_scores(pred_rgb, target_rgb, feats, tr.kid_subset_size, tr.kid_subsets)
+
+
+def evaluate_stylization(models: dict[str, nn.Module] | None, params: Params, data_root: str | Path) -> dict[str, Any]:
+    """Photo -> painting on the test photos against their exact painted twins; ``None`` = identity baseline."""
+    rgb, target_rgb = painted_twins(data_root)
     x = photo_to_domain(rgb, "stylize")
     pred = x if models is None else translate_batched(models["G"], x)
     pred_rgb = domain_to_rgb(pred, "stylize")
-    tr = params.translate
-    feats = feature_net(tr.fd_features, target_rgb, tr.inception_weights)
-    scores = image_scores(pred_rgb, target_rgb, feats, tr.kid_subset_size, tr.kid_subsets)
+    scores: dict[str, Any] = score_paintings(pred_rgb, target_rgb, params)
     if models is not None:
         back = domain_to_rgb(translate_batched(models["F"], pred), "stylize")
         scores["cycle_l1"] = l1(back, rgb)
@@ -446,10 +457,6 @@ def sample_rows(samples: tuple[torch.Tensor, ...], task: str, n: int = 8) -> dic
     """input | output | target rows of uint8 images for :func:`pipeline.plots.image_grid`."""
     names = ("input", "output", "target")
 
-    def to_uint8(x: torch.Tensor) -> list[np.ndarray]:
-        rgb = domain_to_rgb(x[:n], task)
-        return [(im.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for im in rgb]
-
-    return {name: to_uint8(x) for name, x in zip(names, samples)}
+    return {name: rgb_images(domain_to_rgb(x[:n], task)) for name, x in zip(names, samples)}
 
 

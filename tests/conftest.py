@@ -33,6 +33,9 @@ TINY = {
     "augment": {"threshold": 5, "per_image": 1},
     "classify": {"seeds": [0, 1], "width": 2, "epochs": 3, "batch_size": 8, "warmup_epochs": 1, "decay_epochs": [2],
                  "ekld_draws": 1},
+    "ace": {"content_dim": 8, "n_res": 1, "style_dim": 4, "mlp_dim": 8, "disc_width": 4, "crop_size": 16, "batch_size": 4,
+            "epochs": 2, "steps_per_epoch": 2, "eval_exemplars": 4, "adain_steps": 2, "grid_contents": 2, "grid_styles": 2},
+    "ace_finetune": {"batch_size": 4, "epochs": 1, "steps_per_epoch": 2},
 }  # fmt: skip
 
 

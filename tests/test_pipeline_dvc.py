@@ -94,6 +94,13 @@ def test_dvc_repro_end_to_end(tmp_path):
     munit = json.loads((repo / "metrics/munit.json").read_text())
     assert munit["world_size"] == 2 and munit["style_diversity"] >= 0
     assert (repo / "plots/ekld_by_class.png").stat().st_size > 1000 and (repo / "plots/munit_samples.png").is_file()
+    ace = json.loads((repo / "metrics/ace.json").read_text())
+    assert set(ace["table"]) == {"identity", "adain", "cyclegan", "ace_zero_shot", "ace_finetuned"}
+    assert {"l1_rgb", "psnr", "ssim", "fd", "kid"} <= set(ace["table"]["ace_zero_shot"])
+    assert "| ACE zero-shot (trained on photos only) |" in (repo / "metrics/ace_table.md").read_text()
+    assert {"content_similarity_own", "content_similarity_others", "style_diversity"} <= set(ace["multimodal"])
+    assert json.loads((repo / "metrics/ace_train.json").read_text())["world_size"] == 2
+    assert (repo / "plots/ace_grid.png").stat().st_size > 1000 and (repo / "models/ace_finetune.pt").is_file()
     prep = json.loads((repo / "metrics/prepare.json").read_text())
     assert prep["counts"]["photos"]["test"] > 0 and len(prep["digits_lt_counts"]) == 10
 
@@ -104,7 +111,9 @@ def test_dvc_repro_end_to_end(tmp_path):
     by_name = {r.info.run_name: r for r in runs}
     translation = {f"colorize@{v}" for v in variants} | {f"stylize@{e}" for e in ("scratch", "simsiam", "swav")}
     git = {"munit", "augment", "evaluate", *(f"classify@{m}" for m in ("erm", "drs", "git", "oracle"))}
-    assert set(by_name) == {"prepare", "pretrain@simsiam", "pretrain@swav", "backbone_scratch", "translate_report", *translation, *git}
+    ace_stages = {"ace", "ace_finetune", "ace_eval"}
+    assert set(by_name) == {"prepare", "pretrain@simsiam", "pretrain@swav", "backbone_scratch", "translate_report", *translation, *git, *ace_stages}
+    assert len(mlflow.MlflowClient(uri).get_metric_history(by_name["ace"].info.run_id, "loss_contrastive")) == 2
     assert all(r.info.status == "FINISHED" for r in runs)
     sim = by_name["pretrain@simsiam"]
     assert sim.data.params["simsiam.proj_dim"] == "32"

@@ -116,8 +116,15 @@ class Decoder(nn.Module):
             nn.Linear(style_dim, mlp_dim), nn.ReLU(True), nn.Linear(mlp_dim, mlp_dim), nn.ReLU(True), nn.Linear(mlp_dim, n_params)
         )
 
+    @property
+    def n_adain_params(self) -> int:
+        return sum(2 * m.channels for m in self.adains)
+
     def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        params = self.mlp(style)
+        return self.decode_with_params(content, self.mlp(style))
+
+    def decode_with_params(self, content: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Decode with AdaIN parameters given directly, (N, n_adain_params): per layer bias, then weight - 1."""
         start = 0
         for m in self.adains:
             m.bias = params[:, start : start + m.channels]

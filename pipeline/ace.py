@@ -1,0 +1,488 @@
+"""ACE, the Auto-Contrastive-Encoder (Xu et al.): zero-shot image translation on a frozen encoder.
+
+The frozen encoder is our SSL backbone at one pyramid level (the paper's VGG cannot be
+downloaded here; the paper notes any encoder fits). On its feature map f (N, F, h, w):
+
+- content encoder C: 1x1 conv + residual blocks with BatchNorm -> content code (N, D, h, w),
+  with a SimSiam predictor P (1x1 convs, bottleneck, BatchNorm between);
+- style encoder S: global mean and std pooling + 1x1 conv -> (N, style_dim), plus a learnable
+  domain style code (paper section 4.1);
+- decoder: MUNIT's AdaIN residual blocks + upsampling convs (no instance or batch norm), its
+  AdaIN parameters from an MLP of the style code;
+- discriminator: PatchGAN with spectral norm, LSGAN.
+
+Training on ONE domain (photos), each step: (1) contrastive: two Adaptive-Instance-Augmentation
+views of the batch (its content decoded with random N(0, 1) AdaIN parameters) are encoded, and
+their content codes pulled together by the SimSiam loss with stop-gradient; only C and P learn
+from it. (2) auto-encoder, with C frozen (paper section 3.5): reconstruction, content and style
+latent consistency of the image decoded with another image's style, GAN. (3) discriminator.
+Fine-tuning (paper section 4.5) on a target domain keeps only the latent-consistency and GAN
+losses: content from source images, style from target images.
+
+Images are (N, 3, H, W) RGB in [0, 1].
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from pipeline import distributed
+from pipeline.config import Params
+from pipeline.data.shards import read_images
+from pipeline.data.sources import BadImages, load_folder
+from pipeline.data.transforms import to_tensor
+from pipeline.errors import UserError
+from pipeline.io import load_torch
+from pipeline.metrics.image import l1
+from pipeline.models.gan import PatchDiscriminator, adversarial_loss
+from pipeline.models.munit import Decoder
+from pipeline.models.resnet import ResNet18
+from pipeline.ssl.simsiam import simsiam_loss
+from pipeline.translate import crop_flip
+
+VAL_SIZE = 64
+
+
+class ResBlockBN(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, 1, 1), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, 1, 1), nn.BatchNorm2d(channels),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.body(x))
+
+
+class ContentEncoder(nn.Module):
+    """forward(f (N, in_channels, h, w)) -> content code (N, dim, h, w)."""
+
+    def __init__(self, in_channels: int, dim: int, n_res: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(in_channels, dim, 1), nn.BatchNorm2d(dim), nn.ReLU(inplace=True), *[ResBlockBN(dim) for _ in range(n_res)])
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.net(f)
+
+
+def predictor(dim: int) -> nn.Sequential:
+    """SimSiam predictor on every location: (N, dim, h, w) -> (N, dim, h, w), bottleneck dim / 4, no BN at the output."""
+    hidden = max(1, dim // 4)
+    return nn.Sequential(nn.Conv2d(dim, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True), nn.Conv2d(hidden, dim, 1))
+
+
+class StyleEncoder(nn.Module):
+    """forward(f (N, in_channels, h, w)) -> (N, style_dim): global mean and std pooling, then a 1x1 conv."""
+
+    def __init__(self, in_channels: int, style_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(2 * in_channels, style_dim, 1)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([f.mean(dim=(2, 3)), f.flatten(2).std(dim=2)], dim=1)[:, :, None, None]
+        return self.proj(pooled).flatten(1)
+
+
+def spectral_discriminator(in_channels: int, dim: int, n_layers: int = 2) -> PatchDiscriminator:
+    """The PatchGAN discriminator with spectral norm on every conv."""
+    disc = PatchDiscriminator(in_channels, dim, n_layers)
+    for i, m in enumerate(disc.net):
+        if isinstance(m, nn.Conv2d):
+            disc.net[i] = nn.utils.parametrizations.spectral_norm(m)
+    return disc
+
+
+def frozen_call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` with its weights held fixed: gradients reach ``x`` only and its buffers (BatchNorm
+    running statistics) are left untouched."""
+    state = {k: v.detach() for k, v in module.named_parameters()} | {k: v.clone() for k, v in module.named_buffers()}
+    return functional_call(module, state, (x,))
+
+
+def adaptive_instance_augmentation(h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """AdaIN with N(0, 1) parameters: instance-normalise (N, C, H, W) and apply a random per-sample,
+    per-channel scale (1 + N(0, 1), as the decoder's AdaIN parametrises it) and shift (N(0, 1)).
+    The channel statistics (style) change; each channel's spatial pattern is kept up to an affine map."""
+    scale = 1 + torch.randn(h.shape[:2], generator=generator).to(h.device)
+    shift = torch.randn(h.shape[:2], generator=generator).to(h.device)
+    return F.instance_norm(h) * scale[:, :, None, None] + shift[:, :, None, None]
+
+
+class ACE(nn.Module):
+    """Frozen backbone + content encoder (+ predictor) + style encoder (+ domain code) + decoder.
+
+    ``features(x)`` -> (N, F, H / 2**(level-1), ...); ``content(x)`` -> (N, D, h, w); ``style(x)`` -> (N, style_dim);
+    ``decode(c, s)`` -> (N, 3, H, W) in [0, 1]; ``augment(c)`` -> the decode with random AdaIN parameters.
+    """
+
+    def __init__(self, backbone: ResNet18, level: int, dim: int, n_res: int, style_dim: int, mlp_dim: int) -> None:
+        super().__init__()
+        if not 0 <= level <= 4:
+            raise UserError(f"ace.level={level} must be a pyramid level 0..4")
+        self.level = level
+        self.encoder = backbone.eval()
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+        feat = backbone.pyramid_channels[level]
+        self.content_encoder = ContentEncoder(feat, dim, n_res)
+        self.predictor = predictor(dim)
+        self.style_encoder = StyleEncoder(feat, style_dim)
+        self.domain_style = nn.Parameter(torch.zeros(style_dim))
+        self.decoder = Decoder(dim, 3, style_dim, n_up=max(0, level - 1), n_res=n_res, mlp_dim=mlp_dim)
+
+    def train(self, mode: bool = True) -> ACE:
+        super().train(mode)
+        self.encoder.eval()  # frozen: its BatchNorm keeps the pretrained statistics
+        return self
+
+    def autoencoder_parameters(self) -> list[nn.Parameter]:
+        return [*self.style_encoder.parameters(), self.domain_style, *self.decoder.parameters()]
+
+    def contrastive_parameters(self) -> list[nn.Parameter]:
+        return [*self.content_encoder.parameters(), *self.predictor.parameters()]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.encoder.stem(x)
+        for layer in (self.encoder.layer1, self.encoder.layer2, self.encoder.layer3, self.encoder.layer4)[: self.level]:
+            feats = layer(feats)
+        return feats
+
+    def content(self, x: torch.Tensor) -> torch.Tensor:
+        return self.content_encoder(self.features(x))
+
+    def style(self, x: torch.Tensor) -> torch.Tensor:
+        return self.style_of(self.features(x))
+
+    def style_of(self, f: torch.Tensor) -> torch.Tensor:
+        """Style code (N, style_dim) from backbone features f: the image's own code + the domain code."""
+        return self.style_encoder(f) + self.domain_style
+
+    def decode(self, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return (self.decoder(c, s) + 1) / 2
+
+    def augment(self, c: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Adaptive Instance Augmentation: ``c`` decoded with N(0, 1) AdaIN parameters (a style-perturbed view)."""
+        params = torch.randn(len(c), self.decoder.n_adain_params, generator=generator).to(c.device)
+        return (self.decoder.decode_with_params(c, params) + 1) / 2
+
+
+def build(ac: dict[str, Any], backbone: ResNet18) -> tuple[ACE, PatchDiscriminator]:
+    ace = ACE(backbone, ac["level"], ac["content_dim"], ac["n_res"], ac["style_dim"], ac["mlp_dim"])
+    return ace, spectral_discriminator(3, ac["disc_width"])
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def contrastive_step(ace: ACE, opt: torch.optim.Optimizer, x: torch.Tensor, weight: float, generator: torch.Generator) -> dict[str, float]:
+    """SimSiam on two Adaptive-Instance-Augmentation views of ``x``; updates C and P only."""
+    with torch.no_grad():
+        c = ace.content(x)
+        views = [ace.augment(c, generator), ace.augment(c, generator)]
+    z1, z2 = ace.content(views[0]), ace.content(views[1])
+    p1, p2 = ace.predictor(z1), ace.predictor(z2)
+
+    def flat(t: torch.Tensor) -> torch.Tensor:  # every location is a sample: (N, D, h, w) -> (N h w, D)
+        return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+    loss = simsiam_loss(flat(p1), flat(p2), flat(z1), flat(z2))
+    opt.zero_grad(set_to_none=True)
+    (weight * loss).backward()
+    distributed.average_gradients(ace.contrastive_parameters())
+    opt.step()
+    return {"loss_contrastive": float(loss.detach()), "content_std": content_std(z1.detach())}
+
+
+def content_std(z: torch.Tensor) -> float:
+    """SimSiam's collapse monitor on content codes: std over the batch of the l2-normalised, pooled
+    code, times sqrt(D): about 1 for spread codes, 0 when every image gets the same code."""
+    v = F.normalize(z.mean(dim=(2, 3)), dim=1)
+    return float(v.std(dim=0).mean() * v.shape[1] ** 0.5)
+
+
+def latent_losses(ace: ACE, out: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Content and style consistency of a decoded image ``out`` = decode(c, s); C is called frozen."""
+    f = ace.features(out)
+    return F.l1_loss(frozen_call(ace.content_encoder, f), c), F.l1_loss(ace.style_of(f), s)
+
+
+def generator_update(ace: ACE, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    distributed.average_gradients(ace.autoencoder_parameters())
+    opt.step()
+
+
+def discriminator_update(disc: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor) -> float:
+    loss = 0.5 * (adversarial_loss(disc(real), True, "lsgan") + adversarial_loss(disc(fake.detach()), False, "lsgan"))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    distributed.average_gradients(disc.parameters())
+    opt.step()
+    return float(loss.detach())
+
+
+def autoencoder_step(ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, w: dict[str, Any]) -> dict[str, float]:
+    """Reconstruction + latent consistency of x decoded with another image's style + GAN, C frozen."""
+    opt_ae, opt_d = opts
+    f = ace.features(x)  # the frozen backbone: no gradient reaches x from here
+    with torch.no_grad():
+        c = frozen_call(ace.content_encoder, f)
+    s = ace.style_of(f)
+    s_other = s.roll(1, dims=0).detach()
+    rec, swap = ace.decode(c, s), ace.decode(c, s_other)
+    l_rec = F.l1_loss(rec, x)
+    l_content, l_style = latent_losses(ace, swap, c, s_other)
+    fakes = torch.cat([rec, swap])
+    l_gan = adversarial_loss(disc(fakes), True, "lsgan")
+    loss = w["recon"] * l_rec + w["content"] * l_content + w["style"] * l_style + w["gan"] * l_gan
+    generator_update(ace, opt_ae, loss)
+    l_d = discriminator_update(disc, opt_d, x, fakes)
+    return {"loss_recon": float(l_rec.detach()), "loss_content": float(l_content.detach()), "loss_style": float(l_style.detach()),
+            "loss_gan": float(l_gan.detach()), "loss_d": l_d}  # fmt: skip
+
+
+def finetune_step(ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, y: torch.Tensor, w: dict[str, Any]) -> dict[str, float]:
+    """Paper section 4.5: content of source ``x``, style of target ``y``; latent consistency + GAN only."""
+    opt_ae, opt_d = opts
+    with torch.no_grad():
+        c = frozen_call(ace.content_encoder, ace.features(x))
+    s = ace.style(y)
+    out = ace.decode(c, s)
+    l_content, l_style = latent_losses(ace, out, c, s.detach())
+    l_gan = adversarial_loss(disc(out), True, "lsgan")
+    generator_update(ace, opt_ae, w["content"] * l_content + w["style"] * l_style + w["gan"] * l_gan)
+    l_d = discriminator_update(disc, opt_d, y, out)
+    return {"loss_content": float(l_content.detach()), "loss_style": float(l_style.detach()), "loss_gan": float(l_gan.detach()), "loss_d": l_d}
+
+
+# ----------------------------------------------------------------------------- monitors
+
+
+@torch.no_grad()
+def style_diversity(ace: ACE, x: torch.Tensor, styles: torch.Tensor) -> float:
+    """Mean L1 between decodes of the same contents under different style codes (0 = style ignored).
+    x: (N, 3, H, W); styles: (K, style_dim)."""
+    c = ace.content(x)
+    outs = [ace.decode(c, s.expand(len(c), -1)) for s in styles]
+    pairs = [(i, j) for i in range(len(outs)) for j in range(i + 1, len(outs))]
+    return float(np.mean([l1(outs[i], outs[j]) for i, j in pairs])) if pairs else 0.0
+
+
+@torch.no_grad()
+def content_similarity(ace: ACE, outputs: torch.Tensor, contents: torch.Tensor) -> tuple[float, float]:
+    """Cosine similarity of the instance-normalised backbone features of each output to its own content
+    image, and (the chance level) to the other content images. outputs, contents: (N, 3, H, W)."""
+
+    def code(x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(F.instance_norm(ace.features(x)).flatten(1), dim=1)
+
+    sim = code(outputs) @ code(contents).T  # (N, N)
+    own = sim.diagonal()
+    others = (sim.sum() - own.sum()) / max(1, sim.numel() - len(own))
+    return float(own.mean()), float(others)
+
+
+@torch.no_grad()
+def translate(ace: ACE, x: torch.Tensor, style: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """Decode the contents of ``x`` (N, 3, H, W) with one style code (style_dim,)."""
+    was = ace.training
+    ace.eval()
+    out = torch.cat([ace.decode(ace.content(x[i : i + batch]), style.expand(len(x[i : i + batch]), -1)) for i in range(0, len(x), batch)])
+    ace.train(was)
+    return out
+
+
+@torch.no_grad()
+def domain_style(ace: ACE, exemplars: torch.Tensor) -> torch.Tensor:
+    """The mean style code (style_dim,) of the exemplar images (K, 3, H, W)."""
+    was = ace.training
+    ace.eval()
+    s = ace.style(exemplars).mean(0)
+    ace.train(was)
+    return s
+
+
+def adain_transfer(encoder: ACE, x: torch.Tensor, exemplars: torch.Tensor, steps: int, lr: float) -> torch.Tensor:
+    """Classic AdaIN feature-statistics transfer with no trained network: the backbone features of
+    each photo get the exemplars' channel mean / std, and an image is optimised (Adam, from the photo)
+    until its features match them. Only ``encoder.features`` (the frozen backbone) is used."""
+    with torch.no_grad():
+        fe = encoder.features(exemplars)
+        mu_t, sd_t = fe.mean(dim=(0, 2, 3)), fe.std(dim=(0, 2, 3))
+        f = encoder.features(x)
+        target = F.instance_norm(f) * sd_t[None, :, None, None] + mu_t[None, :, None, None]
+    img = x.clone().requires_grad_(True)
+    opt = torch.optim.Adam([img], lr=lr)
+    for _ in range(steps):
+        loss = F.mse_loss(encoder.features(img), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            img.clamp_(0, 1)
+    return img.detach()
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_photos(data_root: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Photo train patches: (train, val) tensors; the last ``VAL_SIZE`` (by a fixed permutation) are held out."""
+    images, _, _ = read_images(Path(data_root) / "photos", "train")
+    x = to_tensor(images)
+    order = np.random.default_rng(0).permutation(len(x))
+    n_val = min(VAL_SIZE, len(x) // 4)
+    return x[order[n_val:]], x[order[:n_val]]
+
+
+def load_exemplars(path: str | Path, split: str = "train") -> torch.Tensor:
+    """Style exemplars (K, 3, H, W): a prepared set's shards (``split``) or a folder of image files.
+    One-line errors for a missing or empty folder and for a file that is not an image."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"style exemplar folder not found: {path}")
+    if sorted(path.glob("*.parquet")):
+        images, _, _ = read_images(path, split)
+        if not images:
+            raise UserError(f"no style exemplars in {path} ({split} split is empty)")
+        return to_tensor(images)
+    if not any(p.is_file() and not p.name.startswith(".") for p in path.iterdir()):
+        raise UserError(f"style exemplar folder {path} is empty")
+    named = load_folder(path, BadImages("fail"), labeled=False)
+    sizes = {im.image.shape[:2] for im in named}
+    if len(sizes) > 1:
+        raise UserError(f"style exemplars in {path} differ in size ({sorted(sizes)[:2]}...): give images of one size")
+    return to_tensor([im.image for im in named])
+
+
+# ----------------------------------------------------------------------------- Ray Train loop
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Per-worker loop (Ray Train) of ``ace`` (mode pretrain) or ``ace_finetune`` (mode finetune);
+    checkpoints every epoch and resumes from the last."""
+    ac, mode = config["ace"], config["mode"]
+    run = ac if mode == "pretrain" else {**ac, **config["finetune"]}
+    w = distributed.worker(config["cpus_per_worker"])
+    backbone = ResNet18(config["backbone_spec"]["width"], config["backbone_spec"]["in_channels"])
+    backbone.load_state_dict(config["backbone_state"])
+    torch.manual_seed(ac["seed"])  # every rank builds the same initial weights (gradients are averaged, not DDP-broadcast)
+    ace, disc = build(ac, backbone)
+    if mode == "finetune":
+        ace.load_state_dict(config["init_state"])
+    ace, disc = ace.to(w.device), disc.to(w.device)
+    betas = tuple(ac["betas"])
+    opt_c = torch.optim.Adam(ace.contrastive_parameters(), lr=run["lr"], betas=betas)
+    opt_ae = torch.optim.Adam(ace.autoencoder_parameters(), lr=run["lr"], betas=betas)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=run["lr"], betas=betas)
+    opts = {"c": opt_c, "ae": opt_ae, "d": opt_d}
+
+    start_epoch, history = 0, []
+    state = distributed.load_state()
+    if state is not None:
+        ace.load_state_dict(state["ace"])
+        disc.load_state_dict(state["disc"])
+        for k, o in opts.items():
+            o.load_state_dict(state["opts"][k])
+        start_epoch, history = state["epoch"] + 1, state["history"]
+
+    x_train, x_val = load_photos(config["data_root"])
+    y_train = load_exemplars(Path(config["data_root"]) / "painting") if mode == "finetune" else None
+    batch = max(2, run["batch_size"] // w.world_size)
+    crop = ac["crop_size"]
+    for epoch in range(start_epoch, run["epochs"]):
+        rng = np.random.default_rng([ac["seed"], epoch, w.rank, mode == "finetune"])
+        torch.manual_seed(int(rng.integers(0, 2**31 - 1)))
+        gen = torch.Generator().manual_seed(int(rng.integers(0, 2**31 - 1)))
+        ace.train()
+        disc.train()
+        t0, rows = time.perf_counter(), []
+        for _ in range(run["steps_per_epoch"]):
+            x = crop_flip(x_train[rng.integers(0, len(x_train), batch)], crop, rng).to(w.device)
+            if mode == "pretrain":
+                row = contrastive_step(ace, opt_c, x, ac["contrastive"], gen)
+                row |= autoencoder_step(ace, disc, (opt_ae, opt_d), x, ac)
+            else:
+                y = crop_flip(y_train[rng.integers(0, len(y_train), batch)], crop, rng).to(w.device)
+                row = finetune_step(ace, disc, (opt_ae, opt_d), x, y, ac)
+            rows.append(row)
+        row = {"epoch": epoch, "steps_per_s": run["steps_per_epoch"] / (time.perf_counter() - t0)}
+        row.update({k: float(np.mean([r[k] for r in rows])) for k in rows[0]})
+        state = None
+        if w.is_main:
+            cpu = build(ac, ResNet18(**{k: config["backbone_spec"][k] for k in ("width", "in_channels")}))[0]
+            cpu.load_state_dict({k: v.detach().cpu() for k, v in ace.state_dict().items()})
+            cpu.eval()
+            val = x_val[:32]
+            with torch.no_grad():
+                row["val_recon_l1"] = l1(cpu.decode(cpu.content(val), cpu.style(val)), val)
+                row["val_content_std"] = content_std(cpu.content(val))
+                styles = cpu.style(val[: ac["diversity_styles"]])
+            row["style_diversity"] = style_diversity(cpu, val[:16], styles)
+            history = [*history, row]
+            print(f"[ace {mode}] epoch {epoch + 1}/{run['epochs']} " + " ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith(("loss", "val", "style"))), flush=True)
+            state = {"ace": cpu.state_dict(), "disc": {k: v.detach().cpu() for k, v in disc.state_dict().items()}, "opts": {k: o.state_dict() for k, o in opts.items()},
+                     "epoch": epoch, "history": history, "world_size": w.world_size}  # fmt: skip
+        distributed.report(row, state, w)
+
+
+# ----------------------------------------------------------------------------- driver side
+
+
+def job_config(params: Params, mode: str, data_root: str | Path, backbone: ResNet18, init_state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The dict each worker receives; the weights travel in it (no shared disk needed for them)."""
+    photos, _, _ = read_images(Path(data_root) / "photos", "train")  # one-line errors here, not in a worker
+    if min(min(p.shape[:2]) for p in photos) < params.ace.crop_size:
+        raise UserError(f"ace.crop_size={params.ace.crop_size} is larger than the photo patches: lower it")
+    if mode == "finetune":
+        load_exemplars(Path(data_root) / "painting")
+    return {
+        "mode": mode,
+        "data_root": str(Path(data_root).resolve()),
+        "ace": params.ace.model_dump(),
+        "finetune": params.ace_finetune.model_dump(),
+        "backbone_spec": backbone.spec(),
+        "backbone_state": backbone.state_dict(),
+        "init_state": init_state,
+        "cpus_per_worker": params.distributed.cpus_per_worker,
+    }
+
+
+def run_key(config: dict[str, Any]) -> dict[str, Any]:
+    """What names a run: the config with every weight tensor replaced by its digest."""
+    import hashlib
+
+    def digest(sd: dict[str, torch.Tensor] | None) -> str | None:
+        return None if sd is None else hashlib.sha256(b"".join(t.numpy().tobytes() for t in sd.values())).hexdigest()[:16]
+
+    return {**{k: v for k, v in config.items() if k not in ("backbone_state", "init_state")},
+            "backbone_sha": digest(config["backbone_state"]), "init_sha": digest(config["init_state"])}  # fmt: skip
+
+
+def train(params: Params, mode: str, data_root: str | Path, backbone: ResNet18, storage: str | Path, init_state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ACE (or fine-tune it) through Ray Train; returns the final state."""
+    config = job_config(params, mode, data_root, backbone, init_state)
+    name = distributed.run_name(f"ace_{mode}", run_key(config))
+    return distributed.fit(train_loop, config, params.distributed, name, storage)
+
+
+def load_ace(path: str | Path) -> ACE:
+    """An ACE model saved by the ace / ace_finetune stage (weights_only load)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found: run `dvc repro {'ace_finetune' if 'finetune' in path.name else 'ace'}` first")
+    ckpt = load_torch(path)
+    backbone = ResNet18(ckpt["backbone_spec"]["width"], ckpt["backbone_spec"]["in_channels"])
+    ace, _ = build(ckpt["ace"], backbone)
+    ace.load_state_dict(ckpt["state_dict"])
+    return ace.eval()
