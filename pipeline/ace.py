@@ -303,6 +303,19 @@ def translate(ace: ACE, x: torch.Tensor, style: torch.Tensor, batch: int = 64) -
 
 
 @torch.no_grad()
+def reconstruct(ace: ACE, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """Decode every image of ``x`` (N, 3, H, W) with its own content and its own style code."""
+    was = ace.training
+    ace.eval()
+    out = []
+    for i in range(0, len(x), batch):
+        f = ace.features(x[i : i + batch])
+        out.append(ace.decode(ace.content_encoder(f), ace.style_of(f)))
+    ace.train(was)
+    return torch.cat(out)
+
+
+@torch.no_grad()
 def domain_style(ace: ACE, exemplars: torch.Tensor) -> torch.Tensor:
     """The mean style code (style_dim,) of the exemplar images (K, 3, H, W)."""
     was = ace.training

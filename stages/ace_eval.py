@@ -32,6 +32,7 @@ def labels(encoder: str) -> dict[str, str]:
         "cyclegan": f"CycleGAN stylize@{encoder} (trained with paintings)",
         "ace_zero_shot": "ACE zero-shot (trained on photos only)",
         "ace_finetuned": "ACE fine-tuned on paintings",
+        "ace_self_style": "diagnostic: ACE with each photo's own style (reconstruction)",
     }
 
 
@@ -73,6 +74,7 @@ def main() -> None:
         fine_out = ace.translate(fine, rgb, ace.domain_style(fine, styles))
         table["ace_zero_shot"] = score_paintings(zero_out, target, params)
         table["ace_finetuned"] = score_paintings(fine_out, target, params)
+        table["ace_self_style"] = score_paintings(ace.reconstruct(zero, rgb), target, params)  # what fidelity alone costs
 
         # multimodal: one content, several style exemplars
         contents = rgb[: ac.grid_contents]

@@ -23,8 +23,8 @@ def test_repo_params_are_valid_and_complete():
     ("raw", "expected"),
     [
         ({"pretrain": {"widht": 8}}, "pretrain.widht: unknown key (allowed: "),
-        ({"bogus": {}}, "bogus: unknown key (allowed: augment, classify, colorize, cyclegan, distributed, munit, prepare, pretrain, "
-                        "simsiam, stylize, swav, tracking, translate)"),
+        ({"bogus": {}}, "bogus: unknown key (allowed: ace, ace_finetune, augment, classify, colorize, cyclegan, distributed, munit, "
+                        "prepare, pretrain, simsiam, stylize, swav, sweep, tracking, translate)"),
         ({"pretrain": {"width": "wide"}}, "pretrain.width: Input should be a valid integer"),
         ({"pretrain": {"width": 0}}, "pretrain.width: Input should be greater than or equal to 4 (got 0)"),
         ({"simsiam": {"lr": -1.0}}, "simsiam.lr: Input should be greater than 0"),

@@ -102,3 +102,18 @@ def test_classifiers_resume_mid_seed_and_repeat_the_uninterrupted_run(ray_local,
     for seed in ("0", "1"):
         for k, v in clean["done"][seed].items():
             assert torch.equal(resumed["done"][seed][k], v), (seed, k)
+
+
+def test_ace_resumes_and_repeats_the_uninterrupted_run(ray_local, tiny_params, tiny_data, tmp_path):
+    """Also checks that both ranks train one model: they build the same initial weights and
+    average their gradients, so the resumed rank 1 (given rank 0's state) changes nothing."""
+    from pipeline import ace
+    from pipeline.models.resnet import ResNet18
+
+    ac = tiny_params.ace.model_copy(update={"epochs": 3, "steps_per_epoch": 2})
+    params = tiny_params.model_copy(update={"ace": ac})
+    config = ace.job_config(params, "pretrain", tiny_data, ResNet18(tiny_params.pretrain.width, 3))
+    resumed, clean = _killed_and_clean("ace", config, params, tmp_path)
+    assert [r["loss_recon"] for r in resumed["history"]] == [r["loss_recon"] for r in clean["history"]]
+    for k, v in clean["ace"].items():
+        assert torch.equal(resumed["ace"][k], v), k

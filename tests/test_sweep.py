@@ -163,7 +163,10 @@ def test_ray_job_submit_sweep_on_two_nodes(tmp_path, tiny_data):
             dashboard = cluster["dashboard"]
             env = {**ray_env(), "RAY_ADDRESS": dashboard}
             runtime_env = {"working_dir": str(ROOT), "excludes": [".venv", ".git", ".dvc/cache", "data", "models", "checkpoints", "mlflow.db", "*.egg-info"],
-                           "env_vars": {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}", "RAY_AUTH_MODE": env["RAY_AUTH_MODE"]}}  # fmt: skip
+                           # RAY_ADDRESS for every process of the job: Ray Train's placement-group cleaner looks the
+                           # cluster up by "auto", which fails while the suite's in-process instance also runs here
+                           "env_vars": {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}", "RAY_AUTH_MODE": env["RAY_AUTH_MODE"],
+                                        "RAY_ADDRESS": cluster["address"]}}  # fmt: skip
             entry = [sys.executable, "-m", "stages.sweep", "--stage", "colorize", "--params", str(params), "--data", str(tiny_data),
                      "--models", str(models), "--storage", str(tmp_path / "sweeps"), "--metrics", str(tmp_path / "metrics"),
                      "--plots", str(tmp_path / "plots")]  # fmt: skip
