@@ -40,8 +40,9 @@ from pipeline.data.shards import read_images
 from pipeline.data.sources import BadImages, load_folder
 from pipeline.data.transforms import to_tensor
 from pipeline.errors import UserError
-from pipeline.io import load_torch
+from pipeline.io import load_torch, state_digest
 from pipeline.metrics.image import l1
+from pipeline.models import evaluating
 from pipeline.models.gan import PatchDiscriminator, adversarial_loss
 from pipeline.models.munit import Decoder
 from pipeline.models.resnet import ResNet18
@@ -295,34 +296,26 @@ def content_similarity(ace: ACE, outputs: torch.Tensor, contents: torch.Tensor) 
 @torch.no_grad()
 def translate(ace: ACE, x: torch.Tensor, style: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """Decode the contents of ``x`` (N, 3, H, W) with one style code (style_dim,)."""
-    was = ace.training
-    ace.eval()
-    out = torch.cat([ace.decode(ace.content(x[i : i + batch]), style.expand(len(x[i : i + batch]), -1)) for i in range(0, len(x), batch)])
-    ace.train(was)
-    return out
+    with evaluating(ace):
+        return torch.cat([ace.decode(ace.content(x[i : i + batch]), style.expand(len(x[i : i + batch]), -1)) for i in range(0, len(x), batch)])
 
 
 @torch.no_grad()
 def reconstruct(ace: ACE, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """Decode every image of ``x`` (N, 3, H, W) with its own content and its own style code."""
-    was = ace.training
-    ace.eval()
     out = []
-    for i in range(0, len(x), batch):
-        f = ace.features(x[i : i + batch])
-        out.append(ace.decode(ace.content_encoder(f), ace.style_of(f)))
-    ace.train(was)
+    with evaluating(ace):
+        for i in range(0, len(x), batch):
+            f = ace.features(x[i : i + batch])
+            out.append(ace.decode(ace.content_encoder(f), ace.style_of(f)))
     return torch.cat(out)
 
 
 @torch.no_grad()
 def domain_style(ace: ACE, exemplars: torch.Tensor) -> torch.Tensor:
     """The mean style code (style_dim,) of the exemplar images (K, 3, H, W)."""
-    was = ace.training
-    ace.eval()
-    s = ace.style(exemplars).mean(0)
-    ace.train(was)
-    return s
+    with evaluating(ace):
+        return ace.style(exemplars).mean(0)
 
 
 def adain_transfer(encoder: ACE, x: torch.Tensor, exemplars: torch.Tensor, steps: int, lr: float) -> torch.Tensor:
@@ -473,13 +466,9 @@ def job_config(params: Params, mode: str, data_root: str | Path, backbone: ResNe
 
 def run_key(config: dict[str, Any]) -> dict[str, Any]:
     """What names a run: the config with every weight tensor replaced by its digest."""
-    import hashlib
-
-    def digest(sd: dict[str, torch.Tensor] | None) -> str | None:
-        return None if sd is None else hashlib.sha256(b"".join(t.numpy().tobytes() for t in sd.values())).hexdigest()[:16]
-
+    init = config["init_state"]
     return {**{k: v for k, v in config.items() if k not in ("backbone_state", "init_state")},
-            "backbone_sha": digest(config["backbone_state"]), "init_sha": digest(config["init_state"])}  # fmt: skip
+            "backbone_sha": state_digest(config["backbone_state"]), "init_sha": None if init is None else state_digest(init)}  # fmt: skip
 
 
 def train(params: Params, mode: str, data_root: str | Path, backbone: ResNet18, storage: str | Path, init_state: dict[str, Any] | None = None) -> dict[str, Any]:

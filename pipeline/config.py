@@ -293,6 +293,11 @@ class AceParams(Section):
     grid_contents: PosInt = 4
     grid_styles: PosInt = 5
 
+    @model_validator(mode="after")
+    def _ranges(self) -> AceParams:
+        _check_range("betas", self.betas, 0.0, 0.9999)
+        return self
+
 
 class AceFinetuneParams(Section):
     """ACE fine-tuning on the painting train split (stage ``ace_finetune``): latent consistency + GAN."""

@@ -77,6 +77,11 @@ def file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """First 16 hex digits of the sha256 of a state dict's tensor bytes (names runs after their weights)."""
+    return hashlib.sha256(b"".join(t.numpy().tobytes() for t in state.values())).hexdigest()[:16]
+
+
 def load_torch(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_torch`, with ``weights_only=True``."""
     return torch.load(path, map_location="cpu", weights_only=True)

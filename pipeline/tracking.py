@@ -127,10 +127,13 @@ class ChildRuns:
         self.open: dict[str, str] = {}  # key -> run id
 
     def start(self, key: str, name: str, params: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> str:
+        from mlflow.entities import Param
+
         all_tags = {"mlflow.parentRunId": self.parent.run_id, "dvc.stage": self.parent.stage, **(tags or {})}
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
-        for k, v in flatten(params).items():
-            self.client.log_param(run.info.run_id, k, str(v)[:6000])
+        items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+        for i in range(0, len(items), 100):  # one request per 100 params, as stage_run logs them
+            self.client.log_batch(run.info.run_id, params=items[i : i + 100])
         self.open[key] = run.info.run_id
         return run.info.run_id
 

@@ -14,7 +14,6 @@ Domains (all tensors (N, 3, H, W) in [-1, 1]):
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import time
 from pathlib import Path
@@ -31,7 +30,9 @@ from pipeline.config import Params
 from pipeline.data.shards import read_images
 from pipeline.data.transforms import to_tensor
 from pipeline.errors import UserError
+from pipeline.io import state_digest
 from pipeline.metrics.image import feature_net, image_scores, l1
+from pipeline.models import evaluating
 from pipeline.models.gan import ImagePool, PatchDiscriminator, adversarial_loss
 from pipeline.models.resnet import ResNet18
 from pipeline.models.unet import ResNetUNet, load_backbone
@@ -230,11 +231,8 @@ def cyclegan_step(
 @torch.no_grad()
 def translate_batched(gen: nn.Module, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """Run a generator in eval mode over (N, 3, H, W) in chunks."""
-    was = gen.training
-    gen.eval()
-    out = torch.cat([gen(x[i : i + batch]) for i in range(0, len(x), batch)])
-    gen.train(was)
-    return out
+    with evaluating(gen):
+        return torch.cat([gen(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
 def validation_metric(m: dict[str, nn.Module], data: dict[str, torch.Tensor], task: str) -> float:
@@ -369,8 +367,7 @@ def job_config(params: Params, task: str, encoder: str, gan: str, data_root: str
 
 def run_key(config: dict[str, Any]) -> dict[str, Any]:
     """What names a run: the config with the weights replaced by their digest."""
-    weights = hashlib.sha256(b"".join(t.numpy().tobytes() for t in config["backbone_state"].values())).hexdigest()[:16]
-    return {**{k: v for k, v in config.items() if k != "backbone_state"}, "backbone_sha": weights}
+    return {**{k: v for k, v in config.items() if k != "backbone_state"}, "backbone_sha": state_digest(config["backbone_state"])}
 
 
 def train(

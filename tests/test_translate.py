@@ -11,6 +11,7 @@ from pipeline.color import grey_of, lab_to_net, lab_to_rgb, net_to_lab, rgb_to_l
 from pipeline.errors import UserError
 from pipeline.io import save_torch
 from pipeline.metrics.image import frechet_distance, kernel_inception_distance, psnr, ssim
+from pipeline.models import evaluating
 from pipeline.models.gan import ImagePool, PatchDiscriminator, adversarial_loss
 from pipeline.models.resnet import ResNet18
 from pipeline.models.unet import ResNetUNet, load_backbone
@@ -85,6 +86,20 @@ def test_image_pool_stores_then_swaps_past_fakes():
     again.query(first)
     assert torch.equal(again.query(second), out)  # seeded
     assert torch.equal(ImagePool(0).query(second), second)
+
+
+def test_evaluating_runs_in_eval_mode_without_grad_and_restores_the_mode():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
+    x = torch.ones(4, 2)
+    with evaluating(net):
+        assert not net.training
+        assert torch.equal(net(x), net(x))  # dropout off
+        assert not net(x).requires_grad
+    assert net.training
+    net.eval()
+    with pytest.raises(RuntimeError), evaluating(net):
+        raise RuntimeError("boom")
+    assert not net.training  # an eval-mode module stays in eval mode, even after an error
 
 
 def test_adversarial_losses():

@@ -29,6 +29,7 @@ from pipeline.data.transforms import apply_nuisance, draw_nuisance, to_tensor
 from pipeline.errors import UserError
 from pipeline.io import file_digest
 from pipeline.invariance.ekld import balanced_accuracy, ekld_by_class
+from pipeline.models import evaluating
 from pipeline.models.classifier import ResNet20
 
 METHODS = ("erm", "drs", "git", "oracle")
@@ -99,11 +100,8 @@ def fresh_nuisance_accuracy(model: torch.nn.Module, data: dict[str, Any], transf
     validation score (a tail class of 5 images has none to hold out; the test split stays unseen)."""
     rng = np.random.default_rng([seed, 777])
     x = to_tensor([apply_nuisance(im, draw_nuisance(transform, rng)) for im in data["clean"]], channels=1)
-    was = model.training
-    model.eval()
-    with torch.no_grad():
+    with evaluating(model):
         pred = torch.cat([model(x[i : i + 256]).argmax(1) for i in range(0, len(x), 256)]).numpy()
-    model.train(was)
     return balanced_accuracy(data["y"].numpy(), pred)
 
 

@@ -26,6 +26,7 @@ from pipeline.data.shards import Record, read_images
 from pipeline.data.transforms import to_tensor
 from pipeline.errors import UserError
 from pipeline.io import load_torch
+from pipeline.models import evaluating
 from pipeline.models.gan import PatchDiscriminator, adversarial_loss
 from pipeline.models.munit import MUNIT
 
@@ -104,12 +105,10 @@ def munit_step(gen: torch.nn.Module, disc: torch.nn.Module, opts: tuple, x: torc
 def style_diversity(model: MUNIT, x: torch.Tensor, n_styles: int, seed: int = 0) -> float:
     """Style-collapse monitor: mean L1 (in [0, 1] units) between outputs of different random styles
     for the same content, over all style pairs. ~0 means the decoder ignores the style."""
-    was = model.training
-    model.eval()
     gen = torch.Generator().manual_seed(seed)
-    c, _ = model.encode(x)
-    outs = [model.decode(c, torch.randn(len(x), model.style_dim, generator=gen)) for _ in range(n_styles)]
-    model.train(was)
+    with evaluating(model):
+        c, _ = model.encode(x)
+        outs = [model.decode(c, torch.randn(len(x), model.style_dim, generator=gen)) for _ in range(n_styles)]
     pairs = [(outs[i] - outs[j]).abs().mean() / 2 for i in range(n_styles) for j in range(i + 1, n_styles)]
     return float(torch.stack(pairs).mean())
 
@@ -117,11 +116,8 @@ def style_diversity(model: MUNIT, x: torch.Tensor, n_styles: int, seed: int = 0)
 @torch.no_grad()
 def reconstruction_l1(model: MUNIT, x: torch.Tensor) -> float:
     """|decode(encode(x)) - x| in [0, 1] units, eval mode."""
-    was = model.training
-    model.eval()
-    out = float((model.decode(*model.encode(x)) - x).abs().mean() / 2)
-    model.train(was)
-    return out
+    with evaluating(model):
+        return float((model.decode(*model.encode(x)) - x).abs().mean() / 2)
 
 
 def train_loop(config: dict[str, Any]) -> None:

@@ -10,15 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.models import evaluating
+
 
 @torch.no_grad()
 def embed(backbone: nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """l2-normalised features (N, D) of images x (N, C, H, W), in eval mode."""
-    was_training = backbone.training
-    backbone.eval()
-    out = torch.cat([F.normalize(backbone.embed(x[i : i + batch]), dim=1) for i in range(0, len(x), batch)])
-    backbone.train(was_training)
-    return out
+    with evaluating(backbone):
+        return torch.cat([F.normalize(backbone.embed(x[i : i + batch]), dim=1) for i in range(0, len(x), batch)])
 
 
 @torch.no_grad()
