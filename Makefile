@@ -24,7 +24,7 @@ repro: setup
 	dvc repro
 
 test: setup
-	python -m pytest -q
+	python -m pytest -q -n 2 --dist worksteal --durations=15
 
 ui: setup
 	mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host $${MLFLOW_HOST:-127.0.0.1} --port $${MLFLOW_PORT:-5000}

@@ -207,11 +207,19 @@ def init_ray(num_cpus: int | None = None) -> None:
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
             raise UserError(f"cannot reach the Ray cluster at RAY_ADDRESS={address}: {str(exc).splitlines()[0]}") from None
         return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dashboard_port = s.getsockname()[1]
     ray.init(
         address="local",
         num_cpus=num_cpus or max(os.cpu_count() or 1, 2),
         dashboard_host="127.0.0.1",
+        dashboard_port=dashboard_port,
         include_dashboard=True,  # Train V2 placement-group cleanup and `ray job` need it
+        # Train's placement-group cleaner asks the state API for its controller, which otherwise
+        # resolves "auto" and fails when another Ray instance runs on the machine; the
+        # placement groups of stopped trials then leak until later trials wait forever.
+        runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard_port}"}},
         log_to_driver=True,
         configure_logging=False,
     )

@@ -39,6 +39,19 @@ TINY = {
 }  # fmt: skip
 
 
+# The longest tests start first, so that `pytest -n 2` (make test) runs the whole-DAG `dvc repro`
+# on one worker while the other works through the rest.
+LONGEST_FIRST = ("test_pipeline_dvc.py::test_dvc_repro_end_to_end", "test_sweep.py::test_ray_job_submit", "test_sweep.py",
+                 "test_distributed.py")  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, key in enumerate(LONGEST_FIRST) if key in item.nodeid), len(LONGEST_FIRST))
+
+    items.sort(key=rank)
+
+
 def deep_update(base: dict, extra: dict) -> dict:
     out = dict(base)
     for k, v in extra.items():

@@ -29,6 +29,22 @@ def test_sinkhorn_all_reduce_equals_one_big_batch(ray_local, tiny_params, tmp_pa
     assert not torch.allclose(halves, q, atol=1e-4)
 
 
+def test_state_api_inside_the_local_instance_finds_it_beside_another_ray_instance(ray_local):
+    """Ray Train's placement-group cleaner queries the state API from an actor; with a second Ray
+    instance on the machine, resolving "auto" there failed and stopped trials leaked their
+    placement groups. The private instance tells its workers its own API server."""
+    from .cluster import local_cluster
+
+    @ray_local.remote(num_cpus=0)
+    def nodes_seen_by_a_worker() -> list[str]:
+        from ray.util.state import list_nodes
+
+        return [n.node_id for n in list_nodes()]
+
+    with local_cluster(num_cpus=1):
+        assert ray_local.get(nodes_seen_by_a_worker.remote()) == [ray_local.get_runtime_context().get_node_id()]
+
+
 def test_killed_worker_resumes_from_last_checkpoint(ray_local, tiny_params, tiny_data, tmp_path):
     params = tiny_params.model_copy(update={"pretrain": tiny_params.pretrain.model_copy(update={"epochs": 6})})
     config = job_config(params, "simsiam", tiny_data)
