@@ -252,8 +252,11 @@ def autoencoder_step(ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, w:
             "loss_gan": float(l_gan.detach()), "loss_d": l_d}  # fmt: skip
 
 
-def finetune_step(ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, y: torch.Tensor, w: dict[str, Any]) -> dict[str, float]:
-    """Paper section 4.5: content of source ``x``, style of target ``y``; latent consistency + GAN only."""
+def finetune_step(ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, y: torch.Tensor, w: dict[str, Any], recon: float = 0.0) -> dict[str, float]:
+    """Paper section 4.5: content of source ``x``, style of target ``y``; latent consistency + GAN only.
+
+    ``recon`` > 0 adds a reconstruction anchor on both domains (not in the paper): each image of
+    ``x`` and ``y`` decoded from its own content and style code, L1 to itself."""
     opt_ae, opt_d = opts
     with torch.no_grad():
         c = frozen_call(ace.content_encoder, ace.features(x))
@@ -261,9 +264,19 @@ def finetune_step(ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, y: to
     out = ace.decode(c, s)
     l_content, l_style = latent_losses(ace, out, c, s.detach())
     l_gan = adversarial_loss(disc(out), True, "lsgan")
-    generator_update(ace, opt_ae, w["content"] * l_content + w["style"] * l_style + w["gan"] * l_gan)
+    loss = w["content"] * l_content + w["style"] * l_style + w["gan"] * l_gan
+    row = {}
+    if recon > 0:
+        both = torch.cat([x, y])
+        f = ace.features(both)
+        with torch.no_grad():
+            c_both = frozen_call(ace.content_encoder, f)
+        l_rec = F.l1_loss(ace.decode(c_both, ace.style_of(f)), both)
+        loss = loss + recon * l_rec
+        row["loss_recon"] = float(l_rec.detach())
+    generator_update(ace, opt_ae, loss)
     l_d = discriminator_update(disc, opt_d, y, out)
-    return {"loss_content": float(l_content.detach()), "loss_style": float(l_style.detach()), "loss_gan": float(l_gan.detach()), "loss_d": l_d}
+    return {"loss_content": float(l_content.detach()), "loss_style": float(l_style.detach()), "loss_gan": float(l_gan.detach()), "loss_d": l_d, **row}
 
 
 # ----------------------------------------------------------------------------- monitors
@@ -420,7 +433,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 row |= autoencoder_step(ace, disc, (opt_ae, opt_d), x, ac)
             else:
                 y = crop_flip(y_train[rng.integers(0, len(y_train), batch)], crop, rng).to(w.device)
-                row = finetune_step(ace, disc, (opt_ae, opt_d), x, y, ac)
+                row = finetune_step(ace, disc, (opt_ae, opt_d), x, y, ac, config["finetune"]["recon"])
             rows.append(row)
         row = {"epoch": epoch, "steps_per_s": run["steps_per_epoch"] / (time.perf_counter() - t0)}
         row.update({k: float(np.mean([r[k] for r in rows])) for k in rows[0]})

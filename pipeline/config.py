@@ -306,6 +306,7 @@ class AceFinetuneParams(Section):
     epochs: PosInt = 3
     steps_per_epoch: PosInt = 40
     lr: PosFloat = 0.0001
+    recon: Annotated[float, Field(ge=0)] = 0.0  # reconstruction anchor on both domains (not in the paper): 0 = the paper's recipe
 
 
 class SweepDimension(Section):

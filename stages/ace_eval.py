@@ -33,6 +33,7 @@ def labels(encoder: str) -> dict[str, str]:
         "ace_zero_shot": "ACE zero-shot (trained on photos only)",
         "ace_finetuned": "ACE fine-tuned on paintings",
         "ace_self_style": "diagnostic: ACE with each photo's own style (reconstruction)",
+        "ace_oracle": "oracle bound: ACE auto-encoding the painted twin itself",
     }
 
 
@@ -75,6 +76,8 @@ def main() -> None:
         table["ace_zero_shot"] = score_paintings(zero_out, target, params)
         table["ace_finetuned"] = score_paintings(fine_out, target, params)
         table["ace_self_style"] = score_paintings(ace.reconstruct(zero, rgb), target, params)  # what fidelity alone costs
+        # the target's own content and style code: no style a translator could pick decodes closer
+        table["ace_oracle"] = score_paintings(ace.reconstruct(zero, target), target, params)
 
         # multimodal: one content, several style exemplars
         contents = rgb[: ac.grid_contents]

@@ -90,6 +90,16 @@ def test_training_steps_cut_the_losses_on_a_fixed_batch():
     assert np.mean([r["loss_contrastive"] for r in rows[-5:]]) < np.mean([r["loss_contrastive"] for r in rows[:5]])
 
 
+def test_finetune_reconstruction_anchor_is_off_by_default_and_cuts_reconstruction_when_on():
+    model, disc = _model()
+    x = F.interpolate(torch.rand(8, 3, 4, 4), size=32, mode="bilinear")
+    y = F.interpolate(torch.rand(8, 3, 4, 4), size=32, mode="bilinear")
+    opts = (torch.optim.Adam(model.autoencoder_parameters(), 2e-3), torch.optim.Adam(disc.parameters(), 2e-4))
+    assert "loss_recon" not in ace.finetune_step(model, disc, opts, x, y, AC)  # the paper's recipe
+    rows = [ace.finetune_step(model, disc, opts, x, y, AC, recon=10.0) for _ in range(30)]
+    assert np.mean([r["loss_recon"] for r in rows[-5:]]) < 0.7 * np.mean([r["loss_recon"] for r in rows[:5]])
+
+
 def test_monitors_detect_collapse_and_ignored_style():
     z = torch.randn(16, 32, 4, 4)
     assert ace.content_std(z) > 0.5

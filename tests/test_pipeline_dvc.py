@@ -95,7 +95,7 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert munit["world_size"] == 2 and munit["style_diversity"] >= 0
     assert (repo / "plots/ekld_by_class.png").stat().st_size > 1000 and (repo / "plots/munit_samples.png").is_file()
     ace = json.loads((repo / "metrics/ace.json").read_text())
-    assert set(ace["table"]) == {"identity", "adain", "cyclegan", "ace_zero_shot", "ace_finetuned", "ace_self_style"}
+    assert set(ace["table"]) == {"identity", "adain", "cyclegan", "ace_zero_shot", "ace_finetuned", "ace_self_style", "ace_oracle"}
     assert {"l1_rgb", "psnr", "ssim", "fd", "kid"} <= set(ace["table"]["ace_zero_shot"])
     assert "| ACE zero-shot (trained on photos only) |" in (repo / "metrics/ace_table.md").read_text()
     assert {"content_similarity_own", "content_similarity_others", "style_diversity"} <= set(ace["multimodal"])
