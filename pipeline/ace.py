@@ -232,13 +232,19 @@ def discriminator_update(disc: nn.Module, opt: torch.optim.Optimizer, real: torc
     return float(loss.detach())
 
 
+def own_codes(ace: ACE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Content code (N, D, h, w; C frozen, no gradient) and style code (N, style_dim) of each image
+    of ``x`` (N, 3, H, W), from one pass of the frozen backbone."""
+    f = ace.features(x)
+    with torch.no_grad():
+        c = frozen_call(ace.content_encoder, f)
+    return c, ace.style_of(f)
+
+
 def autoencoder_step(ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, w: dict[str, Any]) -> dict[str, float]:
     """Reconstruction + latent consistency of x decoded with another image's style + GAN, C frozen."""
     opt_ae, opt_d = opts
-    f = ace.features(x)  # the frozen backbone: no gradient reaches x from here
-    with torch.no_grad():
-        c = frozen_call(ace.content_encoder, f)
-    s = ace.style_of(f)
+    c, s = own_codes(ace, x)
     s_other = s.roll(1, dims=0).detach()
     rec, swap = ace.decode(c, s), ace.decode(c, s_other)
     l_rec = F.l1_loss(rec, x)
@@ -268,10 +274,7 @@ def finetune_step(ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, y: to
     row = {}
     if recon > 0:
         both = torch.cat([x, y])
-        f = ace.features(both)
-        with torch.no_grad():
-            c_both = frozen_call(ace.content_encoder, f)
-        l_rec = F.l1_loss(ace.decode(c_both, ace.style_of(f)), both)
+        l_rec = F.l1_loss(ace.decode(*own_codes(ace, both)), both)
         loss = loss + recon * l_rec
         row["loss_recon"] = float(l_rec.detach())
     generator_update(ace, opt_ae, loss)
@@ -306,25 +309,18 @@ def content_similarity(ace: ACE, outputs: torch.Tensor, contents: torch.Tensor) 
     return float(own.mean()), float(others)
 
 
-@torch.no_grad()
 def translate(ace: ACE, x: torch.Tensor, style: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """Decode the contents of ``x`` (N, 3, H, W) with one style code (style_dim,)."""
     with evaluating(ace):
         return torch.cat([ace.decode(ace.content(x[i : i + batch]), style.expand(len(x[i : i + batch]), -1)) for i in range(0, len(x), batch)])
 
 
-@torch.no_grad()
 def reconstruct(ace: ACE, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """Decode every image of ``x`` (N, 3, H, W) with its own content and its own style code."""
-    out = []
     with evaluating(ace):
-        for i in range(0, len(x), batch):
-            f = ace.features(x[i : i + batch])
-            out.append(ace.decode(ace.content_encoder(f), ace.style_of(f)))
-    return torch.cat(out)
+        return torch.cat([ace.decode(*own_codes(ace, x[i : i + batch])) for i in range(0, len(x), batch)])
 
 
-@torch.no_grad()
 def domain_style(ace: ACE, exemplars: torch.Tensor) -> torch.Tensor:
     """The mean style code (style_dim,) of the exemplar images (K, 3, H, W)."""
     with evaluating(ace):
@@ -362,6 +358,12 @@ def load_photos(data_root: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     order = np.random.default_rng(0).permutation(len(x))
     n_val = min(VAL_SIZE, len(x) // 4)
     return x[order[n_val:]], x[order[:n_val]]
+
+
+def pick_exemplars(exemplars: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """The ``n`` exemplars (n, 3, H, W) of (K, 3, H, W) whose mean style code is the target style:
+    a random pick seeded by ``seed`` (``ace.seed``)."""
+    return exemplars[np.random.default_rng(seed).permutation(len(exemplars))[:n]]
 
 
 def load_exemplars(path: str | Path, split: str = "train") -> torch.Tensor:
@@ -498,6 +500,11 @@ def load_ace(path: str | Path) -> ACE:
         raise UserError(f"{path} not found: run `dvc repro {'ace_finetune' if 'finetune' in path.name else 'ace'}` first")
     ckpt = load_torch(path)
     backbone = ResNet18(ckpt["backbone_spec"]["width"], ckpt["backbone_spec"]["in_channels"])
-    ace, _ = build(ckpt["ace"], backbone)
-    ace.load_state_dict(ckpt["state_dict"])
+    return from_state(ckpt["ace"], backbone, ckpt["state_dict"])
+
+
+def from_state(ac: dict[str, Any], backbone: ResNet18, state_dict: dict[str, torch.Tensor]) -> ACE:
+    """An ACE model of params ``ac`` on ``backbone`` with trained weights ``state_dict``, in eval mode."""
+    ace, _ = build(ac, backbone)
+    ace.load_state_dict(state_dict)
     return ace.eval()

@@ -193,6 +193,13 @@ def wait_for_cluster(address: str, timeout_s: float | None = None) -> None:
             time.sleep(1)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def init_ray(num_cpus: int | None = None) -> None:
     """Connect to ``RAY_ADDRESS`` when set (bounded wait), else start a private local instance."""
     import ray
@@ -207,9 +214,7 @@ def init_ray(num_cpus: int | None = None) -> None:
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
             raise UserError(f"cannot reach the Ray cluster at RAY_ADDRESS={address}: {str(exc).splitlines()[0]}") from None
         return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dashboard_port = s.getsockname()[1]
+    dashboard_port = free_port()
     ray.init(
         address="local",
         num_cpus=num_cpus or max(os.cpu_count() or 1, 2),

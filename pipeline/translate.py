@@ -228,7 +228,6 @@ def cyclegan_step(
     return {k: float(v.detach()) for k, v in losses.items()}
 
 
-@torch.no_grad()
 def translate_batched(gen: nn.Module, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """Run a generator in eval mode over (N, 3, H, W) in chunks."""
     with evaluating(gen):

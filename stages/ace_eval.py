@@ -60,8 +60,7 @@ def main() -> None:
     rgb, target = painted_twins(args.data)
     if exemplars.shape[-2:] != rgb.shape[-2:]:
         raise UserError(f"style exemplars are {tuple(exemplars.shape[-2:])} px but the photos are {tuple(rgb.shape[-2:])} px: give exemplars of that size")
-    pick = np.random.default_rng(ac.seed).permutation(len(exemplars))
-    styles = exemplars[pick[: ac.eval_exemplars]]
+    styles = ace.pick_exemplars(exemplars, ac.eval_exemplars, ac.seed)
 
     with stage_run("ace_eval", {"ace": ac.model_dump(), "styles": args.styles or "painting train split"}, params.tracking.experiment) as run:
         torch.manual_seed(ac.seed)

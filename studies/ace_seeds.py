@@ -14,27 +14,25 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pipeline import ace
-from pipeline.config import load_params
+from pipeline.config import Params, load_params
 from pipeline.errors import run_cli
 from pipeline.io import write_json
 from pipeline.metrics.image import l1
 from pipeline.translate import encoder_backbone, painted_twins
 
 
-def one_seed(params_path: str, data: str, seed: int, anchor: float, storage: Path) -> dict[str, float]:
-    params = load_params(params_path)
+def one_seed(params: Params, data: str, seed: int, anchor: float, storage: Path, test: tuple, exemplars: torch.Tensor) -> dict[str, float]:
+    """Train ACE with ``ace.seed`` = ``seed``, fine-tune it both ways, score on ``test`` = (photos, painted twins)."""
     params = params.model_copy(update={"ace": params.ace.model_copy(update={"seed": seed})})
     backbone = encoder_backbone(params.ace.encoder)
-    rgb, target = painted_twins(data)
-    exemplars = ace.load_exemplars(Path(data) / "painting")
-    styles = exemplars[np.random.default_rng(seed).permutation(len(exemplars))[: params.ace.eval_exemplars]]
+    rgb, target = test
+    styles = ace.pick_exemplars(exemplars, params.ace.eval_exemplars, seed)
 
     def model(state: dict) -> ace.ACE:
-        m, _ = ace.build(params.ace.model_dump(), backbone)
-        m.load_state_dict(state["ace"])
-        return m.eval()
+        return ace.from_state(params.ace.model_dump(), backbone, state["ace"])
 
     zero = model(ace.train(params, "pretrain", data, backbone, storage))
     row = {"identity": l1(rgb, target), "zero_shot": l1(ace.translate(zero, rgb, ace.domain_style(zero, styles)), target),
@@ -55,9 +53,11 @@ def main() -> None:
     ap.add_argument("--storage", default="checkpoints/ace_seeds")
     ap.add_argument("--out", default="studies/ace_seeds.json")
     args = ap.parse_args()
+    params, test = load_params(args.params), painted_twins(args.data)
+    exemplars = ace.load_exemplars(Path(args.data) / "painting")
     rows = {}
     for seed in args.seeds:
-        rows[seed] = one_seed(args.params, args.data, seed, args.anchor, Path(args.storage))
+        rows[seed] = one_seed(params, args.data, seed, args.anchor, Path(args.storage), test, exemplars)
         print(f"seed {seed}: " + " ".join(f"{k} {v:.4f}" for k, v in rows[seed].items()), flush=True)
     keys = list(next(iter(rows.values())))
     summary = {k: {"mean": float(np.mean([r[k] for r in rows.values()])), "std": float(np.std([r[k] for r in rows.values()], ddof=1)) if len(rows) > 1 else 0.0}

@@ -14,15 +14,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.distributed import free_port
+
 RAY = str(Path(sys.executable).parent / "ray")
 PORT_FLAGS = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-grpc-port",
               "--dashboard-agent-listen-port", "--metrics-export-port", "--runtime-env-agent-port")  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ray_env() -> dict[str, str]:

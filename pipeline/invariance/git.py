@@ -101,7 +101,6 @@ def munit_step(gen: torch.nn.Module, disc: torch.nn.Module, opts: tuple, x: torc
     return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()), **{f"loss_{k}": float(v.detach()) for k, v in losses.items()}}
 
 
-@torch.no_grad()
 def style_diversity(model: MUNIT, x: torch.Tensor, n_styles: int, seed: int = 0) -> float:
     """Style-collapse monitor: mean L1 (in [0, 1] units) between outputs of different random styles
     for the same content, over all style pairs. ~0 means the decoder ignores the style."""
@@ -113,7 +112,6 @@ def style_diversity(model: MUNIT, x: torch.Tensor, n_styles: int, seed: int = 0)
     return float(torch.stack(pairs).mean())
 
 
-@torch.no_grad()
 def reconstruction_l1(model: MUNIT, x: torch.Tensor) -> float:
     """|decode(encode(x)) - x| in [0, 1] units, eval mode."""
     with evaluating(model):

@@ -13,7 +13,6 @@ from torch import nn
 from pipeline.models import evaluating
 
 
-@torch.no_grad()
 def embed(backbone: nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """l2-normalised features (N, D) of images x (N, C, H, W), in eval mode."""
     with evaluating(backbone):
