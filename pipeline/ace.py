@@ -24,7 +24,6 @@ Images are (N, 3, H, W) RGB in [0, 1].
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from pipeline.data.sources import BadImages, load_folder
 from pipeline.data.transforms import to_tensor
 from pipeline.errors import UserError
 from pipeline.io import load_torch, state_digest
+from pipeline.loop import Bundle, TrainingRun
 from pipeline.metrics.image import l1
 from pipeline.models import evaluating
 from pipeline.models.gan import PatchDiscriminator, adversarial_loss
@@ -184,7 +184,7 @@ def build(ac: dict[str, Any], backbone: ResNet18) -> tuple[ACE, PatchDiscriminat
 # ----------------------------------------------------------------------------- steps
 
 
-def contrastive_step(ace: ACE, opt: torch.optim.Optimizer, x: torch.Tensor, weight: float, generator: torch.Generator) -> dict[str, float]:
+def contrastive_step(ace: ACE, opt: torch.optim.Optimizer, x: torch.Tensor, weight: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """SimSiam on two Adaptive-Instance-Augmentation views of ``x``; updates C and P only."""
     with torch.no_grad():
         c = ace.content(x)
@@ -200,14 +200,14 @@ def contrastive_step(ace: ACE, opt: torch.optim.Optimizer, x: torch.Tensor, weig
     (weight * loss).backward()
     distributed.average_gradients(ace.contrastive_parameters())
     opt.step()
-    return {"loss_contrastive": float(loss.detach()), "content_std": content_std(z1.detach())}
+    return {"loss_contrastive": loss.detach(), "content_std": content_std(z1.detach())}
 
 
-def content_std(z: torch.Tensor) -> float:
-    """SimSiam's collapse monitor on content codes: std over the batch of the l2-normalised, pooled
+def content_std(z: torch.Tensor) -> torch.Tensor:
+    """SimSiam's collapse monitor on content codes (0-d): std over the batch of the l2-normalised, pooled
     code, times sqrt(D): about 1 for spread codes, 0 when every image gets the same code."""
     v = F.normalize(z.mean(dim=(2, 3)), dim=1)
-    return float(v.std(dim=0).mean() * v.shape[1] ** 0.5)
+    return v.std(dim=0).mean() * v.shape[1] ** 0.5
 
 
 def latent_losses(ace: ACE, out: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,13 +223,13 @@ def generator_update(ace: ACE, opt: torch.optim.Optimizer, loss: torch.Tensor) -
     opt.step()
 
 
-def discriminator_update(disc: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor) -> float:
+def discriminator_update(disc: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     loss = 0.5 * (adversarial_loss(disc(real), True, "lsgan") + adversarial_loss(disc(fake.detach()), False, "lsgan"))
     opt.zero_grad(set_to_none=True)
     loss.backward()
     distributed.average_gradients(disc.parameters())
     opt.step()
-    return float(loss.detach())
+    return loss.detach()
 
 
 def own_codes(ace: ACE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,7 +241,7 @@ def own_codes(ace: ACE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return c, ace.style_of(f)
 
 
-def autoencoder_step(ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, w: dict[str, Any]) -> dict[str, float]:
+def autoencoder_step(ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, w: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Reconstruction + latent consistency of x decoded with another image's style + GAN, C frozen."""
     opt_ae, opt_d = opts
     c, s = own_codes(ace, x)
@@ -254,11 +254,10 @@ def autoencoder_step(ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, w:
     loss = w["recon"] * l_rec + w["content"] * l_content + w["style"] * l_style + w["gan"] * l_gan
     generator_update(ace, opt_ae, loss)
     l_d = discriminator_update(disc, opt_d, x, fakes)
-    return {"loss_recon": float(l_rec.detach()), "loss_content": float(l_content.detach()), "loss_style": float(l_style.detach()),
-            "loss_gan": float(l_gan.detach()), "loss_d": l_d}  # fmt: skip
+    return {k: v.detach() for k, v in (("loss_recon", l_rec), ("loss_content", l_content), ("loss_style", l_style), ("loss_gan", l_gan), ("loss_d", l_d))}
 
 
-def finetune_step(ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, y: torch.Tensor, w: dict[str, Any], recon: float = 0.0) -> dict[str, float]:
+def finetune_step(ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, y: torch.Tensor, w: dict[str, Any], recon: float = 0.0) -> dict[str, torch.Tensor]:
     """Paper section 4.5: content of source ``x``, style of target ``y``; latent consistency + GAN only.
 
     ``recon`` > 0 adds a reconstruction anchor on both domains (not in the paper): each image of
@@ -276,10 +275,10 @@ def finetune_step(ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, y: to
         both = torch.cat([x, y])
         l_rec = F.l1_loss(ace.decode(*own_codes(ace, both)), both)
         loss = loss + recon * l_rec
-        row["loss_recon"] = float(l_rec.detach())
+        row["loss_recon"] = l_rec.detach()
     generator_update(ace, opt_ae, loss)
     l_d = discriminator_update(disc, opt_d, y, out)
-    return {"loss_content": float(l_content.detach()), "loss_style": float(l_style.detach()), "loss_gan": float(l_gan.detach()), "loss_d": l_d, **row}
+    return {"loss_content": l_content.detach(), "loss_style": l_style.detach(), "loss_gan": l_gan.detach(), "loss_d": l_d, **row}
 
 
 # ----------------------------------------------------------------------------- monitors
@@ -393,7 +392,7 @@ def train_loop(config: dict[str, Any]) -> None:
     """Per-worker loop (Ray Train) of ``ace`` (mode pretrain) or ``ace_finetune`` (mode finetune);
     checkpoints every epoch and resumes from the last."""
     ac, mode = config["ace"], config["mode"]
-    run = ac if mode == "pretrain" else {**ac, **config["finetune"]}
+    run_params = ac if mode == "pretrain" else {**ac, **config["finetune"]}
     w = distributed.worker(config["cpus_per_worker"])
     backbone = ResNet18(config["backbone_spec"]["width"], config["backbone_spec"]["in_channels"])
     backbone.load_state_dict(config["backbone_state"])
@@ -403,43 +402,34 @@ def train_loop(config: dict[str, Any]) -> None:
         ace.load_state_dict(config["init_state"])
     ace, disc = ace.to(w.device), disc.to(w.device)
     betas = tuple(ac["betas"])
-    opt_c = torch.optim.Adam(ace.contrastive_parameters(), lr=run["lr"], betas=betas)
-    opt_ae = torch.optim.Adam(ace.autoencoder_parameters(), lr=run["lr"], betas=betas)
-    opt_d = torch.optim.Adam(disc.parameters(), lr=run["lr"], betas=betas)
-    opts = {"c": opt_c, "ae": opt_ae, "d": opt_d}
-
-    start_epoch, history = 0, []
-    state = distributed.load_state()
-    if state is not None:
-        ace.load_state_dict(state["ace"])
-        disc.load_state_dict(state["disc"])
-        for k, o in opts.items():
-            o.load_state_dict(state["opts"][k])
-        start_epoch, history = state["epoch"] + 1, state["history"]
+    opt_c = torch.optim.Adam(ace.contrastive_parameters(), lr=run_params["lr"], betas=betas)
+    opt_ae = torch.optim.Adam(ace.autoencoder_parameters(), lr=run_params["lr"], betas=betas)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=run_params["lr"], betas=betas)
+    opts = Bundle({"c": opt_c, "ae": opt_ae, "d": opt_d})
+    run = TrainingRun(w, run_params["epochs"], f"ace {mode}", profile=config.get("profile", False))
+    run.restore(ace=ace, disc=disc, opts=opts)
 
     x_train, x_val = load_photos(config["data_root"])
     y_train = load_exemplars(Path(config["data_root"]) / "painting") if mode == "finetune" else None
-    batch = max(2, run["batch_size"] // w.world_size)
+    batch = max(2, run_params["batch_size"] // w.world_size)
     crop = ac["crop_size"]
-    for epoch in range(start_epoch, run["epochs"]):
+    for epoch in run.epochs():
         rng = np.random.default_rng([ac["seed"], epoch, w.rank, mode == "finetune"])
         torch.manual_seed(int(rng.integers(0, 2**31 - 1)))
         gen = torch.Generator().manual_seed(int(rng.integers(0, 2**31 - 1)))
         ace.train()
         disc.train()
-        t0, rows = time.perf_counter(), []
-        for _ in range(run["steps_per_epoch"]):
-            x = crop_flip(x_train[rng.integers(0, len(x_train), batch)], crop, rng).to(w.device)
+        for _ in range(run_params["steps_per_epoch"]):
+            with run.data():
+                x = crop_flip(x_train[rng.integers(0, len(x_train), batch)], crop, rng).to(w.device)
+                if mode == "finetune":
+                    y = crop_flip(y_train[rng.integers(0, len(y_train), batch)], crop, rng).to(w.device)
             if mode == "pretrain":
-                row = contrastive_step(ace, opt_c, x, ac["contrastive"], gen)
-                row |= autoencoder_step(ace, disc, (opt_ae, opt_d), x, ac)
+                run.meter.add(contrastive_step(ace, opt_c, x, ac["contrastive"], gen))
+                run.meter.add(autoencoder_step(ace, disc, (opt_ae, opt_d), x, ac))
             else:
-                y = crop_flip(y_train[rng.integers(0, len(y_train), batch)], crop, rng).to(w.device)
-                row = finetune_step(ace, disc, (opt_ae, opt_d), x, y, ac, config["finetune"]["recon"])
-            rows.append(row)
-        row = {"epoch": epoch, "steps_per_s": run["steps_per_epoch"] / (time.perf_counter() - t0)}
-        row.update({k: float(np.mean([r[k] for r in rows])) for k in rows[0]})
-        state = None
+                run.meter.add(finetune_step(ace, disc, (opt_ae, opt_d), x, y, ac, config["finetune"]["recon"]))
+        row = run.summary(epoch, run_params["steps_per_epoch"], run_params["steps_per_epoch"] * batch)
         if w.is_main:
             cpu = build(ac, ResNet18(**{k: config["backbone_spec"][k] for k in ("width", "in_channels")}))[0]
             cpu.load_state_dict({k: v.detach().cpu() for k, v in ace.state_dict().items()})
@@ -447,14 +437,10 @@ def train_loop(config: dict[str, Any]) -> None:
             val = x_val[:32]
             with torch.no_grad():
                 row["val_recon_l1"] = l1(cpu.decode(cpu.content(val), cpu.style(val)), val)
-                row["val_content_std"] = content_std(cpu.content(val))
+                row["val_content_std"] = float(content_std(cpu.content(val)))
                 styles = cpu.style(val[: ac["diversity_styles"]])
             row["style_diversity"] = style_diversity(cpu, val[:16], styles)
-            history = [*history, row]
-            print(f"[ace {mode}] epoch {epoch + 1}/{run['epochs']} " + " ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith(("loss", "val", "style"))), flush=True)
-            state = {"ace": cpu.state_dict(), "disc": {k: v.detach().cpu() for k, v in disc.state_dict().items()}, "opts": {k: o.state_dict() for k, o in opts.items()},
-                     "epoch": epoch, "history": history, "world_size": w.world_size}  # fmt: skip
-        distributed.report(row, state, w)
+        run.report(row, tuple(k for k in row if k.startswith(("loss", "val", "style"))), ace=ace, disc=disc, opts=opts)
 
 
 # ----------------------------------------------------------------------------- driver side
@@ -489,7 +475,8 @@ def run_key(config: dict[str, Any]) -> dict[str, Any]:
 def train(params: Params, mode: str, data_root: str | Path, backbone: ResNet18, storage: str | Path, init_state: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ACE (or fine-tune it) through Ray Train; returns the final state."""
     config = job_config(params, mode, data_root, backbone, init_state)
-    name = distributed.run_name(f"ace_{mode}", run_key(config))
+    sets = ["photos", "painting"] if mode == "finetune" else ["photos"]
+    name = distributed.run_name(f"ace_{mode}", run_key(config), train_loop, [Path(data_root) / s for s in sets])
     return distributed.fit(train_loop, config, params.distributed, name, storage)
 
 

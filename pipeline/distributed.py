@@ -8,10 +8,14 @@ checkpoint, and a changed config or code starts fresh.
 
 Worker side: :func:`worker`, :func:`prepare_model`, :func:`load_state`, :func:`report`,
 :func:`autocast`, :func:`all_reduce_sum`, :func:`all_reduce_max`.
+
+:func:`run_plain` runs the same per-worker loop in this process, without Ray (one rank, no
+checkpoint storage): the plain baseline the benchmarks compare Ray Train against.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
 import json
@@ -29,7 +33,7 @@ import torch.distributed as dist
 
 from pipeline.config import DistributedParams
 from pipeline.errors import UserError
-from pipeline.io import load_torch
+from pipeline.io import file_digest, load_torch
 
 STATE_FILE = "state.pt"
 RAY_CONNECT_TIMEOUT_S = 30
@@ -49,8 +53,40 @@ class Worker:
         return self.rank == 0
 
 
+class _PlainSession:
+    """What :func:`report` and :func:`load_state` use while :func:`run_plain` runs a loop in-process."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, Any] | None = None
+
+
+_plain: _PlainSession | None = None
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def run_plain(loop: Callable[[dict[str, Any]], None], config: dict[str, Any], threads: int | None = None) -> dict[str, Any]:
+    """Run ``loop(config)`` in this process as the only rank, without Ray; return its last checkpoint state."""
+    global _plain
+    if threads is not None:
+        torch.set_num_threads(threads)
+    _plain = _PlainSession()
+    try:
+        loop(config)
+        if _plain.state is None:
+            raise RuntimeError("the loop finished without a checkpoint")
+        return _plain.state
+    finally:
+        _plain = None
+
+
 def worker(cpus_per_worker: float = 1.0) -> Worker:
-    """Rank, world size and device of this Ray Train worker; sets torch's thread count."""
+    """Rank, world size and device of this Ray Train worker; sets torch's thread count.
+    Under :func:`run_plain`: rank 0 of 1, the threads left as they are."""
+    if _plain is not None:
+        return Worker(0, 1, default_device())
     import ray.train
     import ray.train.torch
 
@@ -89,6 +125,8 @@ def autocast(w: Worker, enabled: bool) -> contextlib.AbstractContextManager:
 
 def load_state() -> dict[str, Any] | None:
     """The state dict of the checkpoint this worker resumes from, or None on a fresh start."""
+    if _plain is not None:
+        return None
     import ray.train
 
     ckpt = ray.train.get_checkpoint()
@@ -102,6 +140,9 @@ def report(metrics: dict[str, Any], state: dict[str, Any] | None, w: Worker) -> 
     """Report an epoch's metrics from every worker; rank 0 also saves ``state`` as the checkpoint.
 
     The reported metrics also name the Ray node the worker runs on (``node_id``)."""
+    if _plain is not None:
+        _plain.state = state if state is not None else _plain.state
+        return
     import ray
     import ray.train
 
@@ -149,23 +190,75 @@ def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
 # ----------------------------------------------------------------------------- driver side
 
 
-def code_fingerprint(root: str | Path | None = None) -> str:
-    """sha256 of every ``.py`` file under ``root`` (default: the ``pipeline`` package)."""
-    root = Path(root) if root is not None else Path(__file__).resolve().parent
+def _module_file(name: str, root: Path) -> Path | None:
+    base = root.joinpath(*name.split("."))
+    return next((f for f in (base.with_suffix(".py"), base / "__init__.py") if f.is_file()), None)
+
+
+def _code_tree(source: str) -> str:
+    """The syntax tree of ``source`` without docstrings: comments, layout and docs do not count."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+                and isinstance(body[0].value.value, str):  # fmt: skip
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def code_fingerprint(module: str = "pipeline", root: str | Path | None = None) -> str:
+    """sha256 of the code ``module`` runs: its syntax tree and that of every module of its own
+    package it imports, transitively (parent packages' ``__init__`` included). A comment or
+    docstring edit, or an edit of a module it does not import, leaves the fingerprint as it is.
+
+    ``root`` is the folder holding the package (default: the one holding ``pipeline``).
+    """
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
+    top = module.split(".")[0]
+    seen: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for k in range(1, len(parts) + 1):  # the module and its parent packages
+            sub = ".".join(parts[:k])
+            f = _module_file(sub, root)
+            if sub in seen or f is None:
+                continue
+            seen[sub] = f
+            for node in ast.walk(ast.parse(f.read_text())):
+                if isinstance(node, ast.Import):
+                    todo += [a.name for a in node.names if a.name.split(".")[0] == top]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.split(".")[0] == top:
+                    todo += [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
     h = hashlib.sha256()
-    for f in sorted(root.rglob("*.py")):
-        h.update(str(f.relative_to(root)).encode())
-        h.update(f.read_bytes())
+    for name in sorted(seen):
+        h.update(name.encode())
+        h.update(_code_tree(seen[name].read_text()).encode())
     return h.hexdigest()
 
 
-def run_name(prefix: str, config: dict[str, Any]) -> str:
-    """``<prefix>-<hash of config and library code>``.
+def data_fingerprint(paths: Iterable[str | Path]) -> str:
+    """sha256 over every file under ``paths`` (folders walked, names and bytes): what a run reads."""
+    h = hashlib.sha256()
+    for path in map(Path, paths):
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        for f in files:
+            h.update(f.name.encode())
+            h.update(file_digest(f).encode())
+    return h.hexdigest()
 
-    The same config and code resume (or return) the same run; a changed config or a changed
-    library starts fresh, so a finished checkpoint is never reused for different code.
+
+def run_name(prefix: str, config: dict[str, Any], loop: Callable[..., Any] | None = None, inputs: Iterable[str | Path] = ()) -> str:
+    """``<prefix>-<hash of config, the loop's code and its input data>``.
+
+    The same config, code and data resume (or return) the same run; a changed config, a change
+    in the code the loop imports (see :func:`code_fingerprint`; the whole library without
+    ``loop``) or changed ``inputs`` (files or folders the loop reads) start fresh, so a finished
+    checkpoint is never reused for other code or other data.
     """
-    payload = json.dumps(config, sort_keys=True, default=str) + code_fingerprint()
+    code = code_fingerprint(loop.__module__ if loop is not None else "pipeline")
+    payload = json.dumps(config, sort_keys=True, default=str) + code + data_fingerprint(inputs)
     return f"{prefix}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 
 

@@ -8,8 +8,6 @@ probes the backbone with kNN every epoch and checkpoints model, optimiser and hi
 from __future__ import annotations
 
 import copy
-import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from pipeline import distributed
 from pipeline.config import Params
 from pipeline.data.shards import read_images, read_table
 from pipeline.data.transforms import color_augment, random_resized_crops, random_square, to_gray, to_tensor
+from pipeline.loop import Schedule, TrainingRun
 from pipeline.metrics.knn import bootstrap_gain, chance_level, knn_probe
 from pipeline.models.resnet import ResNet18
 from pipeline.ssl.simsiam import SimSiam
@@ -87,17 +86,9 @@ def param_groups(model: nn.Module, method: str, mp: dict[str, Any]) -> list[dict
     return [{"params": list(model.parameters()), "fixed_lr": False}]
 
 
-def lr_at(step: int, total: int, warmup: int, base: float) -> float:
-    """Linear warm-up for ``warmup`` steps, then cosine decay to 0."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return base * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def z_std(z: torch.Tensor) -> float:
-    """Collapse monitor: std over the batch of l2-normalised z, averaged over dims (healthy ~ 1/sqrt(d))."""
-    return float(nn.functional.normalize(z, dim=1).std(dim=0).mean())
+def z_std(z: torch.Tensor) -> torch.Tensor:
+    """Collapse monitor: std over the batch of l2-normalised z, averaged over dims (healthy ~ 1/sqrt(d)); 0-d tensor."""
+    return nn.functional.normalize(z, dim=1).std(dim=0).mean()
 
 
 def train_loop(config: dict[str, Any]) -> None:
@@ -108,32 +99,25 @@ def train_loop(config: dict[str, Any]) -> None:
     model = build_model(method, pre, mp)
     batch = pre["batch_size"] // w.world_size
     steps = max(1, pre["crops_per_epoch"] // pre["batch_size"])
-    total_steps = steps * pre["epochs"]
     base_lr = mp["lr"] * pre["batch_size"] / 256
+    schedule = Schedule(base_lr, steps * pre["epochs"], pre["warmup_epochs"] * steps, "cosine")
     opt = torch.optim.SGD(param_groups(model, method, mp), lr=base_lr, momentum=mp["momentum"], weight_decay=mp["weight_decay"])
 
-    start_epoch, history, starts = 0, [], []
-    state = distributed.load_state()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start_epoch, history, starts = state["epoch"] + 1, state["history"], state["starts"]
-    starts = [*starts, start_epoch]
+    run = TrainingRun(w, pre["epochs"], method, profile=config.get("profile", False))
+    run.restore(model=model, optimizer=opt)
     model = distributed.prepare_model(model, w)
     core = distributed.unwrap(model)
 
     photos, _, _ = read_images(Path(config["data_root"]) / "photos_full", "train")
     probe = load_probe(config["data_root"], pre["channels"]) if w.is_main else None
 
-    for epoch in range(start_epoch, pre["epochs"]):
+    for epoch in run.epochs():
         rng = np.random.default_rng([pre["seed"], epoch, w.rank])
         model.train()
-        t0, losses, zs = time.perf_counter(), [], []
         for step in range(steps):
-            lr = lr_at(epoch * steps + step, total_steps, pre["warmup_epochs"] * steps, base_lr)
-            for g in opt.param_groups:
-                g["lr"] = base_lr if g["fixed_lr"] else lr
-            views = [v.to(w.device) for v in make_views(photos, batch, method, pre, mp, rng)]
+            lr = schedule.apply(opt, epoch * steps + step)
+            with run.data():
+                views = [v.to(w.device) for v in make_views(photos, batch, method, pre, mp, rng)]
             with distributed.autocast(w, config["mixed_precision"]):
                 loss, z = model(*views) if method == "simsiam" else model(views)
             opt.zero_grad(set_to_none=True)
@@ -143,36 +127,12 @@ def train_loop(config: dict[str, Any]) -> None:
             opt.step()
             if method == "swav":
                 core.normalize_prototypes()
-            losses.append(float(loss.detach()))
-            zs.append(z_std(z.float()))
-        elapsed = time.perf_counter() - t0
-        row = {
-            "epoch": epoch,
-            "loss": float(np.mean(losses)),
-            "lr": lr,
-            "z_std": float(np.mean(zs)),
-            "images_per_s": steps * batch * w.world_size / elapsed,
-        }
-        state = None
+            run.meter.add(loss=loss, z_std=z_std(z.float()))
+        row = run.summary(epoch, steps, steps * batch, lr=lr)
         if w.is_main:
             # probe a CPU copy: moving the live (DDP-wrapped) module off its device is unsafe
-            res = knn_probe(copy.deepcopy(core.backbone).cpu(), *probe[:2], *probe[2:], k=pre["knn_k"], temperature=pre["knn_temperature"])
-            row["knn_top1"] = res.top1
-            history = [*history, row]
-            print(
-                f"[{method}] epoch {epoch + 1}/{pre['epochs']} loss {row['loss']:.4f} z_std {row['z_std']:.4f} "
-                f"knn {res.top1:.3f} {row['images_per_s']:.0f} img/s",
-                flush=True,
-            )
-            state = {
-                "model": core.state_dict(),
-                "optimizer": opt.state_dict(),
-                "epoch": epoch,
-                "history": history,
-                "starts": starts,
-                "world_size": w.world_size,
-            }
-        distributed.report(row, state, w)
+            row["knn_top1"] = knn_probe(copy.deepcopy(core.backbone).cpu(), *probe[:2], *probe[2:], k=pre["knn_k"], temperature=pre["knn_temperature"]).top1
+        run.report(row, ("loss", "z_std", "knn_top1"), model=core, optimizer=opt)
 
 
 def pretrain(params: Params, method: str, data_root: str | Path, storage: str | Path) -> dict[str, Any]:
@@ -180,7 +140,8 @@ def pretrain(params: Params, method: str, data_root: str | Path, storage: str | 
     for name, split in (("photos_full", "train"), ("probe", "bank"), ("probe", "query")):
         read_table(Path(data_root) / name, split, columns=["label"])  # fail here, with one line, not in a worker
     config = job_config(params, method, data_root)
-    return distributed.fit(train_loop, config, params.distributed, distributed.run_name(method, config), storage)
+    name = distributed.run_name(method, config, train_loop, [Path(data_root) / "photos_full", Path(data_root) / "probe"])
+    return distributed.fit(train_loop, config, params.distributed, name, storage)
 
 
 def backbone_from_state(state: dict[str, Any], pre: dict[str, Any]) -> ResNet18:

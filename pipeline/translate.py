@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from pipeline.data.shards import read_images
 from pipeline.data.transforms import to_tensor
 from pipeline.errors import UserError
 from pipeline.io import state_digest
+from pipeline.loop import Bundle, Schedule, TrainingRun
 from pipeline.metrics.image import feature_net, image_scores, l1
 from pipeline.models import evaluating
 from pipeline.models.gan import ImagePool, PatchDiscriminator, adversarial_loss
@@ -152,12 +152,6 @@ def crop_flip(x: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Ten
 # ----------------------------------------------------------------------------- worker loop
 
 
-def lr_factor(epoch: int, epochs: int) -> float:
-    """pix2pix / CycleGAN schedule: constant for the first half, then linear decay towards 0."""
-    half = epochs // 2
-    return 1.0 if epoch < half else 1.0 - (epoch - half) / (epochs - half + 1)
-
-
 def generator_optimizer(gens: list[nn.Module], tr: dict[str, Any]) -> torch.optim.Adam:
     """Adam over the generators; the transplanted encoders are their own group (frozen / lower lr)."""
     enc, rest = [], []
@@ -170,18 +164,17 @@ def generator_optimizer(gens: list[nn.Module], tr: dict[str, Any]) -> torch.opti
 
 
 def set_lrs(opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, epoch: int, tr: dict[str, Any]) -> float:
-    lr = tr["lr"] * lr_factor(epoch, tr["epochs"])
+    """pix2pix / CycleGAN schedule by epoch (constant for the first half, then linear towards 0); the
+    transplanted encoder's group is frozen for ``freeze_encoder_epochs``, then at ``encoder_lr_mult``."""
+    schedule = Schedule(tr["lr"], tr["epochs"], kind="linear", hold=tr["epochs"] // 2)
     for g in opt_g.param_groups:
         if g["role"] == "encoder":
-            g["lr"] = 0.0 if epoch < tr["freeze_encoder_epochs"] else lr * tr["encoder_lr_mult"]
-        else:
-            g["lr"] = lr
-    for g in opt_d.param_groups:
-        g["lr"] = lr
-    return lr
+            g["lr_mult"] = 0.0 if epoch < tr["freeze_encoder_epochs"] else tr["encoder_lr_mult"]
+    schedule.apply(opt_d, epoch)
+    return schedule.apply(opt_g, epoch)
 
 
-def cgan_step(m: dict[str, nn.Module], opts: tuple, x: torch.Tensor, y: torch.Tensor, cfg: dict[str, Any]) -> dict[str, float]:
+def cgan_step(m: dict[str, nn.Module], opts: tuple, x: torch.Tensor, y: torch.Tensor, cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
     """pix2pix: D on (input L, ab) pairs, then G with cGAN + lambda_l1 * L1(ab)."""
     opt_g, opt_d = opts
     fake = m["G"](x)
@@ -198,12 +191,12 @@ def cgan_step(m: dict[str, nn.Module], opts: tuple, x: torch.Tensor, y: torch.Te
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
-    return {k: float(v.detach()) for k, v in (("loss_d", loss_d), ("loss_g", loss_g), ("loss_gan", loss_gan), ("loss_l1", loss_l1))}
+    return {k: v.detach() for k, v in (("loss_d", loss_d), ("loss_g", loss_g), ("loss_gan", loss_gan), ("loss_l1", loss_l1))}
 
 
 def cyclegan_step(
     m: dict[str, nn.Module], opts: tuple, x: torch.Tensor, y: torch.Tensor, cfg: dict[str, Any], pools: dict[str, ImagePool]
-) -> dict[str, float]:
+) -> dict[str, torch.Tensor]:
     """CycleGAN: G and F with LSGAN + cycle + identity, then both discriminators on pooled fakes."""
     opt_g, opt_d = opts
     cg = cfg["cyclegan"]
@@ -225,7 +218,7 @@ def cyclegan_step(
     loss_d.backward()
     opt_d.step()
     losses = {"loss_d": loss_d, "loss_g": loss_g, "loss_gan": loss_gan, "loss_cycle": loss_cycle, "loss_idt": loss_idt}
-    return {k: float(v.detach()) for k, v in losses.items()}
+    return {k: v.detach() for k, v in losses.items()}
 
 
 def translate_batched(gen: nn.Module, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
@@ -256,22 +249,15 @@ def train_loop(config: dict[str, Any]) -> None:
     opt_g = generator_optimizer(gens, tr)
     opt_d = torch.optim.Adam([p for d in discs for p in d.parameters()], lr=tr["lr"], betas=tuple(tr["betas"]))
 
-    start_epoch, history, starts = 0, [], []
-    state = distributed.load_state()
-    if state is not None:
-        for k, mod in models.items():
-            mod.load_state_dict(state["models"][k])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        start_epoch, history, starts = state["epoch"] + 1, state["history"], state["starts"]
-    starts = [*starts, start_epoch]
+    run = TrainingRun(w, tr["epochs"], config["variant"], profile=config.get("profile", False))
+    run.restore(models=Bundle(models), opt_g=opt_g, opt_d=opt_d)
     wrapped = {k: distributed.prepare_model(mod, w) for k, mod in models.items()}
     cores = {k: distributed.unwrap(mod) for k, mod in wrapped.items()}
 
     data = load_domains(config)
     global_batch = config["colorize"]["batch_size"] if gan == "cgan" else config["cyclegan"]["batch_size"]
     batch = max(1, global_batch // w.world_size)
-    for epoch in range(start_epoch, tr["epochs"]):
+    for epoch in run.epochs():
         rng = np.random.default_rng([tr["seed"], epoch, w.rank])
         torch.manual_seed(int(rng.integers(0, 2**31 - 1)))
         # pools restart every epoch from a seeded state so a resumed run repeats the uninterrupted one
@@ -279,46 +265,28 @@ def train_loop(config: dict[str, Any]) -> None:
         lr = set_lrs(opt_g, opt_d, epoch, tr)
         for mod in wrapped.values():
             mod.train()
-        t0, rows = time.perf_counter(), []
         for _ in range(tr["steps_per_epoch"]):
-            ix = rng.integers(0, len(data["X"]), batch)
-            iy = ix if gan == "cgan" else rng.integers(0, len(data["Y"]), batch)
-            if gan == "cgan":  # paired: the same crop of x and y
-                xy = crop_flip(torch.cat([data["X"][ix], data["Y"][iy]], 1), tr["crop_size"], rng)
-                x, y = xy[:, :3], xy[:, 3:]
-            else:
-                x, y = crop_flip(data["X"][ix], tr["crop_size"], rng), crop_flip(data["Y"][iy], tr["crop_size"], rng)
-            x, y = x.to(w.device), y.to(w.device)
+            with run.data():
+                ix = rng.integers(0, len(data["X"]), batch)
+                iy = ix if gan == "cgan" else rng.integers(0, len(data["Y"]), batch)
+                if gan == "cgan":  # paired: the same crop of x and y
+                    xy = crop_flip(torch.cat([data["X"][ix], data["Y"][iy]], 1), tr["crop_size"], rng)
+                    x, y = xy[:, :3], xy[:, 3:]
+                else:
+                    x, y = crop_flip(data["X"][ix], tr["crop_size"], rng), crop_flip(data["Y"][iy], tr["crop_size"], rng)
+                x, y = x.to(w.device), y.to(w.device)
             with distributed.autocast(w, config["mixed_precision"]):
                 if gan == "cgan":
-                    rows.append(cgan_step(wrapped, (opt_g, opt_d), x, y, config))
+                    run.meter.add(cgan_step(wrapped, (opt_g, opt_d), x, y, config))
                 else:
-                    rows.append(cyclegan_step(wrapped, (opt_g, opt_d), x, y, config, pools))
-        elapsed = time.perf_counter() - t0
-        row = {"epoch": epoch, "lr": lr, "steps_per_s": tr["steps_per_epoch"] / elapsed}
-        row.update({k: float(np.mean([r[k] for r in rows])) for k in rows[0]})
-        state = None
+                    run.meter.add(cyclegan_step(wrapped, (opt_g, opt_d), x, y, config, pools))
+        row = run.summary(epoch, tr["steps_per_epoch"], tr["steps_per_epoch"] * batch, lr=lr)
         if w.is_main:
             cpu = {k: copy.deepcopy(v).cpu() for k, v in cores.items()}
             row["val_l1"] = validation_metric(cpu, data, task)
             if task == "colorize":
                 row["val_l1_ab0"] = l1(torch.zeros_like(data["val_Y"][:, 1:]), data["val_Y"][:, 1:])
-            history = [*history, row]
-            print(
-                f"[{config['variant']}] epoch {epoch + 1}/{tr['epochs']} loss_g {row['loss_g']:.3f} loss_d {row['loss_d']:.3f} "
-                f"val_l1 {row['val_l1']:.4f} {row['steps_per_s']:.2f} steps/s",
-                flush=True,
-            )
-            state = {
-                "models": {k: v.state_dict() for k, v in cores.items()},
-                "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict(),
-                "epoch": epoch,
-                "history": history,
-                "starts": starts,
-                "world_size": w.world_size,
-            }
-        distributed.report(row, state, w)
+        run.report(row, ("loss_g", "loss_d", "val_l1"), models=Bundle(cores), opt_g=opt_g, opt_d=opt_d)
 
 
 # ----------------------------------------------------------------------------- driver side
@@ -376,7 +344,8 @@ def train(
     check_inputs(params, task, data_root)
     backbone = encoder_backbone(encoder, backbone_path)
     config = job_config(params, task, encoder, gan, data_root, backbone)
-    name = distributed.run_name(config["variant"].replace("@", "_"), run_key(config))
+    sets = ["photos", "painting"] if task == "stylize" else ["photos"]
+    name = distributed.run_name(config["variant"].replace("@", "_"), run_key(config), train_loop, [Path(data_root) / s for s in sets])
     state = distributed.fit(train_loop, config, params.distributed, name, storage)
     return config, state
 

@@ -70,16 +70,53 @@ def test_same_seed_same_run_and_rerun_resumes(ray_local, tiny_params, tiny_data,
     assert again["history"] == a["history"]
 
 
-def test_run_name_follows_config_and_code(tmp_path, monkeypatch):
+def test_run_name_follows_config_code_and_data(tmp_path):
     assert distributed.run_name("x", {"a": 1}) == distributed.run_name("x", {"a": 1})
     assert distributed.run_name("x", {"a": 1}) != distributed.run_name("x", {"a": 2})
-    (tmp_path / "m.py").write_text("x = 1\n")
-    before = distributed.code_fingerprint(tmp_path)
-    (tmp_path / "m.py").write_text("x = 2\n")
-    assert distributed.code_fingerprint(tmp_path) != before
-    name = distributed.run_name("x", {"a": 1})
-    monkeypatch.setattr(distributed, "code_fingerprint", lambda root=None: "changed code")
-    assert distributed.run_name("x", {"a": 1}) != name
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "train-00000.parquet").write_bytes(b"one")
+    name = distributed.run_name("x", {"a": 1}, inputs=[tmp_path / "shards"])
+    assert distributed.run_name("x", {"a": 1}, inputs=[tmp_path / "shards"]) == name
+    (tmp_path / "shards" / "train-00000.parquet").write_bytes(b"two")
+    assert distributed.run_name("x", {"a": 1}, inputs=[tmp_path / "shards"]) != name
+
+
+def test_code_fingerprint_follows_imported_code_only(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "loop.py").write_text('"""Doc."""\nfrom pkg.sub import helper\n\nX = helper.Y + 1\n')
+    (pkg / "sub" / "helper.py").write_text("Y = 1\n")
+    (pkg / "other.py").write_text("Z = 1\n")
+    before = distributed.code_fingerprint("pkg.loop", tmp_path)
+    (pkg / "other.py").write_text("Z = 2\n")  # not imported by the loop
+    (pkg / "loop.py").write_text('"""Another doc."""\n# a comment\nfrom pkg.sub import helper\n\n\nX = helper.Y + 1  # same code\n')
+    assert distributed.code_fingerprint("pkg.loop", tmp_path) == before
+    (pkg / "sub" / "helper.py").write_text("Y = 2\n")  # imported through `from pkg.sub import helper`
+    assert distributed.code_fingerprint("pkg.loop", tmp_path) != before
+
+
+def test_changed_prepare_parameter_retrains_pretrain(ray_local, tiny_params, tiny_data, tmp_path):
+    """Same params and code, other prepared photos (prepare.photos.max_side): a new run, not the old backbone."""
+    import shutil
+
+    from pipeline import pretrain
+    from pipeline.data import sources
+    from pipeline.data.prepare import build_photo_sets
+    from pipeline.data.shards import write_set
+
+    params = tiny_params.model_copy(update={"pretrain": tiny_params.pretrain.model_copy(update={"epochs": 1}),
+                                            "distributed": tiny_params.distributed.model_copy(update={"num_workers": 1})})  # fmt: skip
+    root = tmp_path / "prepared"
+    shutil.copytree(tiny_data, root)
+    first = pretrain.pretrain(params, "simsiam", root, tmp_path / "runs")
+    assert pretrain.pretrain(params, "simsiam", root, tmp_path / "runs")["history"] == first["history"]  # unchanged: returned as it was
+    prep = params.prepare.model_copy(update={"photos": params.prepare.photos.model_copy(update={"max_side": 80})})
+    write_set(root / "photos_full", build_photo_sets(prep, sources.BadImages("fail")).sets["photos_full"])
+    second = pretrain.pretrain(params, "simsiam", root, tmp_path / "runs")
+    assert len(list((tmp_path / "runs").iterdir())) == 2, "the changed data must start a run of its own"
+    assert second["starts"] == [0] and second["history"][0]["loss"] != first["history"][0]["loss"]
 
 
 def _killed_and_clean(loop: str, config: dict, params, tmp_path) -> tuple[dict, dict]:

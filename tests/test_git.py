@@ -74,12 +74,13 @@ def test_augment_records_keep_label_and_provenance(tiny_data):
 
 
 def test_lr_schedule_warms_up_then_steps_down():
-    cp = {"lr": 0.1, "warmup_epochs": 2, "decay_epochs": [5, 8], "decay": 0.1}
-    assert C.lr_at(0, 0, 10, cp) == pytest.approx(0.005)
-    assert C.lr_at(1, 9, 10, cp) == pytest.approx(0.1)
-    assert C.lr_at(4, 0, 10, cp) == pytest.approx(0.1)
-    assert C.lr_at(5, 0, 10, cp) == pytest.approx(0.01)
-    assert C.lr_at(9, 0, 10, cp) == pytest.approx(0.001)
+    cp = {"lr": 0.1, "epochs": 10, "warmup_epochs": 2, "decay_epochs": [5, 8], "decay": 0.1}
+    lr = C.schedule(cp, steps=10)
+    assert lr(0) == pytest.approx(0.005)
+    assert lr(19) == pytest.approx(0.1)
+    assert lr(40) == pytest.approx(0.1)
+    assert lr(50) == pytest.approx(0.01)
+    assert lr(90) == pytest.approx(0.001)
 
 
 def test_drs_order_is_balanced_and_erm_order_is_a_permutation():

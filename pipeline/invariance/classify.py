@@ -12,7 +12,6 @@ Images are (N, 1, H, W) in [0, 1] here.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from pipeline.data.longtail import balanced_draw
 from pipeline.data.shards import decode_png, read_images, read_table
 from pipeline.data.transforms import apply_nuisance, draw_nuisance, to_tensor
 from pipeline.errors import UserError
-from pipeline.io import file_digest
+from pipeline.loop import Schedule, TrainingRun
 from pipeline.invariance.ekld import balanced_accuracy, ekld_by_class
 from pipeline.models import evaluating
 from pipeline.models.classifier import ResNet20
@@ -36,11 +35,10 @@ METHODS = ("erm", "drs", "git", "oracle")
 NUM_CLASSES = 10
 
 
-def lr_at(epoch: int, step: int, steps: int, cp: dict[str, Any]) -> float:
-    """Linear warm-up over ``warmup_epochs``, then x ``decay`` at each of ``decay_epochs``."""
-    if epoch < cp["warmup_epochs"]:
-        return cp["lr"] * (epoch * steps + step + 1) / (cp["warmup_epochs"] * steps)
-    return cp["lr"] * cp["decay"] ** sum(epoch >= d for d in cp["decay_epochs"])
+def schedule(cp: dict[str, Any], steps: int) -> Schedule:
+    """Linear warm-up over ``warmup_epochs``, then x ``decay`` at each of ``decay_epochs`` (by step)."""
+    return Schedule(cp["lr"], cp["epochs"] * steps, cp["warmup_epochs"] * steps, "step", milestones=tuple(d * steps for d in cp["decay_epochs"]),
+                    gamma=cp["decay"])  # fmt: skip
 
 
 def check_classes(labels: np.ndarray, where: str) -> None:
@@ -106,8 +104,9 @@ def fresh_nuisance_accuracy(model: torch.nn.Module, data: dict[str, Any], transf
 
 
 def train_loop(config: dict[str, Any]) -> None:
-    """Per-worker loop: one classifier per seed, one after the other; checkpoints every
-    ``checkpoint_every`` epochs and at the end of each seed, and resumes from the last one."""
+    """Per-worker loop: one classifier per seed, one after the other (the run's epochs are the
+    seeds' epochs end to end); checkpoints every ``checkpoint_every`` epochs and at the end of
+    each seed, and resumes from the last one."""
     cp, method = config["classify"], config["method"]
     w = distributed.worker(config["cpus_per_worker"])
     data = load_train(config["data_root"])
@@ -115,63 +114,56 @@ def train_loop(config: dict[str, Any]) -> None:
     labels = data["y"].numpy()
     steps = max(1, len(labels) // cp["batch_size"])  # full batches only: every rank takes every step
     per_worker = max(1, cp["batch_size"] // w.world_size)
+    sched = schedule(cp, steps)
 
-    state = distributed.load_state() or {"done": {}, "seed_index": 0, "epoch": -1, "history": [], "starts": []}
-    done, history = dict(state["done"]), list(state["history"])
-    starts = [*state["starts"], [state["seed_index"], state["epoch"] + 1]]
-    for si in range(state["seed_index"], len(cp["seeds"])):
+    epochs = cp["epochs"]
+    run = TrainingRun(w, len(cp["seeds"]) * epochs, f"classify@{method}", profile=config.get("profile", False))
+    done = dict(run.state["done"]) if run.resumed else {}
+    model = opt = wrapped = core = None
+    for g in run.epochs():
+        si, epoch = divmod(g, epochs)
         seed = cp["seeds"][si]
-        torch.manual_seed(seed)
-        model = ResNet20(NUM_CLASSES, 1, cp["width"])
-        opt = torch.optim.SGD(model.parameters(), lr=cp["lr"], momentum=cp["momentum"], weight_decay=cp["weight_decay"])
-        first_epoch = 0
-        if si == state["seed_index"] and state.get("model") is not None:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            first_epoch = state["epoch"] + 1
-        wrapped = distributed.prepare_model(model, w)
-        core = distributed.unwrap(wrapped)
-        for epoch in range(first_epoch, cp["epochs"]):
-            rng = np.random.default_rng([seed, epoch])  # same order on every rank: each takes its slice
-            late = epoch >= cp["decay_epochs"][0]
-            order = epoch_order(labels, method == "drs" and late, rng)
-            wrapped.train()
-            t0, losses, correct, seen = time.perf_counter(), [], 0, 0
-            for step in range(steps):
-                lr = lr_at(epoch, step, steps, cp)
-                for g in opt.param_groups:
-                    g["lr"] = lr
+        if epoch == 0 or model is None:
+            torch.manual_seed(seed)
+            model = ResNet20(NUM_CLASSES, 1, cp["width"])
+            opt = torch.optim.SGD(model.parameters(), lr=cp["lr"], momentum=cp["momentum"], weight_decay=cp["weight_decay"])
+            if epoch > 0:  # resumed in the middle of this seed
+                run.restore(model=model, optimizer=opt)
+            wrapped = distributed.prepare_model(model, w)
+            core = distributed.unwrap(wrapped)
+        rng = np.random.default_rng([seed, epoch])  # same order on every rank: each takes its slice
+        late = epoch >= cp["decay_epochs"][0]
+        order = epoch_order(labels, method == "drs" and late, rng)
+        wrapped.train()
+        for step in range(steps):
+            lr = sched.apply(opt, epoch * steps + step)
+            with run.data():
                 chunk = order[step * cp["batch_size"] : (step + 1) * cp["batch_size"]]
                 mine = chunk[w.rank :: w.world_size][:per_worker]
                 x, y = make_batch(mine, data, method, late, cp, config["transform"], aug, np.random.default_rng([seed, epoch, step, w.rank]))
                 x, y = x.to(w.device), y.to(w.device)
-                with distributed.autocast(w, config["mixed_precision"]):
-                    logits = wrapped(x)
-                    loss = F.cross_entropy(logits.float(), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.detach()))
-                correct += int((logits.argmax(1) == y).sum())
-                seen += len(y)
-            row = {"seed": seed, "epoch": epoch, "step": si * cp["epochs"] + epoch, "lr": lr, "loss": float(np.mean(losses)),
-                   "train_acc": correct / max(1, seen), "images_per_s": seen * w.world_size / (time.perf_counter() - t0)}  # fmt: skip
-            last = epoch == cp["epochs"] - 1
+            with distributed.autocast(w, config["mixed_precision"]):
+                logits = wrapped(x)
+                loss = F.cross_entropy(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            run.meter.add(loss=loss, correct=(logits.argmax(1) == y).sum(), seen=len(y))
+        totals = run.meter.totals()
+        row = run.summary(epoch, steps, int(totals["seen"]), lr=lr, seed=seed, step=g)
+        row["train_acc"] = totals["correct"] / max(1, totals["seen"])
+        del row["correct"], row["seen"]
+        last = epoch == epochs - 1
+        if w.is_main and last:
+            done[str(seed)] = {k: v.detach().cpu() for k, v in core.state_dict().items()}
+            print(f"[classify@{method}] seed {seed} done: loss {row['loss']:.3f} train_acc {row['train_acc']:.3f}", flush=True)
+        if not last and (epoch + 1) % cp["checkpoint_every"]:
             if w.is_main:
-                history.append(row)
-                if last:
-                    done[str(seed)] = {k: v.detach().cpu() for k, v in core.state_dict().items()}
-                    print(f"[classify@{method}] seed {seed} done: loss {row['loss']:.3f} train_acc {row['train_acc']:.3f}", flush=True)
-            if not last and (epoch + 1) % cp["checkpoint_every"]:
-                continue  # an epoch takes well under a second here; a checkpoint costs more than that
-            out = None
-            if w.is_main and config.get("validate"):
-                row["val_balanced_acc"] = fresh_nuisance_accuracy(core, data, config["transform"], seed)
-            if w.is_main:
-                out = {"done": done, "seed_index": si + 1 if last else si, "epoch": -1 if last else epoch,
-                       "model": None if last else core.state_dict(), "optimizer": None if last else opt.state_dict(),
-                       "history": history, "starts": starts, "world_size": w.world_size}  # fmt: skip
-            distributed.report(row, out, w)
+                run.history.append(row)
+            continue  # an epoch takes well under a second here; a checkpoint costs more than that
+        if w.is_main and config.get("validate"):
+            row["val_balanced_acc"] = fresh_nuisance_accuracy(core, data, config["transform"], seed)
+        run.report(row, ("loss", "train_acc"), extra={"done": done}, model=core, optimizer=opt)
 
 
 def job_config(params: Params, method: str, data_root: str | Path, augment_root: str | Path) -> dict[str, Any]:
@@ -181,7 +173,7 @@ def job_config(params: Params, method: str, data_root: str | Path, augment_root:
     load_train(data_root)  # one-line errors here, not in a worker
     if method == "git":
         load_augmented(augment_root)
-    config = {
+    return {
         "method": method,
         "data_root": str(Path(data_root).resolve()),
         "augment_root": str(Path(augment_root).resolve()),
@@ -190,15 +182,14 @@ def job_config(params: Params, method: str, data_root: str | Path, augment_root:
         "cpus_per_worker": params.distributed.cpus_per_worker,
         "mixed_precision": params.distributed.mixed_precision,
     }
-    if method == "git":
-        config["augment_digest"] = [file_digest(f) for f in sorted(Path(augment_root).glob("*.parquet"))]
-    return config
 
 
 def train(params: Params, method: str, data_root: str | Path, augment_root: str | Path, storage: str | Path) -> dict[str, Any]:
     """Train ``classify.seeds`` classifiers of ``method`` through Ray Train; returns the final state."""
     config = job_config(params, method, data_root, augment_root)
-    return distributed.fit(train_loop, config, params.distributed, distributed.run_name(f"classify_{method}", config), storage)
+    inputs = [Path(data_root) / "digits_lt", *([Path(augment_root)] if method == "git" else [])]
+    name = distributed.run_name(f"classify_{method}", config, train_loop, inputs)
+    return distributed.fit(train_loop, config, params.distributed, name, storage)
 
 
 def models_from_state(state: dict[str, Any], width: int) -> dict[int, ResNet20]:

@@ -11,7 +11,6 @@ Images are (N, 1, H, W) in [-1, 1] here.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from pipeline.data.shards import Record, read_images
 from pipeline.data.transforms import to_tensor
 from pipeline.errors import UserError
 from pipeline.io import load_torch
+from pipeline.loop import Schedule, TrainingRun
 from pipeline.models import evaluating
 from pipeline.models.gan import PatchDiscriminator, adversarial_loss
 from pipeline.models.munit import MUNIT
@@ -70,7 +70,7 @@ class MunitPass(torch.nn.Module):
         return out
 
 
-def munit_step(gen: torch.nn.Module, disc: torch.nn.Module, opts: tuple, x: torch.Tensor, mp: dict[str, Any], style_dim: int) -> dict[str, float]:
+def munit_step(gen: torch.nn.Module, disc: torch.nn.Module, opts: tuple, x: torch.Tensor, mp: dict[str, Any], style_dim: int) -> dict[str, torch.Tensor]:
     """One MUNIT update on a batch of one domain: D (LSGAN) on real vs restyled, then encoders + decoder.
 
     ``gen`` is a (possibly DDP-wrapped) :class:`MunitPass`. Losses: gan, recon_x |G(c, s) - x|,
@@ -98,7 +98,7 @@ def munit_step(gen: torch.nn.Module, disc: torch.nn.Module, opts: tuple, x: torc
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
-    return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()), **{f"loss_{k}": float(v.detach()) for k, v in losses.items()}}
+    return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), **{f"loss_{k}": v.detach() for k, v in losses.items()}}
 
 
 def style_diversity(model: MUNIT, x: torch.Tensor, n_styles: int, seed: int = 0) -> float:
@@ -125,15 +125,9 @@ def train_loop(config: dict[str, Any]) -> None:
     model, disc = build_munit(mp)
     opt_g = torch.optim.Adam(model.parameters(), lr=mp["lr"], betas=tuple(mp["betas"]), weight_decay=mp["weight_decay"])
     opt_d = torch.optim.Adam(disc.parameters(), lr=mp["lr"], betas=tuple(mp["betas"]), weight_decay=mp["weight_decay"])
-    start_epoch, history, starts = 0, [], []
-    state = distributed.load_state()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        disc.load_state_dict(state["disc"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        start_epoch, history, starts = state["epoch"] + 1, state["history"], state["starts"]
-    starts = [*starts, start_epoch]
+    schedule = Schedule(mp["lr"], mp["epochs"], kind="step", milestones=(mp["epochs"] // 2,), gamma=0.5)  # MUNIT's step decay, by epoch
+    run = TrainingRun(w, mp["epochs"], "munit", profile=config.get("profile", False))
+    run.restore(model=model, disc=disc, opt_g=opt_g, opt_d=opt_d)
     wrapped_g = distributed.prepare_model(MunitPass(model, mp["cycle"] > 0), w)
     wrapped_d = distributed.prepare_model(disc, w)
     core = distributed.unwrap(wrapped_g).munit
@@ -141,36 +135,23 @@ def train_loop(config: dict[str, Any]) -> None:
     x_all, labels, _ = load_digits(config["data_root"], "train")
     monitor = x_all[balanced_draw(labels, 32, np.random.default_rng(mp["seed"] + 7))]
     batch = max(1, mp["batch_size"] // w.world_size)
-    for epoch in range(start_epoch, mp["epochs"]):
+    for epoch in run.epochs():
         rng = np.random.default_rng([mp["seed"], epoch, w.rank])
         torch.manual_seed(int(rng.integers(0, 2**31 - 1)))
-        if epoch == mp["epochs"] // 2:  # step decay, as MUNIT's schedule
-            for opt in (opt_g, opt_d):
-                for g in opt.param_groups:
-                    g["lr"] = mp["lr"] * 0.5
-        t0, rows = time.perf_counter(), []
+        schedule.apply(opt_d, epoch)
+        lr = schedule.apply(opt_g, epoch)
         for _ in range(mp["steps_per_epoch"]):
-            x = x_all[balanced_draw(labels, batch, rng)].to(w.device)
+            with run.data():
+                x = x_all[balanced_draw(labels, batch, rng)].to(w.device)
             with distributed.autocast(w, config["mixed_precision"]):
-                rows.append(munit_step(wrapped_g, wrapped_d, (opt_g, opt_d), x, mp, model.style_dim))
-        row = {"epoch": epoch, "steps_per_s": mp["steps_per_epoch"] / (time.perf_counter() - t0)}
-        row.update({k: float(np.mean([r[k] for r in rows])) for k in rows[0]})
-        state = None
+                run.meter.add(munit_step(wrapped_g, wrapped_d, (opt_g, opt_d), x, mp, model.style_dim))
+        row = run.summary(epoch, mp["steps_per_epoch"], mp["steps_per_epoch"] * batch, lr=lr)
         if w.is_main:
             cpu, _ = build_munit(mp)  # a fresh copy: AdaIN keeps non-leaf tensors, which deepcopy refuses
             cpu.load_state_dict({k: v.detach().cpu() for k, v in core.state_dict().items()})
             row["style_diversity"] = style_diversity(cpu, monitor, mp["diversity_styles"], seed=epoch)
             row["recon_l1"] = reconstruction_l1(cpu, monitor)
-            history = [*history, row]
-            print(
-                f"[munit] epoch {epoch + 1}/{mp['epochs']} loss_g {row['loss_g']:.3f} loss_d {row['loss_d']:.3f} "
-                f"recon {row['recon_l1']:.4f} diversity {row['style_diversity']:.4f}",
-                flush=True,
-            )
-            state = {"model": core.state_dict(), "disc": distributed.unwrap(wrapped_d).state_dict(), "opt_g": opt_g.state_dict(),
-                     "opt_d": opt_d.state_dict(), "epoch": epoch, "history": history, "starts": starts,
-                     "world_size": w.world_size}  # fmt: skip
-        distributed.report(row, state, w)
+        run.report(row, ("loss_g", "loss_d", "recon_l1", "style_diversity"), model=core, disc=distributed.unwrap(wrapped_d), opt_g=opt_g, opt_d=opt_d)
 
 
 def job_config(params: Params, data_root: str | Path) -> dict[str, Any]:
@@ -187,7 +168,8 @@ def job_config(params: Params, data_root: str | Path) -> dict[str, Any]:
 def train(params: Params, data_root: str | Path, storage: str | Path) -> dict[str, Any]:
     """Train MUNIT through Ray Train; returns the final state (model, history, ...)."""
     config = job_config(params, data_root)
-    return distributed.fit(train_loop, config, params.distributed, distributed.run_name("munit", config), storage)
+    name = distributed.run_name("munit", config, train_loop, [Path(data_root) / "digits_lt"])
+    return distributed.fit(train_loop, config, params.distributed, name, storage)
 
 
 def load_munit(path: str | Path) -> MUNIT:
