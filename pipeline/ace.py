@@ -35,19 +35,19 @@ from torch.func import functional_call
 
 from pipeline import distributed
 from pipeline.config import Params
+from pipeline.data.augment import crop_flip
 from pipeline.data.shards import read_images
 from pipeline.data.sources import BadImages, load_folder
 from pipeline.data.transforms import to_tensor
 from pipeline.errors import UserError
 from pipeline.io import load_torch, state_digest
-from pipeline.loop import Bundle, TrainingRun
+from pipeline.loop import Bundle, TrainingRun, seed_for
 from pipeline.metrics.image import l1
 from pipeline.models import evaluating
 from pipeline.models.gan import PatchDiscriminator, adversarial_loss
 from pipeline.models.munit import Decoder
 from pipeline.models.resnet import ResNet18
 from pipeline.ssl.simsiam import simsiam_loss
-from pipeline.translate import crop_flip
 
 VAL_SIZE = 64
 
@@ -410,22 +410,22 @@ def train_loop(config: dict[str, Any]) -> None:
     run.restore(ace=ace, disc=disc, opts=opts)
 
     x_train, x_val = load_photos(config["data_root"])
-    y_train = load_exemplars(Path(config["data_root"]) / "painting") if mode == "finetune" else None
+    x_train = x_train.to(w.device)
+    y_train = load_exemplars(Path(config["data_root"]) / "painting").to(w.device) if mode == "finetune" else None
     batch = max(2, run_params["batch_size"] // w.world_size)
     crop = ac["crop_size"]
     for epoch in run.epochs():
-        rng = np.random.default_rng([ac["seed"], epoch, w.rank, mode == "finetune"])
-        torch.manual_seed(int(rng.integers(0, 2**31 - 1)))
-        gen = torch.Generator().manual_seed(int(rng.integers(0, 2**31 - 1)))
+        g = run.generator(ac["seed"], epoch, mode == "finetune")
+        torch.manual_seed(seed_for(ac["seed"], epoch, mode == "finetune", w.rank))
         ace.train()
         disc.train()
         for _ in range(run_params["steps_per_epoch"]):
             with run.data():
-                x = crop_flip(x_train[rng.integers(0, len(x_train), batch)], crop, rng).to(w.device)
+                x = crop_flip(x_train[torch.randint(len(x_train), (batch,), generator=g, device=w.device)], crop, g)
                 if mode == "finetune":
-                    y = crop_flip(y_train[rng.integers(0, len(y_train), batch)], crop, rng).to(w.device)
+                    y = crop_flip(y_train[torch.randint(len(y_train), (batch,), generator=g, device=w.device)], crop, g)
             if mode == "pretrain":
-                run.meter.add(contrastive_step(ace, opt_c, x, ac["contrastive"], gen))
+                run.meter.add(contrastive_step(ace, opt_c, x, ac["contrastive"], g))
                 run.meter.add(autoencoder_step(ace, disc, (opt_ae, opt_d), x, ac))
             else:
                 run.meter.add(finetune_step(ace, disc, (opt_ae, opt_d), x, y, ac, config["finetune"]["recon"]))

@@ -18,7 +18,8 @@ from torch import nn
 from pipeline import distributed
 from pipeline.config import Params
 from pipeline.data.shards import read_images, read_table
-from pipeline.data.transforms import color_augment, random_resized_crops, random_square, to_gray, to_tensor
+from pipeline.data.augment import PhotoBank, color_jitter, crop_resize, hflip, random_resized_boxes, random_squares
+from pipeline.data.transforms import to_gray, to_tensor
 from pipeline.loop import Schedule, TrainingRun
 from pipeline.metrics.knn import bootstrap_gain, chance_level, knn_probe
 from pipeline.models.resnet import ResNet18
@@ -59,15 +60,14 @@ def load_probe(data_root: str | Path, channels: int) -> tuple[torch.Tensor, torc
     return to_tensor(bank, channels), torch.from_numpy(bank_y), to_tensor(query, channels), torch.from_numpy(query_y)
 
 
-def make_views(
-    photos: list[np.ndarray], n: int, method: str, pre: dict[str, Any], mp: dict[str, Any], rng: np.random.Generator
-) -> list[torch.Tensor]:
-    """Views of ``n`` fresh instances: [v1, v2] (SimSiam) or [g1, g2, s1, ..] (SwAV), each (n, C, h, w)."""
-    picks = rng.integers(0, len(photos), n)
-    instances = [random_square(photos[k], tuple(pre["instance_scale"]), rng) for k in picks]
+def make_views(bank: PhotoBank, n: int, method: str, pre: dict[str, Any], mp: dict[str, Any], g: torch.Generator) -> list[torch.Tensor]:
+    """Views of ``n`` fresh instances (random squares of the photos), made on ``g``'s device:
+    [v1, v2] (SimSiam) or [g1, g2, s1, ..] (SwAV), each (n, C, h, w) in [0, 1]."""
+    k, instances = random_squares(bank.sizes, n, tuple(pre["instance_scale"]), g)
 
     def view(size: int, scale: list[float]) -> torch.Tensor:
-        x = color_augment(random_resized_crops(instances, size, tuple(scale), rng), rng, pre["color_jitter"], pre["grayscale_p"])
+        x = crop_resize(bank.images, k, random_resized_boxes(instances, tuple(scale), g), size)
+        x = color_jitter(hflip(x, g), g, pre["color_jitter"], pre["grayscale_p"])
         return to_gray(x) if pre["channels"] == 1 else x
 
     views = [view(pre["crop_size"], pre["scale"]), view(pre["crop_size"], pre["scale"])]
@@ -109,15 +109,16 @@ def train_loop(config: dict[str, Any]) -> None:
     core = distributed.unwrap(model)
 
     photos, _, _ = read_images(Path(config["data_root"]) / "photos_full", "train")
+    bank = PhotoBank(photos, w.device)
     probe = load_probe(config["data_root"], pre["channels"]) if w.is_main else None
 
     for epoch in run.epochs():
-        rng = np.random.default_rng([pre["seed"], epoch, w.rank])
+        g = run.generator(pre["seed"], epoch)
         model.train()
         for step in range(steps):
             lr = schedule.apply(opt, epoch * steps + step)
             with run.data():
-                views = [v.to(w.device) for v in make_views(photos, batch, method, pre, mp, rng)]
+                views = make_views(bank, batch, method, pre, mp, g)
             with distributed.autocast(w, config["mixed_precision"]):
                 loss, z = model(*views) if method == "simsiam" else model(views)
             opt.zero_grad(set_to_none=True)

@@ -26,11 +26,12 @@ from torch import nn
 from pipeline import distributed
 from pipeline.color import grey_of, lab_to_net, lab_to_rgb, net_to_lab, rgb_to_lab
 from pipeline.config import Params
+from pipeline.data.augment import crop_flip
 from pipeline.data.shards import read_images
 from pipeline.data.transforms import to_tensor
 from pipeline.errors import UserError
 from pipeline.io import state_digest
-from pipeline.loop import Bundle, Schedule, TrainingRun
+from pipeline.loop import Bundle, Schedule, TrainingRun, seed_for
 from pipeline.metrics.image import feature_net, image_scores, l1
 from pipeline.models import evaluating
 from pipeline.models.gan import ImagePool, PatchDiscriminator, adversarial_loss
@@ -136,17 +137,6 @@ def load_domains(config: dict[str, Any]) -> dict[str, torch.Tensor]:
     x = photo_to_domain(rgb, task)
     val = x[val_idx] if len(val_idx) else x[train_idx][:VAL_SIZE]
     return {"X": x[train_idx], "Y": photo_to_domain(to_tensor(paintings), task), "val_X": val, "val_Y": val}
-
-
-def crop_flip(x: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
-    """Random ``size`` crop and horizontal flip per image: (N, C, H, W) -> (N, C, size, size)."""
-    n, _, h, w = x.shape
-    ys = rng.integers(0, h - size + 1, n)
-    xs = rng.integers(0, w - size + 1, n)
-    flips = rng.random(n) < 0.5
-    out = torch.stack([x[i, :, ys[i] : ys[i] + size, xs[i] : xs[i] + size] for i in range(n)])
-    out[flips] = out[flips].flip(-1)
-    return out
 
 
 # ----------------------------------------------------------------------------- worker loop
@@ -255,26 +245,26 @@ def train_loop(config: dict[str, Any]) -> None:
     cores = {k: distributed.unwrap(mod) for k, mod in wrapped.items()}
 
     data = load_domains(config)
+    train_x, train_y = data["X"].to(w.device), data["Y"].to(w.device)
     global_batch = config["colorize"]["batch_size"] if gan == "cgan" else config["cyclegan"]["batch_size"]
     batch = max(1, global_batch // w.world_size)
     for epoch in run.epochs():
-        rng = np.random.default_rng([tr["seed"], epoch, w.rank])
-        torch.manual_seed(int(rng.integers(0, 2**31 - 1)))
+        g = run.generator(tr["seed"], epoch)
+        torch.manual_seed(seed_for(tr["seed"], epoch, w.rank, 1))
         # pools restart every epoch from a seeded state so a resumed run repeats the uninterrupted one
-        pools = {d: ImagePool(config["cyclegan"]["pool_size"], seed=int(rng.integers(0, 2**31 - 1))) for d in ("X", "Y")}
+        pools = {d: ImagePool(config["cyclegan"]["pool_size"], seed=seed_for(tr["seed"], epoch, w.rank, 2 + i)) for i, d in enumerate("XY")}
         lr = set_lrs(opt_g, opt_d, epoch, tr)
         for mod in wrapped.values():
             mod.train()
         for _ in range(tr["steps_per_epoch"]):
             with run.data():
-                ix = rng.integers(0, len(data["X"]), batch)
-                iy = ix if gan == "cgan" else rng.integers(0, len(data["Y"]), batch)
+                ix = torch.randint(len(train_x), (batch,), generator=g, device=w.device)
                 if gan == "cgan":  # paired: the same crop of x and y
-                    xy = crop_flip(torch.cat([data["X"][ix], data["Y"][iy]], 1), tr["crop_size"], rng)
+                    xy = crop_flip(torch.cat([train_x[ix], train_y[ix]], 1), tr["crop_size"], g)
                     x, y = xy[:, :3], xy[:, 3:]
                 else:
-                    x, y = crop_flip(data["X"][ix], tr["crop_size"], rng), crop_flip(data["Y"][iy], tr["crop_size"], rng)
-                x, y = x.to(w.device), y.to(w.device)
+                    iy = torch.randint(len(train_y), (batch,), generator=g, device=w.device)
+                    x, y = crop_flip(train_x[ix], tr["crop_size"], g), crop_flip(train_y[iy], tr["crop_size"], g)
             with distributed.autocast(w, config["mixed_precision"]):
                 if gan == "cgan":
                     run.meter.add(cgan_step(wrapped, (opt_g, opt_d), x, y, config))

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from pipeline.config import load_params
-from pipeline.data.longtail import balanced_draw
+from pipeline.data.augment import balanced_draw
 from pipeline.errors import UserError, run_cli
 from pipeline.invariance.git import build_munit, load_digits, reconstruction_l1, style_diversity, to_uint8, train
 from pipeline.io import save_torch, write_json
@@ -37,7 +37,7 @@ def main() -> None:
         model.load_state_dict(state["model"])
         model.eval()
         x, labels, _ = load_digits(args.data, "test")
-        contents = x[balanced_draw(labels, 8, np.random.default_rng(mp.seed))]
+        contents = x[balanced_draw(torch.from_numpy(labels), 8, torch.Generator().manual_seed(mp.seed))]
         gen = torch.Generator().manual_seed(mp.seed)
         styles = torch.randn(6, mp.style_dim, generator=gen)
         with torch.no_grad():

@@ -29,13 +29,6 @@ def class_counts(profile: str, num_classes: int, n_max: int, n_min: int, a: floa
     raise ValueError(f"unknown long-tail profile '{profile}' (allowed: zipf, exp)")
 
 
-def balanced_draw(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """n indices drawn class-balanced: a uniform class, then a uniform image of it."""
-    classes = np.unique(labels)
-    by_class = {c: np.flatnonzero(labels == c) for c in classes}
-    return np.array([rng.choice(by_class[c]) for c in rng.choice(classes, n)])
-
-
 def assign_counts(labels: np.ndarray, counts_by_rank: list[int], rng: np.random.Generator) -> dict[int, int]:
     """Map each class to a count; which class gets which rank is drawn with ``rng``."""
     classes = np.unique(labels)

@@ -1,4 +1,6 @@
-"""Image transforms: patch cutting, the painterly filter, the nuisance transforms, SSL views.
+"""Image transforms applied once, where data is prepared: patch cutting, the painterly filter, the
+nuisance transforms (per image, in numpy), and image-to-tensor conversion. The batched, on-device
+augmentation of the training loops is :mod:`pipeline.data.augment`.
 
 Every random transform takes an explicit ``numpy.random.Generator``, so a seed fixes it.
 """
@@ -9,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
@@ -122,7 +123,7 @@ def apply_nuisance(image: np.ndarray, params: dict[str, Any]) -> np.ndarray:
     raise ValueError(f"unknown nuisance transform '{name}' (allowed: {', '.join(NUISANCES)})")
 
 
-# ----------------------------------------------------------------------------- SSL views
+# ----------------------------------------------------------------------------- tensors
 
 
 def to_tensor(images: list[np.ndarray] | np.ndarray, channels: int = 3) -> torch.Tensor:
@@ -136,76 +137,3 @@ def to_gray(x: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) -> (N, 1, H, W) luminance."""
     w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x * w).sum(1, keepdim=True)
-
-
-def random_square(image: np.ndarray, side_scale: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
-    """A random square crop whose side is a fraction ~ U(side_scale) of the shorter side (no resize)."""
-    h, w = image.shape[:2]
-    side = max(2, int(round(min(h, w) * rng.uniform(*side_scale))))
-    y = int(rng.integers(0, h - side + 1))
-    x = int(rng.integers(0, w - side + 1))
-    return image[y : y + side, x : x + side]
-
-
-def random_resized_crops(
-    images: list[np.ndarray], size: int, scale: tuple[float, float], rng: np.random.Generator
-) -> torch.Tensor:
-    """One crop per image: area fraction ~ U(scale), aspect in [3/4, 4/3], resized to ``size``.
-
-    images: N uint8 arrays (H, W, 3) of any size. Returns float (N, 3, size, size) in [0, 1].
-    """
-    out = torch.empty(len(images), 3, size, size)
-    for i, img in enumerate(images):
-        h, w = img.shape[:2]
-        area = h * w * rng.uniform(*scale)
-        ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-        ch = int(min(h, max(2, round(np.sqrt(area / ratio)))))
-        cw = int(min(w, max(2, round(np.sqrt(area * ratio)))))
-        y = int(rng.integers(0, h - ch + 1))
-        x = int(rng.integers(0, w - cw + 1))
-        crop = torch.from_numpy(np.ascontiguousarray(img[y : y + ch, x : x + cw])).permute(2, 0, 1)
-        out[i] = F.interpolate(crop[None].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
-    return out.div_(255.0).clamp_(0, 1)
-
-
-def color_augment(
-    x: torch.Tensor, rng: np.random.Generator, jitter: float, grayscale_p: float, jitter_p: float = 0.8
-) -> torch.Tensor:
-    """SimCLR-style augmentation on a batch (N, 3, H, W) in [0, 1], per-sample parameters.
-
-    Horizontal flip (p 0.5); with p ``jitter_p`` brightness, contrast, saturation in
-    [1 - jitter, 1 + jitter] and a hue rotation of up to jitter/4 turns; grey with p ``grayscale_p``.
-    """
-    n = x.shape[0]
-
-    def col(values: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(values.astype(np.float32)).view(n, 1, 1, 1)
-
-    flip = torch.from_numpy(rng.random(n) < 0.5)
-    x = torch.where(flip.view(n, 1, 1, 1), x.flip(-1), x)
-    on = rng.random(n) < jitter_p
-    b = np.where(on, rng.uniform(1 - jitter, 1 + jitter, n), 1.0)
-    c = np.where(on, rng.uniform(1 - jitter, 1 + jitter, n), 1.0)
-    s = np.where(on, rng.uniform(1 - jitter, 1 + jitter, n), 1.0)
-    hue = np.where(on, rng.uniform(-jitter / 4, jitter / 4, n), 0.0) * 2 * np.pi
-    x = (x * col(b)).clamp(0, 1)
-    mean = to_gray(x).mean(dim=(1, 2, 3), keepdim=True)
-    x = ((x - mean) * col(c) + mean).clamp(0, 1)
-    g = to_gray(x)
-    x = ((x - g) * col(s) + g).clamp(0, 1)
-    x = _rotate_hue(x, hue)
-    gray = torch.from_numpy(rng.random(n) < grayscale_p).view(n, 1, 1, 1)
-    return torch.where(gray, to_gray(x).expand_as(x), x)
-
-
-def _rotate_hue(x: torch.Tensor, angles: np.ndarray) -> torch.Tensor:
-    """Rotate chroma in YIQ space by per-sample ``angles`` (radians). x: (N, 3, H, W)."""
-    rgb2yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-    yiq2rgb = torch.linalg.inv(rgb2yiq)
-    cos = torch.from_numpy(np.cos(angles).astype(np.float32))
-    sin = torch.from_numpy(np.sin(angles).astype(np.float32))
-    rot = torch.zeros(len(angles), 3, 3)
-    rot[:, 0, 0] = 1
-    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
-    m = yiq2rgb @ rot @ rgb2yiq  # (N, 3, 3)
-    return torch.einsum("nij,njhw->nihw", m, x).clamp(0, 1)

@@ -22,11 +22,11 @@ from scipy.stats import spearmanr
 
 from pipeline import distributed
 from pipeline.config import Params
-from pipeline.data.longtail import balanced_draw
+from pipeline.data.augment import apply_nuisances, balanced_draw, draw_nuisances
 from pipeline.data.shards import decode_png, read_images, read_table
 from pipeline.data.transforms import apply_nuisance, draw_nuisance, to_tensor
 from pipeline.errors import UserError
-from pipeline.loop import Schedule, TrainingRun
+from pipeline.loop import Schedule, TrainingRun, seed_for
 from pipeline.invariance.ekld import balanced_accuracy, ekld_by_class
 from pipeline.models import evaluating
 from pipeline.models.classifier import ResNet20
@@ -54,10 +54,12 @@ def load_train(data_root: str | Path) -> dict[str, Any]:
     table = read_table(Path(data_root) / "digits_lt", "train", columns=["image", "clean", "label"])
     labels = np.asarray(table.column("label").to_pylist(), dtype=np.int64)
     check_classes(labels, f"{Path(data_root) / 'digits_lt'} train split")
-    clean = [decode_png(b) if b is not None else None for b in table.column("clean").to_pylist()]
+    clean = table.column("clean").to_pylist()
+    if any(b is None for b in clean):
+        raise UserError(f"{Path(data_root) / 'digits_lt'} train split: images without their clean original (rerun `dvc repro prepare`)")
     return {
         "x": to_tensor([decode_png(b) for b in table.column("image").to_pylist()], channels=1),
-        "clean": clean,
+        "clean": to_tensor([decode_png(b) for b in clean], channels=1),
         "y": torch.from_numpy(labels),
     }
 
@@ -70,25 +72,26 @@ def load_augmented(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     return to_tensor(images, channels=1), torch.from_numpy(labels)
 
 
-def epoch_order(labels: np.ndarray, balanced: bool, rng: np.random.Generator) -> np.ndarray:
+def epoch_order(labels: torch.Tensor, balanced: bool, g: torch.Generator) -> torch.Tensor:
     """A permutation of the training set, or (``balanced``) as many class-balanced draws."""
-    return balanced_draw(labels, len(labels), rng) if balanced else rng.permutation(len(labels))
+    return balanced_draw(labels, len(labels), g) if balanced else torch.randperm(len(labels), generator=g, device=g.device)
 
 
 def make_batch(
-    idx: np.ndarray, data: dict[str, Any], method: str, mixing: bool, cp: dict[str, Any], transform: str,
-    aug: tuple[torch.Tensor, torch.Tensor] | None, rng: np.random.Generator,
+    idx: torch.Tensor, data: dict[str, Any], method: str, mixing: bool, cp: dict[str, Any], transform: str,
+    aug: tuple[torch.Tensor, torch.Tensor] | None, g: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Images (B, 1, H, W) and labels (B,) of one (per-worker) batch for ``method``."""
+    """Images (B, 1, H, W) and labels (B,) of one (per-worker) batch for ``method``, on the data's device;
+    ``g`` (on that device) draws the oracle's nuisances and GIT's slots."""
     if method == "oracle":
-        x = to_tensor([apply_nuisance(data["clean"][i], draw_nuisance(transform, rng)) for i in idx], channels=1)
+        x = apply_nuisances(data["clean"][idx], transform, draw_nuisances(transform, len(idx), g))
     else:
-        x = data["x"][idx].clone()
-    y = data["y"][idx].clone()
+        x = data["x"][idx]
+    y = data["y"][idx]
     if method == "git" and mixing and aug is not None and len(aug[0]):
         n_gen = int(round(cp["gen_frac"] * len(idx)))
-        slots = rng.choice(len(idx), n_gen, replace=False)
-        picks = rng.integers(0, len(aug[0]), n_gen)
+        slots = torch.randperm(len(idx), generator=g, device=g.device)[:n_gen]
+        picks = torch.randint(len(aug[0]), (n_gen,), generator=g, device=g.device)
         x[slots], y[slots] = aug[0][picks], aug[1][picks]
     return x, y
 
@@ -96,11 +99,12 @@ def make_batch(
 def fresh_nuisance_accuracy(model: torch.nn.Module, data: dict[str, Any], transform: str, seed: int) -> float:
     """Balanced accuracy on the training images under one fresh nuisance draw each: the sweep's
     validation score (a tail class of 5 images has none to hold out; the test split stays unseen)."""
-    rng = np.random.default_rng([seed, 777])
-    x = to_tensor([apply_nuisance(im, draw_nuisance(transform, rng)) for im in data["clean"]], channels=1)
+    clean = data["clean"]
+    g = torch.Generator(clean.device).manual_seed(seed_for(seed, 777))
+    x = apply_nuisances(clean, transform, draw_nuisances(transform, len(clean), g))
     with evaluating(model):
-        pred = torch.cat([model(x[i : i + 256]).argmax(1) for i in range(0, len(x), 256)]).numpy()
-    return balanced_accuracy(data["y"].numpy(), pred)
+        pred = torch.cat([model(x[i : i + 256]).argmax(1) for i in range(0, len(x), 256)]).cpu().numpy()
+    return balanced_accuracy(data["y"].cpu().numpy(), pred)
 
 
 def train_loop(config: dict[str, Any]) -> None:
@@ -109,9 +113,9 @@ def train_loop(config: dict[str, Any]) -> None:
     each seed, and resumes from the last one."""
     cp, method = config["classify"], config["method"]
     w = distributed.worker(config["cpus_per_worker"])
-    data = load_train(config["data_root"])
-    aug = load_augmented(config["augment_root"]) if method == "git" else None
-    labels = data["y"].numpy()
+    data = {k: v.to(w.device) for k, v in load_train(config["data_root"]).items()}
+    aug = tuple(t.to(w.device) for t in load_augmented(config["augment_root"])) if method == "git" else None
+    labels = data["y"].cpu()
     steps = max(1, len(labels) // cp["batch_size"])  # full batches only: every rank takes every step
     per_worker = max(1, cp["batch_size"] // w.world_size)
     sched = schedule(cp, steps)
@@ -120,8 +124,8 @@ def train_loop(config: dict[str, Any]) -> None:
     run = TrainingRun(w, len(cp["seeds"]) * epochs, f"classify@{method}", profile=config.get("profile", False))
     done = dict(run.state["done"]) if run.resumed else {}
     model = opt = wrapped = core = None
-    for g in run.epochs():
-        si, epoch = divmod(g, epochs)
+    for run_epoch in run.epochs():
+        si, epoch = divmod(run_epoch, epochs)
         seed = cp["seeds"][si]
         if epoch == 0 or model is None:
             torch.manual_seed(seed)
@@ -131,17 +135,16 @@ def train_loop(config: dict[str, Any]) -> None:
                 run.restore(model=model, optimizer=opt)
             wrapped = distributed.prepare_model(model, w)
             core = distributed.unwrap(wrapped)
-        rng = np.random.default_rng([seed, epoch])  # same order on every rank: each takes its slice
         late = epoch >= cp["decay_epochs"][0]
-        order = epoch_order(labels, method == "drs" and late, rng)
+        order = epoch_order(labels, method == "drs" and late, torch.Generator().manual_seed(seed_for(seed, epoch)))  # same on every rank
+        g = run.generator(seed, epoch)
         wrapped.train()
         for step in range(steps):
             lr = sched.apply(opt, epoch * steps + step)
             with run.data():
                 chunk = order[step * cp["batch_size"] : (step + 1) * cp["batch_size"]]
-                mine = chunk[w.rank :: w.world_size][:per_worker]
-                x, y = make_batch(mine, data, method, late, cp, config["transform"], aug, np.random.default_rng([seed, epoch, step, w.rank]))
-                x, y = x.to(w.device), y.to(w.device)
+                mine = chunk[w.rank :: w.world_size][:per_worker].to(w.device)
+                x, y = make_batch(mine, data, method, late, cp, config["transform"], aug, g)
             with distributed.autocast(w, config["mixed_precision"]):
                 logits = wrapped(x)
                 loss = F.cross_entropy(logits.float(), y)
@@ -150,7 +153,7 @@ def train_loop(config: dict[str, Any]) -> None:
             opt.step()
             run.meter.add(loss=loss, correct=(logits.argmax(1) == y).sum(), seen=len(y))
         totals = run.meter.totals()
-        row = run.summary(epoch, steps, int(totals["seen"]), lr=lr, seed=seed, step=g)
+        row = run.summary(epoch, steps, int(totals["seen"]), lr=lr, seed=seed, step=run_epoch)
         row["train_acc"] = totals["correct"] / max(1, totals["seen"])
         del row["correct"], row["seen"]
         last = epoch == epochs - 1

@@ -20,12 +20,12 @@ import torch.nn.functional as F
 
 from pipeline import distributed
 from pipeline.config import Params
-from pipeline.data.longtail import balanced_draw
+from pipeline.data.augment import balanced_draw
 from pipeline.data.shards import Record, read_images
 from pipeline.data.transforms import to_tensor
 from pipeline.errors import UserError
 from pipeline.io import load_torch
-from pipeline.loop import Schedule, TrainingRun
+from pipeline.loop import Schedule, TrainingRun, seed_for
 from pipeline.models import evaluating
 from pipeline.models.gan import PatchDiscriminator, adversarial_loss
 from pipeline.models.munit import MUNIT
@@ -133,16 +133,17 @@ def train_loop(config: dict[str, Any]) -> None:
     core = distributed.unwrap(wrapped_g).munit
 
     x_all, labels, _ = load_digits(config["data_root"], "train")
-    monitor = x_all[balanced_draw(labels, 32, np.random.default_rng(mp["seed"] + 7))]
+    monitor = x_all[balanced_draw(torch.from_numpy(labels), 32, torch.Generator().manual_seed(mp["seed"] + 7))]
+    x_all, labels = x_all.to(w.device), torch.from_numpy(labels).to(w.device)
     batch = max(1, mp["batch_size"] // w.world_size)
     for epoch in run.epochs():
-        rng = np.random.default_rng([mp["seed"], epoch, w.rank])
-        torch.manual_seed(int(rng.integers(0, 2**31 - 1)))
+        g = run.generator(mp["seed"], epoch)
+        torch.manual_seed(seed_for(mp["seed"], epoch, w.rank))
         schedule.apply(opt_d, epoch)
         lr = schedule.apply(opt_g, epoch)
         for _ in range(mp["steps_per_epoch"]):
             with run.data():
-                x = x_all[balanced_draw(labels, batch, rng)].to(w.device)
+                x = x_all[balanced_draw(labels, batch, g)]
             with distributed.autocast(w, config["mixed_precision"]):
                 run.meter.add(munit_step(wrapped_g, wrapped_d, (opt_g, opt_d), x, mp, model.style_dim))
         row = run.summary(epoch, mp["steps_per_epoch"], mp["steps_per_epoch"] * batch, lr=lr)
