@@ -1,4 +1,4 @@
-# make repro: set up, then run the whole study with `dvc repro`.
+# make repro: set up, then run the whole study with `dvc repro` (PROFILE=gpu: `dvc exp run` with infra/profiles/gpu.yaml).
 # make test:  set up, then run the test suite.
 # make sweep STAGE=colorize|cyclegan|munit|classify: a Ray Tune (ASHA) sweep of that stage's loss weights.
 VENV   ?= .venv
@@ -20,8 +20,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
+PROFILE ?=
 repro: setup
+ifeq ($(PROFILE),)
 	dvc repro
+else
+	eval dvc exp run $$(python -m stages.profile $(PROFILE))
+endif
 
 test: setup
 	python -m pytest -q -n 2 --dist worksteal --durations=15
@@ -30,9 +35,7 @@ ui: setup
 	mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host $${MLFLOW_HOST:-127.0.0.1} --port $${MLFLOW_PORT:-5000}
 
 bench: setup
-	python benchmarks/pretrain_throughput.py
-	python benchmarks/translate_throughput.py --gan cgan
-	python benchmarks/translate_throughput.py --gan cyclegan
+	python benchmarks/step_profile.py
 
 efficiency: setup
 	dvc repro studies/data_efficiency/dvc.yaml
