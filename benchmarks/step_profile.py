@@ -37,7 +37,7 @@ import torch
 
 from pipeline import ace, distributed, pretrain, translate
 from pipeline.config import Params, load_params
-from pipeline.invariance import classify, git
+from pipeline.invariance import classify, munit
 from pipeline.io import write_json
 from pipeline.models.resnet import ResNet18
 
@@ -67,7 +67,7 @@ def stage_job(stage: str, params: Params, data: Path) -> tuple[Callable[[dict[st
     if stage == "stylize_cyclegan":
         return translate.train_loop, translate.job_config(params, "stylize", "scratch", "cyclegan", data, backbone)
     if stage == "munit":
-        return git.train_loop, git.job_config(params, data)
+        return munit.train_loop, munit.job_config(params, data)
     if stage.startswith("classify_"):
         return classify.train_loop, classify.job_config(params, stage.split("_")[1], data, data.parent / "augmented")
     if stage == "ace":

@@ -34,6 +34,7 @@ from torch import nn
 from torch.func import functional_call
 
 from pipeline import distributed
+from pipeline.collectives import average_gradients
 from pipeline.config import Params
 from pipeline.data.augment import crop_flip
 from pipeline.data.shards import read_images
@@ -44,62 +45,12 @@ from pipeline.io import load_torch, state_digest
 from pipeline.loop import Bundle, TrainingRun, seed_for
 from pipeline.metrics.image import l1
 from pipeline.models import evaluating
-from pipeline.models.gan import PatchDiscriminator, adversarial_loss
-from pipeline.models.munit import Decoder
+from pipeline.models.gan import adversarial_loss
+from pipeline.models.ace import ACE, build
 from pipeline.models.resnet import ResNet18
 from pipeline.ssl.simsiam import simsiam_loss
 
 VAL_SIZE = 64
-
-
-class ResBlockBN(nn.Module):
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, 1, 1), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
-            nn.Conv2d(channels, channels, 3, 1, 1), nn.BatchNorm2d(channels),
-        )  # fmt: skip
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x + self.body(x))
-
-
-class ContentEncoder(nn.Module):
-    """forward(f (N, in_channels, h, w)) -> content code (N, dim, h, w)."""
-
-    def __init__(self, in_channels: int, dim: int, n_res: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(in_channels, dim, 1), nn.BatchNorm2d(dim), nn.ReLU(inplace=True), *[ResBlockBN(dim) for _ in range(n_res)])
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return self.net(f)
-
-
-def predictor(dim: int) -> nn.Sequential:
-    """SimSiam predictor on every location: (N, dim, h, w) -> (N, dim, h, w), bottleneck dim / 4, no BN at the output."""
-    hidden = max(1, dim // 4)
-    return nn.Sequential(nn.Conv2d(dim, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True), nn.Conv2d(hidden, dim, 1))
-
-
-class StyleEncoder(nn.Module):
-    """forward(f (N, in_channels, h, w)) -> (N, style_dim): global mean and std pooling, then a 1x1 conv."""
-
-    def __init__(self, in_channels: int, style_dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(2 * in_channels, style_dim, 1)
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        pooled = torch.cat([f.mean(dim=(2, 3)), f.flatten(2).std(dim=2)], dim=1)[:, :, None, None]
-        return self.proj(pooled).flatten(1)
-
-
-def spectral_discriminator(in_channels: int, dim: int, n_layers: int = 2) -> PatchDiscriminator:
-    """The PatchGAN discriminator with spectral norm on every conv."""
-    disc = PatchDiscriminator(in_channels, dim, n_layers)
-    for i, m in enumerate(disc.net):
-        if isinstance(m, nn.Conv2d):
-            disc.net[i] = nn.utils.parametrizations.spectral_norm(m)
-    return disc
 
 
 def frozen_call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -116,69 +67,6 @@ def adaptive_instance_augmentation(h: torch.Tensor, generator: torch.Generator |
     scale = 1 + torch.randn(h.shape[:2], generator=generator).to(h.device)
     shift = torch.randn(h.shape[:2], generator=generator).to(h.device)
     return F.instance_norm(h) * scale[:, :, None, None] + shift[:, :, None, None]
-
-
-class ACE(nn.Module):
-    """Frozen backbone + content encoder (+ predictor) + style encoder (+ domain code) + decoder.
-
-    ``features(x)`` -> (N, F, H / 2**(level-1), ...); ``content(x)`` -> (N, D, h, w); ``style(x)`` -> (N, style_dim);
-    ``decode(c, s)`` -> (N, 3, H, W) in [0, 1]; ``augment(c)`` -> the decode with random AdaIN parameters.
-    """
-
-    def __init__(self, backbone: ResNet18, level: int, dim: int, n_res: int, style_dim: int, mlp_dim: int) -> None:
-        super().__init__()
-        if not 0 <= level <= 4:
-            raise UserError(f"ace.level={level} must be a pyramid level 0..4")
-        self.level = level
-        self.encoder = backbone.eval()
-        for p in self.encoder.parameters():
-            p.requires_grad_(False)
-        feat = backbone.pyramid_channels[level]
-        self.content_encoder = ContentEncoder(feat, dim, n_res)
-        self.predictor = predictor(dim)
-        self.style_encoder = StyleEncoder(feat, style_dim)
-        self.domain_style = nn.Parameter(torch.zeros(style_dim))
-        self.decoder = Decoder(dim, 3, style_dim, n_up=max(0, level - 1), n_res=n_res, mlp_dim=mlp_dim)
-
-    def train(self, mode: bool = True) -> ACE:
-        super().train(mode)
-        self.encoder.eval()  # frozen: its BatchNorm keeps the pretrained statistics
-        return self
-
-    def autoencoder_parameters(self) -> list[nn.Parameter]:
-        return [*self.style_encoder.parameters(), self.domain_style, *self.decoder.parameters()]
-
-    def contrastive_parameters(self) -> list[nn.Parameter]:
-        return [*self.content_encoder.parameters(), *self.predictor.parameters()]
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.encoder.stem(x)
-        for layer in (self.encoder.layer1, self.encoder.layer2, self.encoder.layer3, self.encoder.layer4)[: self.level]:
-            feats = layer(feats)
-        return feats
-
-    def content(self, x: torch.Tensor) -> torch.Tensor:
-        return self.content_encoder(self.features(x))
-
-    def style(self, x: torch.Tensor) -> torch.Tensor:
-        return self.style_of(self.features(x))
-
-    def style_of(self, f: torch.Tensor) -> torch.Tensor:
-        """Style code (N, style_dim) from backbone features f: the image's own code + the domain code."""
-        return self.style_encoder(f) + self.domain_style
-
-    def decode(self, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        return (self.decoder(c, s) + 1) / 2
-
-    def augment(self, c: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Adaptive Instance Augmentation: ``c`` decoded with N(0, 1) AdaIN parameters (a style-perturbed view)."""
-        params = torch.randn(len(c), self.decoder.n_adain_params, generator=generator).to(c.device)
-        return (self.decoder.decode_with_params(c, params) + 1) / 2
-
-
-def build(ac: dict[str, Any], backbone: ResNet18) -> tuple[ACE, PatchDiscriminator]:
-    ace = ACE(backbone, ac["level"], ac["content_dim"], ac["n_res"], ac["style_dim"], ac["mlp_dim"])
-    return ace, spectral_discriminator(3, ac["disc_width"])
 
 
 # ----------------------------------------------------------------------------- steps
@@ -198,7 +86,7 @@ def contrastive_step(ace: ACE, opt: torch.optim.Optimizer, x: torch.Tensor, weig
     loss = simsiam_loss(flat(p1), flat(p2), flat(z1), flat(z2))
     opt.zero_grad(set_to_none=True)
     (weight * loss).backward()
-    distributed.average_gradients(ace.contrastive_parameters())
+    average_gradients(ace.contrastive_parameters())
     opt.step()
     return {"loss_contrastive": loss.detach(), "content_std": content_std(z1.detach())}
 
@@ -219,7 +107,7 @@ def latent_losses(ace: ACE, out: torch.Tensor, c: torch.Tensor, s: torch.Tensor)
 def generator_update(ace: ACE, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    distributed.average_gradients(ace.autoencoder_parameters())
+    average_gradients(ace.autoencoder_parameters())
     opt.step()
 
 
@@ -227,7 +115,7 @@ def discriminator_update(disc: nn.Module, opt: torch.optim.Optimizer, real: torc
     loss = 0.5 * (adversarial_loss(disc(real), True, "lsgan") + adversarial_loss(disc(fake.detach()), False, "lsgan"))
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    distributed.average_gradients(disc.parameters())
+    average_gradients(disc.parameters())
     opt.step()
     return loss.detach()
 

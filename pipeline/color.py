@@ -1,4 +1,4 @@
-"""sRGB <-> CIE Lab (D65) in torch, differentiable, and the network scalings of Lab.
+"""sRGB <-> CIE Lab (D65) and luminance in torch, differentiable, and the network scalings of Lab.
 
 Network scaling (pix2pix colorization): L / 50 - 1 in [-1, 1]; ab / 110 in about [-1, 1].
 """
@@ -14,6 +14,13 @@ _WHITE = torch.tensor([0.950456, 1.0, 1.088754], dtype=torch.float64)
 _EPS = 0.008856
 _KAPPA = 7.787
 AB_SCALE = 110.0
+LUMA = (0.299, 0.587, 0.114)
+
+
+def to_gray(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) -> (N, 1, H, W) luminance."""
+    w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)
 
 
 def _mix(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ library code, so running the same config again resumes from (or returns) its las
 checkpoint, and a changed config or code starts fresh.
 
 Worker side: :func:`worker`, :func:`prepare_model`, :func:`load_state`, :func:`report`,
-:func:`autocast`, :func:`all_reduce_sum`, :func:`all_reduce_max`.
+:func:`autocast`; the process-group collectives are :mod:`pipeline.collectives`.
 
 :func:`run_plain` runs the same per-worker loop in this process, without Ray (one rank, no
 checkpoint storage): the plain baseline the benchmarks compare Ray Train against.
@@ -23,13 +23,12 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from pipeline.config import DistributedParams
 from pipeline.errors import UserError
@@ -155,38 +154,6 @@ def report(metrics: dict[str, Any], state: dict[str, Any] | None, w: Worker) -> 
         ray.train.report(metrics, checkpoint=None)
 
 
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """In-place sum over workers; the identity outside a process group."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
-def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
-    """In-place maximum over workers; the identity outside a process group."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t
-
-
-def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
-    """Average ``params``' gradients over the workers in one all-reduce (for loops that step
-    several optimizers on one forward, where a DDP wrapper does not fit); a missing grad counts as 0."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return
-    params = [p for p in params if p.requires_grad]
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.reshape(-1) for p in params])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    start = 0
-    for p in params:
-        p.grad.copy_(flat[start : start + p.numel()].view_as(p))
-        start += p.numel()
-
-
 # ----------------------------------------------------------------------------- driver side
 
 
@@ -206,15 +173,12 @@ def _code_tree(source: str) -> str:
     return ast.dump(tree)
 
 
-def code_fingerprint(module: str = "pipeline", root: str | Path | None = None) -> str:
-    """sha256 of the code ``module`` runs: its syntax tree and that of every module of its own
-    package it imports, transitively (parent packages' ``__init__`` included). A comment or
-    docstring edit, or an edit of a module it does not import, leaves the fingerprint as it is.
-
-    ``root`` is the folder holding the package (default: the one holding ``pipeline``).
-    """
+def imported_files(module: str, root: str | Path | None = None, packages: tuple[str, ...] = ()) -> dict[str, Path]:
+    """``module`` and every module of its own package (and of ``packages``) it imports, transitively
+    (parent packages' ``__init__`` included), by name -> source file. ``root`` is the folder
+    holding the packages (default: the one holding ``pipeline``)."""
     root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
-    top = module.split(".")[0]
+    top = {module.split(".")[0], *packages}
     seen: dict[str, Path] = {}
     todo = [module]
     while todo:
@@ -228,13 +192,19 @@ def code_fingerprint(module: str = "pipeline", root: str | Path | None = None) -
             seen[sub] = f
             for node in ast.walk(ast.parse(f.read_text())):
                 if isinstance(node, ast.Import):
-                    todo += [a.name for a in node.names if a.name.split(".")[0] == top]
-                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.split(".")[0] == top:
+                    todo += [a.name for a in node.names if a.name.split(".")[0] in top]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.split(".")[0] in top:
                     todo += [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+    return seen
+
+
+def code_fingerprint(module: str = "pipeline", root: str | Path | None = None) -> str:
+    """sha256 of the code ``module`` runs (:func:`imported_files`), as syntax trees: a comment or
+    docstring edit, or an edit of a module it does not import, leaves the fingerprint as it is."""
     h = hashlib.sha256()
-    for name in sorted(seen):
+    for name, f in sorted(imported_files(module, root).items()):
         h.update(name.encode())
-        h.update(_code_tree(seen[name].read_text()).encode())
+        h.update(_code_tree(f.read_text()).encode())
     return h.hexdigest()
 
 

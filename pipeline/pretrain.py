@@ -16,12 +16,14 @@ import torch
 from torch import nn
 
 from pipeline import distributed
+from pipeline.color import to_gray
 from pipeline.config import Params
-from pipeline.data.shards import read_images, read_table
 from pipeline.data.augment import PhotoBank, color_jitter, crop_resize, hflip, random_resized_boxes, random_squares
-from pipeline.data.transforms import to_gray, to_tensor
+from pipeline.data.shards import read_images, read_table
+from pipeline.data.transforms import to_tensor
 from pipeline.loop import Schedule, TrainingRun
-from pipeline.metrics.knn import bootstrap_gain, chance_level, knn_probe
+from pipeline.metrics.knn import bootstrap_gain, chance_level
+from pipeline.models.features import knn_probe
 from pipeline.models.resnet import ResNet18
 from pipeline.ssl.simsiam import SimSiam
 from pipeline.ssl.swav import Swav

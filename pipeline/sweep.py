@@ -31,7 +31,7 @@ from ray.tune.search import BasicVariantGenerator
 from pipeline import distributed, translate
 from pipeline.config import DistributedParams, Params, SweepDimension
 from pipeline.errors import UserError
-from pipeline.invariance import classify, git
+from pipeline.invariance import classify, munit
 from pipeline.tracking import ChildRuns, StageRun
 
 
@@ -51,7 +51,7 @@ STAGES: dict[str, SweepStage] = {
                            "pix2pix colorizer (cGAN); metric: validation ab L1 on held-out train patches"),
     "cyclegan": SweepStage("cyclegan", translate.train_loop, "val_l1", "min",
                            "CycleGAN colorizer; metric: validation ab L1 on held-out train patches"),
-    "munit": SweepStage("munit", git.train_loop, "style_diversity", "max",
+    "munit": SweepStage("munit", munit.train_loop, "style_diversity", "max",
                         "MUNIT on digits_lt; metric: style diversity (0 = the decoder ignores the style)"),
     "classify": SweepStage("classify", classify.train_loop, "val_balanced_acc", "max",
                            "GIT classifier, first seed; metric: balanced accuracy on the train images under "
@@ -113,7 +113,7 @@ def build_job(params: Params, stage: str, data_root: str | Path, models_root: st
         config = translate.job_config(params, "colorize", sw.encoder, gan, data_root, backbone)
         reports = params.translate.epochs
     elif stage == "munit":
-        config = git.job_config(params, data_root)
+        config = munit.job_config(params, data_root)
         reports = params.munit.epochs
     else:
         config = classify.job_config(params, "git", data_root, Path(data_root).parent / "augmented")

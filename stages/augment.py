@@ -10,7 +10,7 @@ from pathlib import Path
 from pipeline.config import load_params
 from pipeline.data.shards import write_set
 from pipeline.errors import run_cli
-from pipeline.invariance.git import augment_records, load_munit
+from pipeline.invariance.munit import augment_records, load_munit
 from pipeline.io import atomic_dir
 from pipeline.plots import image_grid
 from pipeline.tracking import stage_run

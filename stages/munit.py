@@ -6,13 +6,12 @@ from __future__ import annotations
 import argparse
 import math
 
-import numpy as np
 import torch
 
 from pipeline.config import load_params
 from pipeline.data.augment import balanced_draw
 from pipeline.errors import UserError, run_cli
-from pipeline.invariance.git import build_munit, load_digits, reconstruction_l1, style_diversity, to_uint8, train
+from pipeline.invariance.munit import build_munit, load_digits, reconstruction_l1, style_diversity, to_uint8, train
 from pipeline.io import save_torch, write_json
 from pipeline.plots import image_grid, plot_history
 from pipeline.tracking import stage_run

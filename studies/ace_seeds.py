@@ -10,7 +10,6 @@ stages, outside DVC, on the prepared data and backbone of a finished ``dvc repro
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np

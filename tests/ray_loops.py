@@ -12,11 +12,11 @@ from typing import Any
 import torch
 
 from pipeline import ace, distributed, translate
-from pipeline.invariance import classify, git
+from pipeline.invariance import classify, munit
 from pipeline.pretrain import train_loop
 from pipeline.ssl.swav import sinkhorn
 
-LOOPS = {"pretrain": train_loop, "translate": translate.train_loop, "classify": classify.train_loop, "munit": git.train_loop,
+LOOPS = {"pretrain": train_loop, "translate": translate.train_loop, "classify": classify.train_loop, "munit": munit.train_loop,
          "ace": ace.train_loop}
 
 

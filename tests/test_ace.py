@@ -11,6 +11,7 @@ from PIL import Image
 from pipeline import ace
 from pipeline.errors import UserError
 from pipeline.io import save_torch
+from pipeline.models.ace import ContentEncoder
 from pipeline.models.resnet import ResNet18
 from pipeline.translate import encoder_backbone
 
@@ -157,7 +158,7 @@ def test_backbone_of_the_wrong_architecture_is_one_line(tmp_path):
 
 
 def test_frozen_call_passes_gradients_to_the_input_only():
-    enc = ace.ContentEncoder(4, 8, 1)
+    enc = ContentEncoder(4, 8, 1)
     x = torch.randn(2, 4, 5, 5, requires_grad=True)
     before = {k: v.clone() for k, v in enc.state_dict().items()}
     F.l1_loss(ace.frozen_call(enc, x), torch.zeros(2, 8, 5, 5)).backward()

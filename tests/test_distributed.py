@@ -143,7 +143,6 @@ def test_translation_resumes_and_repeats_the_uninterrupted_run(ray_local, tiny_p
 
 
 def test_classifiers_resume_mid_seed_and_repeat_the_uninterrupted_run(ray_local, tiny_params, tiny_data, tmp_path):
-    from pipeline.invariance import classify
 
     cp = tiny_params.classify.model_copy(update={"epochs": 4, "decay_epochs": [3], "seeds": [0, 1], "checkpoint_every": 2})
     params = tiny_params.model_copy(update={"classify": cp})

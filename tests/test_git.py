@@ -10,8 +10,9 @@ from pipeline.config import parse_params
 from pipeline.data.shards import read_table
 from pipeline.errors import UserError
 from pipeline.invariance import classify as C
-from pipeline.invariance import git as G
+from pipeline.invariance import munit as G
 from pipeline.models.classifier import ResNet20
+from pipeline.models.munit import MunitPass
 
 from .conftest import tiny_raw
 
@@ -28,7 +29,7 @@ def test_munit_step_reduces_reconstruction_on_a_fixed_batch(tiny_data):
     opt_d = torch.optim.Adam(disc.parameters(), lr=2e-3, betas=(0.5, 0.999))
     before = G.reconstruction_l1(model, x)
     for _ in range(15):
-        row = G.munit_step(G.MunitPass(model, True), disc, (opt_g, opt_d), x, {**MP, "cycle": 1.0}, model.style_dim)
+        row = G.munit_step(MunitPass(model, True), disc, (opt_g, opt_d), x, {**MP, "cycle": 1.0}, model.style_dim)
     assert {"loss_gan", "loss_recon_x", "loss_recon_c", "loss_recon_s", "loss_cycle", "loss_d"} <= set(row)
     assert G.reconstruction_l1(model, x) < 0.8 * before
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from pipeline.data.transforms import to_tensor
-from pipeline.invariance.ekld import balanced_accuracy, ekld_by_class, kl_divergence
+from pipeline.metrics.invariance import balanced_accuracy, ekld_by_class, kl_divergence
 
 
 def test_kl_is_zero_for_identical_and_nonnegative():

@@ -189,3 +189,31 @@ def test_translate_bad_input_is_one_line(tmp_path, tiny_data):
     assert out.stderr.strip().splitlines()[-1] == "error: translate.crop_size=64 is larger than the images (16 px): lower it"
     out = _run([*base, "paint", "scratch"], ROOT, check=False, env=env_uri)
     assert out.stderr.strip() == "error: unknown translation task 'paint' (allowed: colorize, stylize)"
+
+
+def test_every_stage_depends_on_the_library_code_it_imports():
+    """dvc.yaml's deps cover every non-empty pipeline module a stage script imports, transitively:
+    a change in the code a stage runs reruns that stage. Bookkeeping modules that cannot change
+    a result (logging, atomic writes, plots, errors, params parsing: every value is in params.yaml)
+    are left out on purpose."""
+    from pipeline.distributed import imported_files
+
+    bookkeeping = {f"pipeline/{m}.py" for m in ("tracking", "io", "plots", "errors", "config")}
+
+    stages = {name: stage for f in ("dvc.yaml", "studies/sweep/dvc.yaml", "studies/data_efficiency/dvc.yaml")
+              for name, stage in yaml.safe_load((ROOT / f).read_text())["stages"].items()}  # fmt: skip
+    missing = []
+    for name, stage in stages.items():
+        spec = stage.get("do", stage)
+        items = stage.get("foreach", [None])
+        for item in items:
+            deps = [d.replace("${item}", str(item)) for d in spec["deps"]]
+            script = next(d for d in deps if d.startswith("stages/"))
+            module = script[:-3].replace("/", ".")
+            for f in imported_files(module, ROOT, packages=("pipeline",)).values():
+                rel = f.relative_to(ROOT).as_posix()
+                if not rel.startswith("pipeline/") or rel in bookkeeping or not f.read_text().strip():
+                    continue
+                if not any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps):
+                    missing.append(f"{name}{'@' + str(item) if item else ''}: {rel}")
+    assert not missing, "dvc.yaml deps miss imported code:\n" + "\n".join(missing)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from pipeline.data.augment import PhotoBank
-from pipeline.metrics.knn import bootstrap_gain, chance_level, knn_predict, knn_probe, recompute_batchnorm
+from pipeline.metrics.knn import bootstrap_gain, chance_level, knn_predict
+from pipeline.models.features import knn_probe, recompute_batchnorm
 from pipeline.models.resnet import ResNet18
 from pipeline.pretrain import make_views, z_std
 from pipeline.ssl.simsiam import SimSiam, negative_cosine, simsiam_loss

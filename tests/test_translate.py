@@ -15,7 +15,10 @@ from pipeline.models import evaluating
 from pipeline.models.gan import ImagePool, PatchDiscriminator, adversarial_loss
 from pipeline.models.resnet import ResNet18
 from pipeline.models.unet import ResNetUNet, load_backbone
-from pipeline import translate as T
+from pipeline.translate import data as D
+from pipeline.translate import training as T
+from pipeline.translate.cyclegan import cyclegan_step
+from pipeline.translate.pix2pix import cgan_step
 
 from .conftest import tiny_raw
 from pipeline.config import parse_params
@@ -146,10 +149,10 @@ def test_cgan_steps_fit_a_fixed_batch(tiny_data):
     m = T.build_models(cfg, ResNet18(4, 3))
     opt_g = T.generator_optimizer([m["G"]], cfg["translate"])
     opt_d = torch.optim.Adam(m["D"].parameters(), lr=2e-4, betas=(0.5, 0.999))
-    data = T.load_domains(cfg)
+    data = D.load_domains(cfg)
     x, y = data["X"][:4], data["Y"][:4]
     assert torch.equal(x[:, 0], y[:, 0]) and float(x[:, 1:].abs().max()) == 0  # grey input, same L
-    losses = [T.cgan_step(m, (opt_g, opt_d), x, y, cfg)["loss_l1"] for _ in range(40)]
+    losses = [cgan_step(m, (opt_g, opt_d), x, y, cfg)["loss_l1"] for _ in range(40)]
     assert losses[-1] < 0.75 * losses[0]
     out = m["G"](x)
     assert torch.equal(out[:, :1], x[:, :1])  # the colorizer keeps L
@@ -163,9 +166,9 @@ def test_cyclegan_step_updates_both_generators_and_frozen_encoder_stays(tiny_dat
     T.set_lrs(opt_g, opt_d, 0, cfg["translate"])
     enc_before = [p.clone() for p in m["G"].unet.encoder.parameters()]
     dec_before = [p.clone() for p in m["F"].unet.out.parameters()]
-    data = T.load_domains(cfg)
+    data = D.load_domains(cfg)
     pools = {"X": ImagePool(2), "Y": ImagePool(2)}
-    row = T.cyclegan_step(m, (opt_g, opt_d), data["X"][:2], data["Y"][:2], cfg, pools)
+    row = cyclegan_step(m, (opt_g, opt_d), data["X"][:2], data["Y"][:2], cfg, pools)
     assert {"loss_cycle", "loss_idt", "loss_gan", "loss_d"} <= set(row)
     assert all(torch.equal(a, b) for a, b in zip(enc_before, m["G"].unet.encoder.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(dec_before, m["F"].unet.out.parameters()))
@@ -174,9 +177,9 @@ def test_cyclegan_step_updates_both_generators_and_frozen_encoder_stays(tiny_dat
 
 
 def test_train_subset_is_seeded_and_disjoint_from_validation():
-    train, val = T.train_subset(100, 0.1, seed=3)
+    train, val = D.train_subset(100, 0.1, seed=3)
     assert len(train) == 10 and len(val) == 64 and not set(train) & set(val)
-    assert np.array_equal(train, T.train_subset(100, 0.1, seed=3)[0])
+    assert np.array_equal(train, D.train_subset(100, 0.1, seed=3)[0])
 
 
 def test_check_inputs_refuses_large_crops_and_grey_photos(tiny_data, tmp_path):
@@ -199,7 +202,7 @@ def test_unknown_encoder_is_one_line():
 def test_generators_start_at_the_trivial_baseline(tiny_data):
     _, cfg = _tiny_config("colorize", "cyclegan", tiny_data)
     m = T.build_models(cfg, ResNet18(4, 3))
-    data = T.load_domains(cfg)
+    data = D.load_domains(cfg)
     x, y = data["X"][:3], data["Y"][:3]
     assert torch.equal(m["G"](x), x)  # grey in, ab = 0 out: the "no colour" baseline
     assert torch.equal(m["F"](y), grey_of(y))
@@ -211,7 +214,7 @@ def test_generators_start_at_the_trivial_baseline(tiny_data):
 def test_user_supplied_inception_weights_give_2048_d_features(tmp_path):
     from torchvision.models import inception_v3
 
-    from pipeline.metrics.image import feature_net
+    from pipeline.models.features import feature_net
 
     torch.manual_seed(0)
     torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), tmp_path / "inception.pt")

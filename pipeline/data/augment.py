@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from pipeline.data.transforms import NUISANCES, to_gray
+from pipeline.color import to_gray
+from pipeline.data.transforms import NUISANCES
 
 # ----------------------------------------------------------------------------- random draws
 
@@ -57,7 +58,7 @@ class PhotoBank:
         images = torch.zeros(len(photos), 3, h, w)
         for i, p in enumerate(photos):
             rgb = p if p.ndim == 3 else np.repeat(p[..., None], 3, -1)
-            images[i, :, : p.shape[0], : p.shape[1]] = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255
+            images[i, :, : p.shape[0], : p.shape[1]] = torch.tensor(rgb).permute(2, 0, 1).float() / 255
         self.images = images.to(device)
         self.sizes = torch.tensor([p.shape[:2] for p in photos], device=device)
 

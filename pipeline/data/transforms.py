@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from pipeline.color import LUMA, to_gray
+
 NUISANCES = ("rot", "bg", "dil")
-LUMA = (0.299, 0.587, 0.114)
 
 
 def resize_max_side(image: np.ndarray, max_side: int) -> np.ndarray:
@@ -131,9 +132,3 @@ def to_tensor(images: list[np.ndarray] | np.ndarray, channels: int = 3) -> torch
     arr = np.stack([im if im.ndim == 3 else np.repeat(im[..., None], 3, -1) for im in images])
     x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
     return to_gray(x) if channels == 1 else x
-
-
-def to_gray(x: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) -> (N, 1, H, W) luminance."""
-    w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)

@@ -27,7 +27,7 @@ from pipeline.data.shards import decode_png, read_images, read_table
 from pipeline.data.transforms import apply_nuisance, draw_nuisance, to_tensor
 from pipeline.errors import UserError
 from pipeline.loop import Schedule, TrainingRun, seed_for
-from pipeline.invariance.ekld import balanced_accuracy, ekld_by_class
+from pipeline.metrics.invariance import balanced_accuracy, ekld_by_class
 from pipeline.models import evaluating
 from pipeline.models.classifier import ResNet20
 

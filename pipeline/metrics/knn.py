@@ -1,37 +1,12 @@
-"""Weighted kNN probe of a backbone, the fair untrained baseline, and a bootstrap of the gain."""
+"""Weighted kNN on given features, chance level, and a bootstrap of a gain (no network here:
+the probe protocol that embeds images is :func:`pipeline.models.features.knn_probe`)."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
-
-from pipeline.models import evaluating
-
-
-def embed(backbone: nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """l2-normalised features (N, D) of images x (N, C, H, W), in eval mode."""
-    with evaluating(backbone):
-        return torch.cat([F.normalize(backbone.embed(x[i : i + batch]), dim=1) for i in range(0, len(x), batch)])
-
-
-@torch.no_grad()
-def recompute_batchnorm(backbone: nn.Module, x: torch.Tensor, batch: int = 256) -> nn.Module:
-    """A copy of ``backbone`` whose BatchNorm running statistics are the exact mean/var over ``x``."""
-    model = copy.deepcopy(backbone)
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average over all batches
-    model.train()
-    for i in range(0, len(x), batch):
-        model.embed(x[i : i + batch])
-    model.eval()
-    return model
 
 
 def knn_predict(
@@ -53,24 +28,10 @@ class ProbeResult:
     correct: np.ndarray  # (Q,) bool
 
 
-def knn_probe(
-    backbone: nn.Module,
-    bank_x: torch.Tensor,
-    bank_y: torch.Tensor,
-    query_x: torch.Tensor,
-    query_y: torch.Tensor,
-    k: int = 20,
-    temperature: float = 0.07,
-) -> ProbeResult:
-    """kNN top-1 with BatchNorm statistics recomputed on the bank (the same protocol for every backbone).
-
-    A randomly initialised network's BN running stats are meaningless (mean 0, var 1), which
-    costs it ~20 points; recomputing them on the bank makes the untrained baseline fair.
-    """
-    model = recompute_batchnorm(backbone, bank_x)
+def knn_score(bank: torch.Tensor, bank_y: torch.Tensor, query: torch.Tensor, query_y: torch.Tensor, k: int = 20, temperature: float = 0.07) -> ProbeResult:
+    """kNN top-1 of l2-normalised query features (Q, D) against bank features (B, D) and their labels."""
     num_classes = int(max(bank_y.max(), query_y.max())) + 1
-    pred = knn_predict(embed(model, bank_x), bank_y, embed(model, query_x), k, temperature, num_classes)
-    correct = (pred == query_y).numpy()
+    correct = (knn_predict(bank, bank_y, query, k, temperature, num_classes) == query_y).numpy()
     return ProbeResult(float(correct.mean()), correct)
 
 

@@ -148,3 +148,24 @@ class MUNIT(nn.Module):
 
     def decode(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         return self.decoder(content, style)
+
+
+class MunitPass(torch.nn.Module):
+    """One training pass of single-domain MUNIT, as one forward (so DDP sees every use of the weights).
+
+    forward(x (N, C, H, W), s_rand (N, style_dim)) -> dict of x_fake = G(c, s_rand), x_rec = G(c, s),
+    c, c_rec / s_rec = E(x_fake), and (``cycle``) x_cyc = G(c_rec, s).
+    """
+
+    def __init__(self, munit: MUNIT, cycle: bool) -> None:
+        super().__init__()
+        self.munit, self.cycle = munit, cycle
+
+    def forward(self, x: torch.Tensor, s_rand: torch.Tensor) -> dict[str, torch.Tensor]:
+        c, s = self.munit.encode(x)
+        x_fake = self.munit.decode(c, s_rand)
+        c_rec, s_rec = self.munit.encode(x_fake)
+        out = {"c": c, "x_fake": x_fake, "x_rec": self.munit.decode(c, s), "c_rec": c_rec, "s_rec": s_rec}
+        if self.cycle:
+            out["x_cyc"] = self.munit.decode(c_rec, s)
+        return out

@@ -13,8 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.color import lab_to_rgb, net_to_lab
-from pipeline.data.transforms import to_gray
+from pipeline.color import lab_to_rgb, net_to_lab, to_gray
 from pipeline.errors import UserError
 from pipeline.io import load_torch
 from pipeline.models.resnet import ResNet18
@@ -91,3 +90,32 @@ def load_backbone(path: str | Path, stage_hint: str) -> ResNet18:
     except RuntimeError as exc:
         raise UserError(f"{path}: weights do not match its spec {spec}: {str(exc).splitlines()[0]}") from None
     return backbone
+
+
+class DomainGenerator(nn.Module):
+    """A ResNet U-Net mapping one domain's images to the other's, (N, 3, H, W) -> (N, 3, H, W).
+
+    ``mode`` 'colorize': change ab, keep the input L; 'decolorize': change L, ab = 0;
+    'rgb': change the image. The U-Net predicts a residual whose last layer starts at zero, so
+    every generator starts as the trivial baseline of its task (ab = 0 for a grey input; the
+    identity for style transfer) and training is a measured move away from it.
+    """
+
+    MODES = {"colorize": ("lab", 2), "decolorize": ("lab", 1), "rgb": ("rgb", 3)}
+
+    def __init__(self, backbone: ResNet18, mode: str, decoder_width: int) -> None:
+        super().__init__()
+        space, out_channels = self.MODES[mode]
+        self.mode = mode
+        self.unet = ResNetUNet(backbone, space, out_channels, decoder_width)
+        last = self.unet.out[-2]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        delta = self.unet(x)
+        if self.mode == "colorize":
+            return torch.cat([x[:, :1], x[:, 1:] + delta], 1)
+        if self.mode == "decolorize":
+            return torch.cat([x[:, :1] + delta, torch.zeros_like(x[:, 1:])], 1)
+        return x + delta

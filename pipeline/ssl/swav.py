@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.distributed import all_reduce_max, all_reduce_sum
+from pipeline.collectives import all_reduce_max, all_reduce_sum
 
 
 @torch.no_grad()

@@ -28,7 +28,7 @@ from pipeline.io import load_torch
 from pipeline.loop import Schedule, TrainingRun, seed_for
 from pipeline.models import evaluating
 from pipeline.models.gan import PatchDiscriminator, adversarial_loss
-from pipeline.models.munit import MUNIT
+from pipeline.models.munit import MUNIT, MunitPass
 
 
 def load_digits(data_root: str | Path, split: str) -> tuple[torch.Tensor, np.ndarray, list[str]]:
@@ -47,27 +47,6 @@ def build_munit(mp: dict[str, Any], channels: int = 1) -> tuple[MUNIT, PatchDisc
     model = MUNIT(channels, mp["dim"], mp["style_dim"], mp["n_down"], mp["n_res"], mp["mlp_dim"])
     disc = PatchDiscriminator(channels, mp["disc_width"], n_layers=3)
     return model, disc
-
-
-class MunitPass(torch.nn.Module):
-    """One training pass of single-domain MUNIT, as one forward (so DDP sees every use of the weights).
-
-    forward(x (N, C, H, W), s_rand (N, style_dim)) -> dict of x_fake = G(c, s_rand), x_rec = G(c, s),
-    c, c_rec / s_rec = E(x_fake), and (``cycle``) x_cyc = G(c_rec, s).
-    """
-
-    def __init__(self, munit: MUNIT, cycle: bool) -> None:
-        super().__init__()
-        self.munit, self.cycle = munit, cycle
-
-    def forward(self, x: torch.Tensor, s_rand: torch.Tensor) -> dict[str, torch.Tensor]:
-        c, s = self.munit.encode(x)
-        x_fake = self.munit.decode(c, s_rand)
-        c_rec, s_rec = self.munit.encode(x_fake)
-        out = {"c": c, "x_fake": x_fake, "x_rec": self.munit.decode(c, s), "c_rec": c_rec, "s_rec": s_rec}
-        if self.cycle:
-            out["x_cyc"] = self.munit.decode(c_rec, s)
-        return out
 
 
 def munit_step(gen: torch.nn.Module, disc: torch.nn.Module, opts: tuple, x: torch.Tensor, mp: dict[str, Any], style_dim: int) -> dict[str, torch.Tensor]:

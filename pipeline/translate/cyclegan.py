@@ -1,0 +1,38 @@
+"""CycleGAN (Zhu et al.): one step for unpaired translation, both generators and both discriminators."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.models.gan import ImagePool, adversarial_loss
+
+
+def cyclegan_step(
+    m: dict[str, nn.Module], opts: tuple, x: torch.Tensor, y: torch.Tensor, cfg: dict[str, Any], pools: dict[str, ImagePool]
+) -> dict[str, torch.Tensor]:
+    """CycleGAN: G and F with LSGAN + cycle + identity, then both discriminators on pooled fakes."""
+    opt_g, opt_d = opts
+    cg = cfg["cyclegan"]
+    fake_y, fake_x = m["G"](x), m["F"](y)
+    rec_x, rec_y = m["F"](fake_y), m["G"](fake_x)
+    loss_gan = adversarial_loss(m["D_Y"](fake_y), True, "lsgan") + adversarial_loss(m["D_X"](fake_x), True, "lsgan")
+    loss_cycle = F.l1_loss(rec_x, x) + F.l1_loss(rec_y, y)
+    loss_idt = F.l1_loss(m["G"](y), y) + F.l1_loss(m["F"](x), x) if cg["identity"] > 0 else torch.zeros(())
+    loss_g = cg["gan_weight"] * loss_gan + cg["cycle"] * loss_cycle + cg["identity"] * cg["cycle"] * loss_idt
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+
+    loss_d = torch.zeros(())
+    for d_name, real, fake, pool in (("D_Y", y, fake_y, pools["Y"]), ("D_X", x, fake_x, pools["X"])):
+        scores = m[d_name](torch.cat([real, pool.query(fake.detach())]))
+        loss_d = loss_d + 0.5 * (adversarial_loss(scores[: len(real)], True, "lsgan") + adversarial_loss(scores[len(real) :], False, "lsgan"))
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    losses = {"loss_d": loss_d, "loss_g": loss_g, "loss_gan": loss_gan, "loss_cycle": loss_cycle, "loss_idt": loss_idt}
+    return {k: v.detach() for k, v in losses.items()}

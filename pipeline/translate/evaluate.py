@@ -1,0 +1,69 @@
+"""Scores of the final generators on the held-out test photos, beside the trivial baselines
+(ab = 0 for colorization, the identity for style transfer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.color import grey_of
+from pipeline.config import Params
+from pipeline.metrics.image import image_scores, l1
+from pipeline.models.features import feature_net
+from pipeline.plots import rgb_images
+from pipeline.translate.data import domain_to_rgb, load_test, painted_twins, photo_to_domain
+from pipeline.translate.training import translate_batched
+
+
+def evaluate_colorization(models: dict[str, nn.Module] | None, params: Params, data_root: str | Path) -> dict[str, Any]:
+    """Scores on the test photos (held-out sources). ``models=None`` scores the trivial ab = 0 baseline.
+
+    ab L1 is in the ab / 110 scale (the network's), RGB L1 / PSNR / SSIM in [0, 1] RGB with the true L.
+    """
+    rgb, src = load_test(data_root, "photos")
+    lab = photo_to_domain(rgb, "colorize")
+    x = grey_of(lab)
+    pred = x if models is None else translate_batched(models["G"], x)
+    pred = torch.cat([lab[:, :1], pred[:, 1:]], 1)
+    pred_rgb = domain_to_rgb(pred, "colorize")
+    tr = params.translate
+    feats = feature_net(tr.fd_features, rgb, tr.inception_weights)
+    scores = {"l1_ab": l1(pred[:, 1:], lab[:, 1:]), **image_scores(pred_rgb, rgb, feats, tr.kid_subset_size, tr.kid_subsets)}
+    photos = sorted({s.split(":")[0] for s in src})
+    scores["l1_ab_by_photo"] = {
+        p: l1(pred[idx, 1:], lab[idx, 1:]) for p in photos for idx in [[i for i, s in enumerate(src) if s.split(":")[0] == p]]
+    }
+    scores["samples"] = (x, pred, lab)
+    return scores
+
+
+def score_paintings(pred_rgb: torch.Tensor, target_rgb: torch.Tensor, params: Params) -> dict[str, float]:
+    """L1, PSNR, SSIM, FD, KID of translated test photos against their painted twins."""
+    tr = params.translate
+    feats = feature_net(tr.fd_features, target_rgb, tr.inception_weights)
+    return image_scores(pred_rgb, target_rgb, feats, tr.kid_subset_size, tr.kid_subsets)
+
+
+def evaluate_stylization(models: dict[str, nn.Module] | None, params: Params, data_root: str | Path) -> dict[str, Any]:
+    """Photo -> painting on the test photos against their exact painted twins; ``None`` = identity baseline."""
+    rgb, target_rgb = painted_twins(data_root)
+    x = photo_to_domain(rgb, "stylize")
+    pred = x if models is None else translate_batched(models["G"], x)
+    pred_rgb = domain_to_rgb(pred, "stylize")
+    scores: dict[str, Any] = score_paintings(pred_rgb, target_rgb, params)
+    if models is not None:
+        back = domain_to_rgb(translate_batched(models["F"], pred), "stylize")
+        scores["cycle_l1"] = l1(back, rgb)
+    scores["samples"] = (x, pred, photo_to_domain(target_rgb, "stylize"))
+    return scores
+
+
+def sample_rows(samples: tuple[torch.Tensor, ...], task: str, n: int = 8) -> dict[str, list[np.ndarray]]:
+    """input | output | target rows of uint8 images for :func:`pipeline.plots.image_grid`."""
+    names = ("input", "output", "target")
+
+    return {name: rgb_images(domain_to_rgb(x[:n], task)) for name, x in zip(names, samples)}
