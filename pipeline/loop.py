@@ -211,19 +211,20 @@ class TrainingRun:
                 self._flops = None
         return row
 
-    def report(self, row: dict[str, Any], show: tuple[str, ...] = (), extra: dict[str, Any] | None = None, checkpoint: bool = True,
-               **objects: Any) -> None:  # fmt: skip
-        """Append ``row`` to the history, print it (rank 0) and report it from every rank.
-
-        With ``checkpoint``, rank 0 saves each object's ``state_dict()`` (models, optimizers), the
-        ``extra`` entries and the run's bookkeeping (epoch, history, starts, world size).
-        """
-        state = None
+    def log(self, row: dict[str, Any]) -> None:
+        """Keep ``row`` in the history (rank 0) without reporting or checkpointing this epoch."""
         if self.w.is_main:
             self.history.append(row)
+
+    def report(self, row: dict[str, Any], show: tuple[str, ...] = (), extra: dict[str, Any] | None = None, **objects: Any) -> None:
+        """Keep ``row`` in the history, print it (rank 0) and report it from every rank; rank 0
+        checkpoints each object's ``state_dict()`` (models, optimizers), the ``extra`` entries and the
+        run's bookkeeping (epoch, history, starts, world size)."""
+        self.log(row)
+        state = None
+        if self.w.is_main:
             shown = " ".join(f"{k} {row[k]:.4f}" for k in show if k in row)
             print(f"[{self.name}] epoch {self.epoch + 1}/{self.total} {shown} {row['images_per_s']:.0f} img/s", flush=True)
-            if checkpoint:
-                state = {k: o.state_dict() for k, o in objects.items()} | (extra or {})
-                state |= {"epoch": self.epoch, "history": list(self.history), "starts": self.starts, "world_size": self.w.world_size}
+            state = {k: o.state_dict() for k, o in objects.items()} | (extra or {})
+            state |= {"epoch": self.epoch, "history": list(self.history), "starts": self.starts, "world_size": self.w.world_size}
         distributed.report(row, state, self.w)

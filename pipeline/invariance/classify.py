@@ -161,9 +161,8 @@ def train_loop(config: dict[str, Any]) -> None:
             done[str(seed)] = {k: v.detach().cpu() for k, v in core.state_dict().items()}
             print(f"[classify@{method}] seed {seed} done: loss {row['loss']:.3f} train_acc {row['train_acc']:.3f}", flush=True)
         if not last and (epoch + 1) % cp["checkpoint_every"]:
-            if w.is_main:
-                run.history.append(row)
-            continue  # an epoch takes well under a second here; a checkpoint costs more than that
+            run.log(row)  # an epoch takes well under a second here; a checkpoint costs more than that
+            continue
         if w.is_main and config.get("validate"):
             row["val_balanced_acc"] = fresh_nuisance_accuracy(core, data, config["transform"], seed)
         run.report(row, ("loss", "train_acc"), extra={"done": done}, model=core, optimizer=opt)
