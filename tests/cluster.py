@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +38,18 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
             return
         time.sleep(0.5)
     raise TimeoutError(f"Ray head did not open port {port} in {timeout} s")
+
+
+def _wait_for_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    """Wait until ``url`` answers (the head's dashboard, which serves `ray job submit`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited with {proc.returncode}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"Ray dashboard did not answer at {url} in {timeout} s")
 
 
 def start_node(
@@ -76,6 +89,7 @@ def local_cluster(num_cpus: int = 4, workers: int = 0, worker_cpus: int = 2) -> 
     address = f"127.0.0.1:{port}"
     try:
         _wait_for_port(port, procs[0], 120)
+        _wait_for_http(f"http://127.0.0.1:{dashboard}/api/version", procs[0], 120)  # slow to come up on a loaded machine
         for i in range(workers):
             procs.append(start_node(base / f"w{i}", port, address, worker_cpus, base / f"worker{i}.log", f'{{"node_{i + 1}": 1}}'))
         time.sleep(3 + 2 * workers)
