@@ -54,7 +54,10 @@ class PhotosParams(Section):
 
 class PaintingParams(Section):
     kuwahara_radius: Annotated[int, Field(ge=1, le=8)] = 2
+    stroke_length: Annotated[int, Field(ge=0, le=16)] = 3
+    saturation: Annotated[float, Field(ge=0, le=4)] = 1.6
     levels: Annotated[int, Field(ge=2, le=64)] = 6
+    edge_darkening: UnitInterval = 0.7
     region_split: Annotated[float, Field(gt=0.1, lt=0.9)] = 0.5
 
 
@@ -157,7 +160,7 @@ class SwavParams(Section):
 class TranslateParams(Section):
     """Shared by every translation stage (colorize, stylize): the GAN training loop and its scoring."""
 
-    seed: NonNegInt = 0
+    seeds: Annotated[list[NonNegInt], Field(min_length=1)] = [0, 1, 2]
     crop_size: Annotated[int, Field(ge=8, le=512)] = 32
     epochs: PosInt = 4
     steps_per_epoch: PosInt = 25
@@ -199,6 +202,7 @@ class CycleGanParams(Section):
 
 class StylizeParams(Section):
     train_fraction: Fraction = 1.0
+    steps_per_epoch: PosInt | None = 50  # None = translate.steps_per_epoch
 
 
 class MunitParams(Section):
@@ -262,12 +266,13 @@ class ClassifyParams(Section):
 
 class TrackingParams(Section):
     experiment: Annotated[str, Field(min_length=1)] = "ssl-i2i"
+    profile: Annotated[str, Field(min_length=1)] = "default"
 
 
 class AceParams(Section):
     """ACE (stage ``ace``): trained on the photos train split only."""
 
-    seed: NonNegInt = 0
+    seeds: Annotated[list[NonNegInt], Field(min_length=1)] = [0, 1, 2]
     encoder: Literal["scratch", "simsiam", "swav"] = "simsiam"
     level: Annotated[int, Field(ge=0, le=4)] = 2
     content_dim: PosInt = 64
@@ -290,6 +295,8 @@ class AceParams(Section):
     eval_exemplars: PosInt = 16
     adain_steps: NonNegInt = 40
     adain_lr: PosFloat = 0.05
+    floor_steps: PosInt = 100
+    floor_lr: PosFloat = 0.05
     grid_contents: PosInt = 4
     grid_styles: PosInt = 5
 

@@ -8,9 +8,10 @@ from PIL import Image
 from pipeline.config import parse_params
 from pipeline.data import sources
 from pipeline.data.longtail import assign_counts, class_counts, exp_counts, zipf_counts
-from pipeline.data.prepare import build_digits_lt, build_photo_sets, split_photos
+from pipeline.data.prepare import _paint, build_digits_lt, build_photo_sets, split_photos
 from pipeline.data.shards import Record, decode_png, read_images, read_table, write_set
-from pipeline.data.transforms import apply_nuisance, draw_nuisance, kuwahara, paint, posterize, random_patches
+from pipeline.data.painting import brush_strokes, edge_darkening, painterly, saturate
+from pipeline.data.transforms import apply_nuisance, draw_nuisance, kuwahara, posterize, random_patches
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir, write_json
 
@@ -124,7 +125,7 @@ def test_photo_split_is_by_source_and_paintings_pair_with_test_photos():
     test_paint = {r.source: r.image for r in sets["painting"] if r.split == "test"}
     assert test_photos.keys() == test_paint.keys()
     for src, img in test_photos.items():
-        np.testing.assert_array_equal(test_paint[src], paint(img, p.painting.kuwahara_radius, p.painting.levels))
+        np.testing.assert_array_equal(test_paint[src], _paint(img, p))
     # train photos come from the left region, train paintings from the right one
     for r in sets["photos"]:
         if r.split == "train":
@@ -146,10 +147,26 @@ def test_unknown_test_source_lists_available_names():
 
 def test_painterly_filter_is_deterministic_and_flat_stays_flat():
     img = np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(paint(img, 2, 6), paint(img, 2, 6))
-    flat = np.full((10, 10, 3), 100, np.uint8)
+    np.testing.assert_array_equal(painterly(img, 2, 3, 1.6, 6, 0.7), painterly(img, 2, 3, 1.6, 6, 0.7))
+    flat = np.full((10, 10, 3), 102, np.uint8)  # 102 = 2 * 255 / 5: a palette level
     np.testing.assert_array_equal(kuwahara(flat, 2), flat)
+    np.testing.assert_array_equal(painterly(flat, 2, 3, 1.6, 6, 0.7), flat)  # no edge, no colour: nothing to paint
     assert len(np.unique(posterize(img, 4))) <= 4
+
+
+def test_brush_strokes_follow_the_edges_and_contours_get_ink():
+    stripes = np.zeros((24, 24, 3))
+    stripes[::4] = 255.0  # horizontal lines: strokes run along them, not across
+    out = brush_strokes(stripes, 3)
+    np.testing.assert_allclose(out[4:20, 4:20], stripes[4:20, 4:20], atol=1e-6)
+    assert np.abs(brush_strokes(stripes.transpose(1, 0, 2), 3) - stripes.transpose(1, 0, 2)).max() < 1e-6
+    step = np.full((16, 16, 3), 100.0)
+    step[:, 8:] = 200.0
+    dark = edge_darkening(step, 1.0)
+    assert dark[:, 7].mean() < 50  # the dark side of the contour gets an ink line
+    assert np.allclose(dark[:, :4], 100.0, atol=1) and np.allclose(dark[:, 8:], 200.0)  # away from it, and the bright side, stay
+    pale = np.full((4, 4, 3), (140.0, 120.0, 100.0))
+    assert np.isclose(np.ptp(saturate(pale, 2.0)[0, 0]), 2 * np.ptp(pale[0, 0]))
 
 
 def test_kuwahara_keeps_an_edge_sharp():

@@ -18,8 +18,9 @@ import numpy as np
 from pipeline.config import PrepareParams
 from pipeline.data import sources
 from pipeline.data.longtail import assign_counts, class_counts
+from pipeline.data.painting import painterly
 from pipeline.data.shards import Record
-from pipeline.data.transforms import apply_nuisance, draw_nuisance, paint, random_patches, resize, resize_max_side
+from pipeline.data.transforms import apply_nuisance, draw_nuisance, random_patches, resize, resize_max_side
 from pipeline.errors import UserError
 
 
@@ -106,7 +107,8 @@ def build_photo_sets(params: PrepareParams, bad: sources.BadImages) -> PreparedS
 
 
 def _paint(patch: np.ndarray, params: PrepareParams) -> np.ndarray:
-    return paint(patch, params.painting.kuwahara_radius, params.painting.levels)
+    pp = params.painting
+    return painterly(patch, pp.kuwahara_radius, pp.stroke_length, pp.saturation, pp.levels, pp.edge_darkening)
 
 
 def _cyclegan_sets(parts: dict[str, list[sources.NamedImage]], params: PrepareParams, rng: np.random.Generator) -> PreparedSets:
