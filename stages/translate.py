@@ -1,5 +1,6 @@
 """DVC stages ``colorize@<encoder>-<gan>`` and ``stylize@<encoder>``: train one translation variant
-on Ray Train with the transplanted backbone, score it on the test photos, log it to MLflow."""
+on Ray Train with the transplanted backbone once per seed of ``translate.seeds``, score each on the
+test photos (a stylizer stuck at the identity stops the stage), log them to MLflow."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import math
 from pipeline.config import load_params
 from pipeline.errors import UserError, run_cli
 from pipeline.io import write_json
+from pipeline.metrics.seeds import mean_over_seeds
 from pipeline.plots import image_grid, plot_history
 from pipeline.tracking import stage_run
-from pipeline.translate import ENCODERS, GANS, evaluate_colorization, evaluate_stylization, generators_from_state, sample_rows, train
+from pipeline.translate import ENCODERS, GANS, check_stylizer, evaluate_colorization, evaluate_stylization, generators_from_state, sample_rows, train
 
 TASKS = ("colorize", "stylize")
 
@@ -46,30 +48,37 @@ def main() -> None:
               "encoder": args.encoder, "gan": args.gan}  # fmt: skip
 
     with stage_run(stage, logged, params.tracking.experiment) as run:
-        config, state = train(params, args.task, args.encoder, args.gan, args.data, args.storage, args.backbone)
-        history = state["history"]
-        if not all(math.isfinite(r["loss_g"]) and math.isfinite(r["loss_d"]) for r in history):
-            raise UserError(f"{stage}: a loss became NaN or infinite; lower translate.lr")
-        models = generators_from_state(config, state)
-        evaluate = evaluate_colorization if args.task == "colorize" else evaluate_stylization
-        scores = evaluate(models, params, args.data)
-        samples = scores.pop("samples")
-        last = history[-1]
-        metrics = {**scores, "encoder": args.encoder, "gan": args.gan, "fd_features": params.translate.fd_features,
-                   "val_l1_last_epoch": last["val_l1"], "steps_per_s": last["steps_per_s"], "world_size": state["world_size"],
-                   "epochs": len(history), "resumed_at_epochs": state["starts"][1:]}  # fmt: skip
+        runs = train(params, args.task, args.encoder, args.gan, args.data, args.storage, args.backbone)
+        per_seed, first_samples = {}, None
+        for config, state in runs:
+            seed, history = config["translate"]["seed"], state["history"]
+            if not all(math.isfinite(r["loss_g"]) and math.isfinite(r["loss_d"]) for r in history):
+                raise UserError(f"{stage}: a loss became NaN or infinite (seed {seed}); lower translate.lr")
+            evaluate = evaluate_colorization if args.task == "colorize" else evaluate_stylization
+            scores = evaluate(generators_from_state(config, state), params, args.data)
+            if args.task == "stylize":
+                check_stylizer(scores, history, f"{stage} seed {seed}")
+            samples = scores.pop("samples")
+            first_samples = first_samples or samples
+            per_seed[str(seed)] = {**scores, "val_l1_last_epoch": history[-1]["val_l1"], "steps_per_s": history[-1]["steps_per_s"],
+                              "resumed_at_epochs": state["starts"][1:]}  # fmt: skip
+        config, state = runs[0]
+        history = state["history"]  # the curves shown are the first seed's; every seed's scores are kept
+        metrics = {**mean_over_seeds(list(per_seed.values())), "seeds": [int(s) for s in per_seed], "per_seed": per_seed,
+                   "encoder": args.encoder, "gan": args.gan, "fd_features": params.translate.fd_features,
+                   "world_size": state["world_size"], "epochs": len(history)}  # fmt: skip
         run.log_history(history)
         write_json(f"plots/{tag}.json", history)
         curves = ["loss_g", "loss_d", "val_l1"]
-        baselines = {"val_l1": {"ab = 0": last["val_l1_ab0"]}} if args.task == "colorize" else None
-        png = plot_history(history, curves, f"plots/{tag}.png", stage, baselines)
-        grid = image_grid(sample_rows(samples, args.task), f"plots/{tag}_samples.png", f"{stage}: input | output | target", 1.0)
+        baselines = {"val_l1": {"ab = 0": history[-1]["val_l1_ab0"]}} if args.task == "colorize" else None
+        png = plot_history(history, curves, f"plots/{tag}.png", f"{stage} (seed {runs[0][0]['translate']['seed']})", baselines)
+        grid = image_grid(sample_rows(first_samples, args.task), f"plots/{tag}_samples.png", f"{stage}: input | output | target", 1.0)
         run.log_artifact(png, "plots")
         run.log_artifact(grid, "plots")
         run.finish(metrics, step=len(history))
         key = "l1_ab" if args.task == "colorize" else "l1_rgb"
-        print(f"{stage}: {key} {metrics[key]:.4f} psnr {metrics['psnr']:.2f} ssim {metrics['ssim']:.3f} fd {metrics['fd']:.2f}")
-
+        spread = [per_seed[s][key] for s in per_seed]
+        print(f"{stage}: {key} {metrics[key]:.4f} (seeds {', '.join(f'{v:.4f}' for v in spread)}) psnr {metrics['psnr']:.2f} ssim {metrics['ssim']:.3f} fd {metrics['fd']:.2f}")
 
 if __name__ == "__main__":
     run_cli(main)

@@ -62,7 +62,9 @@ def main() -> None:
         notes = {"l1_ab_scale": "mean |ab_pred - ab_true| / 110 over pixels (network scale)",
                  "l1_rgb_scale": "mean absolute error of RGB in [0, 1]",
                  "fd_kid_features": params.translate.fd_features,
-                 "test_split": "patches of the held-out source photos (prepare.photos.test_sources)"}  # fmt: skip
+                 "test_split": "patches of the held-out source photos (prepare.photos.test_sources)",
+                 "seeds": f"every variant is the mean over translate.seeds {params.translate.seeds}; per_seed keeps each",
+                 "kid_paintings_split_half": identity["kid_paintings_split_half"]}  # fmt: skip
         table = markdown("Colorization (test photos; lower L1/FD/KID, higher PSNR/SSIM is better)", colorize, COLS)
         table += "\n" + markdown("Style transfer photo -> painting (against the exact filtered twins)", stylize, STYLE_COLS)
         table += "\n" + "\n".join(f"- {k}: {v}" for k, v in notes.items()) + "\n"

@@ -15,6 +15,7 @@ from pipeline.models import evaluating
 from pipeline.models.gan import ImagePool, PatchDiscriminator, adversarial_loss
 from pipeline.models.resnet import ResNet18
 from pipeline.models.unet import ResNetUNet, load_backbone
+from pipeline.translate import check_stylizer, evaluate_stylization
 from pipeline.translate import data as D
 from pipeline.translate import training as T
 from pipeline.translate.cyclegan import cyclegan_step
@@ -199,16 +200,49 @@ def test_unknown_encoder_is_one_line():
         T.encoder_backbone("vgg")
 
 
-def test_generators_start_at_the_trivial_baseline(tiny_data):
+def test_colorizers_start_near_ab0_and_stylizers_far_from_the_identity(tiny_data):
     _, cfg = _tiny_config("colorize", "cyclegan", tiny_data)
     m = T.build_models(cfg, ResNet18(4, 3))
     data = D.load_domains(cfg)
-    x, y = data["X"][:3], data["Y"][:3]
-    assert torch.equal(m["G"](x), x)  # grey in, ab = 0 out: the "no colour" baseline
-    assert torch.equal(m["F"](y), grey_of(y))
+    x = data["X"][:3]
+    with torch.no_grad():
+        assert torch.equal(m["G"](x)[:, :1], x[:, :1])  # the colorizer keeps L ...
+        assert 0 < float(m["G"](x)[:, 1:].abs().mean()) < 0.05  # ... and starts near ab = 0 (no colour), not at it
     _, cfg = _tiny_config("stylize", "cyclegan", tiny_data)
     g = T.build_models(cfg, ResNet18(4, 3))["G"]
-    assert torch.equal(g(data["X"][:3]), data["X"][:3])  # identity
+    with torch.no_grad():
+        assert float((g(x) - x).abs().mean()) > 0.1  # a random image, as CycleGAN starts: not the identity, a lasso trap
+    assert cfg["translate"]["steps_per_epoch"] == 2  # stylize.steps_per_epoch overrides the shared budget
+
+
+def test_job_config_carries_one_seed():
+    params = parse_params(tiny_raw())
+    bb = ResNet18(params.pretrain.width, 3)
+    assert T.job_config(params, "colorize", "scratch", "cgan", "data", bb)["translate"]["seed"] == 0
+    cfg = T.job_config(params, "colorize", "scratch", "cgan", "data", bb, seed=1)
+    assert cfg["translate"]["seed"] == 1 and "seeds" not in cfg["translate"]
+    assert cfg["translate"]["steps_per_epoch"] == params.translate.steps_per_epoch
+
+
+def test_stylizer_guard_stops_a_generator_that_returns_its_input(tiny_data):
+    params, cfg = _tiny_config("stylize", "cyclegan", tiny_data)
+    models = T.build_models(cfg, ResNet18(4, 3))
+    history = [{"loss_d_x": 0.12, "loss_d_y": 0.15}]
+    moved = evaluate_stylization(models, params, tiny_data)
+    check_stylizer(moved, history, "stylize@scratch")  # a fresh generator already moves: no error
+
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    stuck = evaluate_stylization({"G": Identity(), "F": Identity()}, params, tiny_data)
+    assert stuck["moved"] < 1e-6  # float round trip of the domain scaling only
+    with pytest.raises(UserError, match=r"stylize@scratch: the stylizer returns its input \(mean \|G\(x\) - x\| = .*e-0\d < 0.001\)"):
+        check_stylizer(stuck, history, "stylize@scratch")
+    with pytest.raises(UserError, match="both discriminators stayed at chance .*0.251 and 0.250"):
+        check_stylizer(moved, [{"loss_d_x": 0.251, "loss_d_y": 0.250}], "stylize@scratch")
+    check_stylizer(moved, [{"loss_d_x": 0.251, "loss_d_y": 0.20}], "stylize@scratch")  # one D that separates suffices
+    check_stylizer(moved, [{"loss_d_x": 0.45, "loss_d_y": 0.5}], "stylize@scratch")  # untrained, not blind: a few steps in
 
 
 def test_user_supplied_inception_weights_give_2048_d_features(tmp_path):

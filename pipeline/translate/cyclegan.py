@@ -27,12 +27,14 @@ def cyclegan_step(
     loss_g.backward()
     opt_g.step()
 
-    loss_d = torch.zeros(())
+    per_d = {}
     for d_name, real, fake, pool in (("D_Y", y, fake_y, pools["Y"]), ("D_X", x, fake_x, pools["X"])):
         scores = m[d_name](torch.cat([real, pool.query(fake.detach())]))
-        loss_d = loss_d + 0.5 * (adversarial_loss(scores[: len(real)], True, "lsgan") + adversarial_loss(scores[len(real) :], False, "lsgan"))
+        per_d[d_name] = 0.5 * (adversarial_loss(scores[: len(real)], True, "lsgan") + adversarial_loss(scores[len(real) :], False, "lsgan"))
+    loss_d = per_d["D_X"] + per_d["D_Y"]
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
-    losses = {"loss_d": loss_d, "loss_g": loss_g, "loss_gan": loss_gan, "loss_cycle": loss_cycle, "loss_idt": loss_idt}
+    losses = {"loss_d": loss_d, "loss_d_x": per_d["D_X"], "loss_d_y": per_d["D_Y"], "loss_g": loss_g, "loss_gan": loss_gan,
+              "loss_cycle": loss_cycle, "loss_idt": loss_idt}  # fmt: skip
     return {k: v.detach() for k, v in losses.items()}

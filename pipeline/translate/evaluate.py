@@ -12,7 +12,8 @@ from torch import nn
 
 from pipeline.color import grey_of
 from pipeline.config import Params
-from pipeline.metrics.image import image_scores, l1
+from pipeline.errors import UserError
+from pipeline.metrics.image import batched, image_scores, kernel_inception_distance, l1
 from pipeline.models.features import feature_net
 from pipeline.plots import rgb_images
 from pipeline.translate.data import domain_to_rgb, load_test, painted_twins, photo_to_domain
@@ -49,17 +50,44 @@ def score_paintings(pred_rgb: torch.Tensor, target_rgb: torch.Tensor, params: Pa
 
 
 def evaluate_stylization(models: dict[str, nn.Module] | None, params: Params, data_root: str | Path) -> dict[str, Any]:
-    """Photo -> painting on the test photos against their exact painted twins; ``None`` = identity baseline."""
+    """Photo -> painting on the test photos against their exact painted twins; ``None`` = identity
+    baseline, which also gets the KID between two halves of the twins (what "indistinguishable" scores)."""
     rgb, target_rgb = painted_twins(data_root)
     x = photo_to_domain(rgb, "stylize")
     pred = x if models is None else translate_batched(models["G"], x)
     pred_rgb = domain_to_rgb(pred, "stylize")
     scores: dict[str, Any] = score_paintings(pred_rgb, target_rgb, params)
-    if models is not None:
+    scores["moved"] = l1(pred_rgb, rgb)
+    if models is None:  # the floor: KID between two halves of the paintings themselves
+        tr = params.translate
+        feats = feature_net(tr.fd_features, target_rgb, tr.inception_weights)
+        half = np.random.default_rng(0).permutation(len(target_rgb))
+        a, b = batched(feats, target_rgb[half[::2]]), batched(feats, target_rgb[half[1::2]])
+        scores["kid_paintings_split_half"] = kernel_inception_distance(a, b, min(tr.kid_subset_size, len(b)), tr.kid_subsets)[0]
+    else:
         back = domain_to_rgb(translate_batched(models["F"], pred), "stylize")
         scores["cycle_l1"] = l1(back, rgb)
     scores["samples"] = (x, pred, photo_to_domain(target_rgb, "stylize"))
     return scores
+
+
+MIN_MOVE = 1e-3  # mean |G(x) - x| in RGB [0, 1]: below a tenth of a grey level per pixel is no translation
+D_CHANCE = (0.24, 0.26)  # LSGAN discriminator loss of a D that cannot separate real from fake: 0.25 (a constant 0.5 output)
+
+
+def check_stylizer(scores: dict[str, Any], history: list[dict[str, float]], stage: str) -> None:
+    """Stop a stylizer that sits in the trivial solution: it returns its input on the test photos
+    (``scores['moved']`` < MIN_MOVE), or both discriminators ended at chance (the last epoch's
+    ``loss_d_x`` and ``loss_d_y`` within D_CHANCE), so nothing pushed it towards the paintings."""
+    if scores["moved"] < MIN_MOVE:
+        raise UserError(f"{stage}: the stylizer returns its input (mean |G(x) - x| = {scores['moved']:.1e} < {MIN_MOVE}); no model is written")
+    last = history[-1]
+    lo, hi = D_CHANCE
+    if all(lo <= last[k] <= hi for k in ("loss_d_x", "loss_d_y")):
+        raise UserError(
+            f"{stage}: both discriminators stayed at chance (LSGAN loss {last['loss_d_x']:.3f} and {last['loss_d_y']:.3f}, "
+            f"0.25 = no separation): the domains look alike to them; no model is written"
+        )
 
 
 def sample_rows(samples: tuple[torch.Tensor, ...], task: str, n: int = 8) -> dict[str, list[np.ndarray]]:

@@ -170,8 +170,11 @@ def check_inputs(params: Params, task: str, data_root: str | Path) -> None:
         raise UserError(f"{root / 'photos'}: the train split holds only grey images; colorization needs colour photos")
 
 
-def job_config(params: Params, task: str, encoder: str, gan: str, data_root: str | Path, backbone: ResNet18) -> dict[str, Any]:
-    """The dict each worker receives; the backbone weights travel in it (no shared disk needed)."""
+def job_config(
+    params: Params, task: str, encoder: str, gan: str, data_root: str | Path, backbone: ResNet18, seed: int | None = None
+) -> dict[str, Any]:
+    """The dict each worker receives for one seed (default: the first of ``translate.seeds``); the
+    backbone weights travel in it (no shared disk needed)."""
     if task not in ("colorize", "stylize"):
         raise ValueError(f"unknown translation task '{task}'")
     if encoder not in ENCODERS:
@@ -185,7 +188,8 @@ def job_config(params: Params, task: str, encoder: str, gan: str, data_root: str
         "variant": f"{task}@{encoder}-{gan}" if task == "colorize" else f"{task}@{encoder}",
         "data_root": str(Path(data_root).resolve()),
         "train_fraction": fraction,
-        "translate": params.translate.model_dump(),
+        "translate": {**params.translate.model_dump(exclude={"seeds"}), "seed": params.translate.seeds[0] if seed is None else seed,
+                      **({"steps_per_epoch": params.stylize.steps_per_epoch} if task == "stylize" and params.stylize.steps_per_epoch else {})},
         "colorize": params.colorize.model_dump(),
         "cyclegan": params.cyclegan.model_dump(),
         "backbone_spec": backbone.spec(),
@@ -202,15 +206,18 @@ def run_key(config: dict[str, Any]) -> dict[str, Any]:
 
 def train(
     params: Params, task: str, encoder: str, gan: str, data_root: str | Path, storage: str | Path, backbone_path: str | Path | None = None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Train one variant through Ray Train; returns (config, final state)."""
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Train one variant through Ray Train, once per seed of ``translate.seeds`` (each its own
+    resumable run); returns [(config, final state)] in seed order."""
     check_inputs(params, task, data_root)
     backbone = encoder_backbone(encoder, backbone_path)
-    config = job_config(params, task, encoder, gan, data_root, backbone)
     sets = ["photos", "painting"] if task == "stylize" else ["photos"]
-    name = distributed.run_name(config["variant"].replace("@", "_"), run_key(config), train_loop, [Path(data_root) / s for s in sets])
-    state = distributed.fit(train_loop, config, params.distributed, name, storage)
-    return config, state
+    runs = []
+    for seed in params.translate.seeds:
+        config = job_config(params, task, encoder, gan, data_root, backbone, seed)
+        name = distributed.run_name(config["variant"].replace("@", "_"), run_key(config), train_loop, [Path(data_root) / s for s in sets])
+        runs.append((config, distributed.fit(train_loop, config, params.distributed, name, storage)))
+    return runs
 
 
 def generators_from_state(config: dict[str, Any], state: dict[str, Any]) -> dict[str, nn.Module]:
