@@ -41,7 +41,7 @@ from pipeline.data.shards import read_images
 from pipeline.data.sources import BadImages, load_folder
 from pipeline.data.transforms import to_tensor
 from pipeline.errors import UserError
-from pipeline.io import load_torch, state_digest
+from pipeline.io import load_torch, save_torch, state_digest
 from pipeline.loop import Bundle, TrainingRun, seed_for
 from pipeline.metrics.image import l1
 from pipeline.models import evaluating
@@ -214,6 +214,32 @@ def domain_style(ace: ACE, exemplars: torch.Tensor) -> torch.Tensor:
         return ace.style(exemplars).mean(0)
 
 
+def best_style_per_image(ace: ACE, x: torch.Tensor, target: torch.Tensor, start: torch.Tensor, steps: int, lr: float) -> torch.Tensor:
+    """The floor of any choice of style: each image of ``x`` (N, 3, H, W) decoded with its content and
+    a style code optimised (Adam, from ``start`` (style_dim,)) to minimise its L1 to ``target``.
+    Returns the decoded images. No translator picking one style per image can get closer."""
+    with evaluating(ace):
+        content = ace.content(x)
+    codes = start.detach().expand(len(x), -1).clone().requires_grad_(True)
+    opt = torch.optim.Adam([codes], lr=lr)
+    was, trainable = ace.training, [p for p in ace.parameters() if p.requires_grad]
+    ace.eval()
+    for p in trainable:  # the model stays fixed: gradients reach the codes only
+        p.requires_grad_(False)
+    try:
+        for _ in range(steps):
+            loss = (ace.decode(content, codes) - target).abs().mean(dim=(1, 2, 3)).sum()  # a sum over images: each code its own problem
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+        ace.train(was)
+    with evaluating(ace):
+        return ace.decode(content, codes)
+
+
 def adain_transfer(encoder: ACE, x: torch.Tensor, exemplars: torch.Tensor, steps: int, lr: float) -> torch.Tensor:
     """Classic AdaIN feature-statistics transfer with no trained network: the backbone features of
     each photo get the exemplars' channel mean / std, and an image is optimised (Adam, from the photo)
@@ -334,8 +360,11 @@ def train_loop(config: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- driver side
 
 
-def job_config(params: Params, mode: str, data_root: str | Path, backbone: ResNet18, init_state: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The dict each worker receives; the weights travel in it (no shared disk needed for them)."""
+def job_config(
+    params: Params, mode: str, data_root: str | Path, backbone: ResNet18, init_state: dict[str, Any] | None = None, seed: int | None = None
+) -> dict[str, Any]:
+    """The dict each worker receives for one seed (default: the first of ``ace.seeds``); the weights
+    travel in it (no shared disk needed for them)."""
     photos, _, _ = read_images(Path(data_root) / "photos", "train")  # one-line errors here, not in a worker
     if min(min(p.shape[:2]) for p in photos) < params.ace.crop_size:
         raise UserError(f"ace.crop_size={params.ace.crop_size} is larger than the photo patches: lower it")
@@ -344,7 +373,7 @@ def job_config(params: Params, mode: str, data_root: str | Path, backbone: ResNe
     return {
         "mode": mode,
         "data_root": str(Path(data_root).resolve()),
-        "ace": params.ace.model_dump(),
+        "ace": ace_spec(params, params.ace.seeds[0] if seed is None else seed),
         "finetune": params.ace_finetune.model_dump(),
         "backbone_spec": backbone.spec(),
         "backbone_state": backbone.state_dict(),
@@ -360,22 +389,43 @@ def run_key(config: dict[str, Any]) -> dict[str, Any]:
             "backbone_sha": state_digest(config["backbone_state"]), "init_sha": None if init is None else state_digest(init)}  # fmt: skip
 
 
-def train(params: Params, mode: str, data_root: str | Path, backbone: ResNet18, storage: str | Path, init_state: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train ACE (or fine-tune it) through Ray Train; returns the final state."""
-    config = job_config(params, mode, data_root, backbone, init_state)
+def ace_spec(params: Params, seed: int) -> dict[str, Any]:
+    """The ``ace`` params of one model: ``seeds`` replaced by its ``seed``."""
+    return {**params.ace.model_dump(exclude={"seeds"}), "seed": seed}
+
+
+def train(
+    params: Params, mode: str, data_root: str | Path, backbone: ResNet18, storage: str | Path, init_states: dict[int, dict[str, Any]] | None = None
+) -> dict[int, dict[str, Any]]:
+    """Train ACE (or fine-tune the model of each seed in ``init_states``) through Ray Train, once per
+    seed of ``ace.seeds`` (each its own resumable run); returns {seed: final state}."""
     sets = ["photos", "painting"] if mode == "finetune" else ["photos"]
-    name = distributed.run_name(f"ace_{mode}", run_key(config), train_loop, [Path(data_root) / s for s in sets])
-    return distributed.fit(train_loop, config, params.distributed, name, storage)
+    states = {}
+    for seed in params.ace.seeds:
+        if init_states is not None and seed not in init_states:
+            raise UserError(f"ace_finetune: the ACE to start from has no model of seed {seed} (it has {sorted(init_states)}): rerun `dvc repro ace`")
+        config = job_config(params, mode, data_root, backbone, None if init_states is None else init_states[seed], seed)
+        name = distributed.run_name(f"ace_{mode}", run_key(config), train_loop, [Path(data_root) / s for s in sets])
+        states[seed] = distributed.fit(train_loop, config, params.distributed, name, storage)
+    return states
 
 
-def load_ace(path: str | Path) -> ACE:
-    """An ACE model saved by the ace / ace_finetune stage (weights_only load)."""
+def save_ace(path: str | Path, params: Params, backbone: ResNet18, states: dict[int, dict[str, Any]], mode: str) -> None:
+    """One file for the models of every seed: {seed: weights} and what rebuilds them."""
+    save_torch(path, {"seeds": {seed: st["ace"] for seed, st in states.items()}, "ace": ace_spec(params, min(states)),
+                      "backbone_spec": backbone.spec(), "encoder": params.ace.encoder, "mode": mode})  # fmt: skip
+
+
+def load_ace(path: str | Path) -> dict[int, ACE]:
+    """The ACE models {seed: model} saved by the ace / ace_finetune stage (weights_only load)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} not found: run `dvc repro {'ace_finetune' if 'finetune' in path.name else 'ace'}` first")
     ckpt = load_torch(path)
+    if "seeds" not in ckpt:
+        raise UserError(f"{path}: not an ACE file of this version (no per-seed models): rerun `dvc repro ace`")
     backbone = ResNet18(ckpt["backbone_spec"]["width"], ckpt["backbone_spec"]["in_channels"])
-    return from_state(ckpt["ace"], backbone, ckpt["state_dict"])
+    return {int(seed): from_state(ckpt["ace"], backbone, sd) for seed, sd in sorted(ckpt["seeds"].items())}
 
 
 def from_state(ac: dict[str, Any], backbone: ResNet18, state_dict: dict[str, torch.Tensor]) -> ACE:

@@ -1,8 +1,10 @@
 """DVC stage ``ace_eval``: zero-shot photo -> painting translation by ACE (never trained on
 paintings), scored against the exact painted twins beside the identity, classic AdaIN
 feature-statistics transfer on the same backbone (no training), the CycleGAN stylizer (trained
-with the painting domain) and the fine-tuned ACE; a multimodal check (one content, several style
-exemplars). Writes ``metrics/ace.json``, ``metrics/ace_table.md``, ``plots/ace_grid.png``,
+with the painting domain), the fine-tuned ACE and the floor (each photo's content decoded with the
+style code fitted to its own twin: no choice of style does better); every ACE row is the mean over
+the seeds of ``ace.seeds``, each seed's scores kept. A multimodal check (one content, several
+style exemplars). Writes ``metrics/ace.json``, ``metrics/ace_table.md``, ``plots/ace_grid.png``,
 ``plots/ace_l1.png``."""
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pipeline import ace
 from pipeline.config import load_params
 from pipeline.errors import UserError, run_cli
 from pipeline.io import atomic_file
+from pipeline.metrics.seeds import mean_over_seeds
 from pipeline.plots import bar_chart, image_grid, rgb_images
 from pipeline.tracking import stage_run
 from pipeline.translate import painted_twins, score_paintings
@@ -33,7 +36,7 @@ def labels(encoder: str) -> dict[str, str]:
         "ace_zero_shot": "ACE zero-shot (trained on photos only)",
         "ace_finetuned": "ACE fine-tuned on paintings",
         "ace_self_style": "diagnostic: ACE with each photo's own style (reconstruction)",
-        "ace_oracle": "oracle bound: ACE auto-encoding the painted twin itself",
+        "ace_floor": "floor: each photo's content with the style code fitted to its twin (the best any style can do)",
     }
 
 
@@ -56,27 +59,37 @@ def main() -> None:
     params = load_params(args.params)
     ac = params.ace
     exemplars = ace.load_exemplars(args.styles or Path(args.data) / "painting")
-    zero, fine = ace.load_ace(args.zero_shot), ace.load_ace(args.finetuned)
+    zero_models, fine_models = ace.load_ace(args.zero_shot), ace.load_ace(args.finetuned)  # {seed: model}
+    if set(zero_models) != set(fine_models):
+        raise UserError(f"{args.zero_shot} has seeds {sorted(zero_models)} but {args.finetuned} has {sorted(fine_models)}: rerun `dvc repro ace_finetune`")
     rgb, target = painted_twins(args.data)
     if exemplars.shape[-2:] != rgb.shape[-2:]:
         raise UserError(f"style exemplars are {tuple(exemplars.shape[-2:])} px but the photos are {tuple(rgb.shape[-2:])} px: give exemplars of that size")
-    styles = ace.pick_exemplars(exemplars, ac.eval_exemplars, ac.seed)
+    first = min(zero_models)
+    zero, fine = zero_models[first], fine_models[first]  # the grid and the multimodal check show the first seed
+    styles = ace.pick_exemplars(exemplars, ac.eval_exemplars, first)
 
     with stage_run("ace_eval", {"ace": ac.model_dump(), "styles": args.styles or "painting train split"}, params.tracking.experiment) as run:
-        torch.manual_seed(ac.seed)
+        torch.manual_seed(first)
         table: dict[str, dict[str, float]] = {"identity": score_paintings(rgb, target, params)}
-        adain = ace.adain_transfer(zero, rgb, styles, ac.adain_steps, ac.adain_lr)
+        adain = ace.adain_transfer(zero, rgb, styles, ac.adain_steps, ac.adain_lr)  # the frozen backbone only: one for all seeds
         table["adain"] = score_paintings(adain, target, params)
         stylize = json.loads(Path(args.stylize).read_text()) if Path(args.stylize).is_file() else {}
         if ac.encoder in stylize:
             table["cyclegan"] = {k: stylize[ac.encoder][k] for k in COLUMNS}
-        zero_out = ace.translate(zero, rgb, ace.domain_style(zero, styles))
-        fine_out = ace.translate(fine, rgb, ace.domain_style(fine, styles))
-        table["ace_zero_shot"] = score_paintings(zero_out, target, params)
-        table["ace_finetuned"] = score_paintings(fine_out, target, params)
-        table["ace_self_style"] = score_paintings(ace.reconstruct(zero, rgb), target, params)  # what fidelity alone costs
-        # the target's own content and style code: no style a translator could pick decodes closer
-        table["ace_oracle"] = score_paintings(ace.reconstruct(zero, target), target, params)
+        per_seed = {}
+        for seed in sorted(zero_models):
+            seed_styles = ace.pick_exemplars(exemplars, ac.eval_exemplars, seed)
+            z, f = zero_models[seed], fine_models[seed]
+            start = ace.domain_style(z, seed_styles)
+            floor = ace.best_style_per_image(z, rgb, target, start, ac.floor_steps, ac.floor_lr)
+            per_seed[str(seed)] = {
+                "ace_zero_shot": score_paintings(ace.translate(z, rgb, start), target, params),
+                "ace_finetuned": score_paintings(ace.translate(f, rgb, ace.domain_style(f, seed_styles)), target, params),
+                "ace_self_style": score_paintings(ace.reconstruct(z, rgb), target, params),  # what fidelity alone costs
+                "ace_floor": score_paintings(floor, target, params),
+            }
+        table |= mean_over_seeds(list(per_seed.values()))
 
         # multimodal: one content, several style exemplars
         contents = rgb[: ac.grid_contents]
@@ -99,10 +112,12 @@ def main() -> None:
             tmp.write_text(markdown(table, ac.encoder, params.translate.fd_features))
         for path in (grid, bars, Path("metrics/ace_table.md")):
             run.log_artifact(path, "plots" if str(path).endswith(".png") else None)
-        zero_l1, fine_l1 = table["ace_zero_shot"]["l1_rgb"], table["ace_finetuned"]["l1_rgb"]
+        gains = {seed: {"zero_shot_gain_over_identity_l1": table["identity"]["l1_rgb"] - r["ace_zero_shot"]["l1_rgb"],
+                        "finetune_gain_over_zero_shot_l1": r["ace_zero_shot"]["l1_rgb"] - r["ace_finetuned"]["l1_rgb"],
+                        "floor_gain_over_identity_l1": table["identity"]["l1_rgb"] - r["ace_floor"]["l1_rgb"]} for seed, r in per_seed.items()}  # fmt: skip
         metrics = {"table": table, "labels": labels(ac.encoder), "multimodal": multimodal, "encoder": ac.encoder, "fd_features": params.translate.fd_features,
-                   "zero_shot_gain_over_identity_l1": table["identity"]["l1_rgb"] - zero_l1,
-                   "finetune_gain_over_zero_shot_l1": zero_l1 - fine_l1, "test_images": len(rgb), "style_exemplars": len(styles)}  # fmt: skip
+                   **mean_over_seeds(list(gains.values())), "seeds": [int(s) for s in per_seed], "per_seed": {s: per_seed[s] | gains[s] for s in per_seed},
+                   "test_images": len(rgb), "style_exemplars": len(styles)}  # fmt: skip
         run.finish(metrics, name="ace")
     print(markdown(table, ac.encoder, params.translate.fd_features))
     print(f"ace_eval: content similarity own {own:.3f} vs others {others:.3f}; style diversity {multimodal['style_diversity']:.4f}")

@@ -165,3 +165,40 @@ def test_frozen_call_passes_gradients_to_the_input_only():
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert all(p.grad is None for p in enc.parameters())
     assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
+
+
+def test_floor_fits_each_images_style_code_to_its_own_target():
+    model, _ = _model()
+    model.eval()  # targets made with the content codes the floor sees (BatchNorm in eval mode)
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        codes = torch.randn(4, 4) * 2  # a different style per image: no single code reaches them all
+        target = model.decode(model.content(x), codes)
+    start = torch.zeros(4)
+    with torch.no_grad():
+        start_l1 = (model.decode(model.content(x), start.expand(4, -1)) - target).abs().mean(dim=(1, 2, 3))
+    floor = ace.best_style_per_image(model, x, target, start, steps=60, lr=0.1)
+    floor_l1 = (floor - target).abs().mean(dim=(1, 2, 3))
+    assert (floor_l1 < 0.5 * start_l1).all()  # every image got closer with its own code
+
+
+def test_ace_file_holds_one_model_per_seed_and_loads_weights_only(tmp_path):
+    from pipeline.config import parse_params
+
+    from .conftest import tiny_raw
+
+    params = parse_params(tiny_raw(ace={"seeds": [3, 5]}))
+    backbone = ResNet18(params.pretrain.width, 3)
+    states = {}
+    for seed in params.ace.seeds:
+        torch.manual_seed(seed)
+        states[seed] = {"ace": ace.build(ace.ace_spec(params, seed), backbone)[0].state_dict()}
+    ace.save_ace(tmp_path / "ace.pt", params, backbone, states, "pretrain")
+    models = ace.load_ace(tmp_path / "ace.pt")
+    assert sorted(models) == [3, 5]
+    for seed, model in models.items():
+        assert all(torch.equal(v, states[seed]["ace"][k]) for k, v in model.state_dict().items())
+    assert not all(torch.equal(a, b) for a, b in zip(models[3].state_dict().values(), models[5].state_dict().values()))
+    save_torch(tmp_path / "old.pt", {"state_dict": {}, "ace": {}})
+    with pytest.raises(UserError, match="not an ACE file of this version"):
+        ace.load_ace(tmp_path / "old.pt")
