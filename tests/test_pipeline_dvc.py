@@ -95,12 +95,23 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert munit["world_size"] == 2 and munit["style_diversity"] >= 0
     assert (repo / "plots/ekld_by_class.png").stat().st_size > 1000 and (repo / "plots/munit_samples.png").is_file()
     ace = json.loads((repo / "metrics/ace.json").read_text())
-    assert set(ace["table"]) == {"identity", "adain", "cyclegan", "ace_zero_shot", "ace_finetuned", "ace_self_style", "ace_oracle"}
+    assert set(ace["table"]) == {"identity", "adain", "cyclegan", "ace_zero_shot", "ace_finetuned", "ace_self_style", "ace_floor"}
+    assert sorted(ace["per_seed"]) == ["0", "1"] and sorted(table["simsiam-cgan"]["per_seed"]) == ["0", "1"]  # tiny: 2 seeds each
     assert {"l1_rgb", "psnr", "ssim", "fd", "kid"} <= set(ace["table"]["ace_zero_shot"])
     assert "| ACE zero-shot (trained on photos only) |" in (repo / "metrics/ace_table.md").read_text()
     assert {"content_similarity_own", "content_similarity_others", "style_diversity"} <= set(ace["multimodal"])
     assert json.loads((repo / "metrics/ace_train.json").read_text())["world_size"] == 2
     assert (repo / "plots/ace_grid.png").stat().st_size > 1000 and (repo / "models/ace_finetune.pt").is_file()
+    claims = json.loads((repo / "metrics/claims.json").read_text())
+    assert claims["profile"] == "default"
+    by_id = {c["id"]: c for c in claims["claims"]}
+    assert {"ssl_knn_gain_simsiam", "ssl_knn_gain_swav", "colorize_ssl_beats_scratch_simsiam", "colorize_ssl_beats_scratch_swav",
+            "stylize_beats_identity", "ace_zero_shot_beats_identity", "ace_finetune_beats_zero_shot"} <= set(by_id)  # fmt: skip
+    for c in by_id.values():
+        lo, hi = c["ci95"]
+        assert lo <= c["value"] <= hi and c["holds"] == (lo > 0), c["id"]
+    assert len(by_id["colorize_ssl_beats_scratch_swav"]["per_seed"]) == 2 and len(by_id["stylize_beats_identity"]["per_seed"]) == 6
+    assert "| `ace_zero_shot_beats_identity` |" in (repo / "metrics/claims.md").read_text()
     prep = json.loads((repo / "metrics/prepare.json").read_text())
     assert prep["counts"]["photos"]["test"] > 0 and len(prep["digits_lt_counts"]) == 10
 
@@ -111,7 +122,7 @@ def test_dvc_repro_end_to_end(tmp_path):
     by_name = {r.info.run_name: r for r in runs}
     translation = {f"colorize@{v}" for v in variants} | {f"stylize@{e}" for e in ("scratch", "simsiam", "swav")}
     git = {"munit", "augment", "evaluate", *(f"classify@{m}" for m in ("erm", "drs", "git", "oracle"))}
-    ace_stages = {"ace", "ace_finetune", "ace_eval"}
+    ace_stages = {"ace", "ace_finetune", "ace_eval", "claims"}
     assert set(by_name) == {"prepare", "pretrain@simsiam", "pretrain@swav", "backbone_scratch", "translate_report", *translation, *git, *ace_stages}
     ace_hist = mlflow.MlflowClient(uri).get_metric_history(by_name["ace"].info.run_id, "loss_contrastive")
     assert sorted(m.step for m in ace_hist) == [0, 1, 2]  # two epochs, then the final metrics

@@ -1,0 +1,130 @@
+"""The seeds' claims that the study tests, each as an effect over seeds with a 95 % interval.
+
+Every function takes the stages' metrics (the parsed ``metrics/<name>.json`` files, by name) and
+returns entries of ``metrics/claims.json`` (:func:`pipeline.metrics.seeds.claim`): ``value`` > 0
+means the claim holds on average, ``holds`` means the interval's lower end is > 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pipeline.config import Params, PretrainParams
+from pipeline.metrics.seeds import claim
+
+SSL = ("simsiam", "swav")
+ENCODERS = ("scratch", "simsiam", "swav")
+METRICS = (  # the metrics files the claims read
+    "pretrain_simsiam", "pretrain_swav", "colorize_scratch_cgan", "colorize_simsiam_cgan", "colorize_swav_cgan",
+    "stylize", "ace",
+)  # fmt: skip
+
+
+def _per_seed(metrics: dict[str, Any], *keys: str) -> dict[str, float]:
+    """{seed: value} of a stage run once per seed (``per_seed``), the value at ``keys``."""
+    out = {}
+    for seed, row in metrics["per_seed"].items():
+        for k in keys:
+            row = row[k]
+        out[seed] = float(row)
+    return out
+
+
+def ssl_claims(m: dict[str, dict[str, Any]], profile: str, pre: PretrainParams) -> list[dict[str, Any]]:
+    """kNN top-1 of the pretrained backbone minus the untrained one's (the fair baseline: same
+    architecture and probe, ``pretrain.baseline_seeds`` random inits)."""
+    out = []
+    for method in SSL:
+        p = m[f"pretrain_{method}"]
+        # one pretraining seed: the interval joins the probe-query bootstrap (paired against init 0)
+        # with the spread of the untrained baseline over its inits, as independent normal errors
+        lo_q, hi_q = p["knn_gain_ci95_vs_seed0"]
+        se_queries = (hi_q - lo_q) / (2 * 1.96)
+        se_inits = p["knn_gain_std_over_init_seeds"] / math.sqrt(pre.baseline_seeds)
+        half = 1.96 * math.hypot(se_queries, se_inits)
+        out.append(claim(
+            f"ssl_knn_gain_{method}", f"{method} pretraining learns features: kNN top-1 above the untrained backbone's",
+            [p["knn_gain"]], f"untrained backbone, kNN top-1 {p['knn_top1_untrained']:.3f} (chance {p['knn_chance']:.2f})", profile,
+            [pre.seed], "one pretraining seed: normal interval from a paired bootstrap over probe queries and the "
+            "spread of the untrained baseline over its init seeds", (p["knn_gain"] - half, p["knn_gain"] + half),
+            {"knn_top1": p["knn_top1"], "knn_top1_untrained": p["knn_top1_untrained"]},
+        ))  # fmt: skip
+    return out
+
+
+def colorize_claims(m: dict[str, dict[str, Any]], profile: str) -> list[dict[str, Any]]:
+    """Test ab L1 of the scratch-encoder cGAN minus the SSL-encoder cGAN's, paired by seed (same
+    train subset, same batches)."""
+    scratch = _per_seed(m["colorize_scratch_cgan"], "l1_ab")
+    out = []
+    for method in SSL:
+        ssl = _per_seed(m[f"colorize_{method}_cgan"], "l1_ab")
+        seeds = sorted(set(scratch) & set(ssl), key=int)
+        out.append(claim(
+            f"colorize_ssl_beats_scratch_{method}", f"a {method} encoder makes a better cGAN colorizer than scratch (test ab L1)",
+            [scratch[s] - ssl[s] for s in seeds], f"scratch encoder cGAN, ab L1 {sum(scratch[s] for s in seeds) / len(seeds):.4f}",
+            profile, [int(s) for s in seeds], "t over seeds, paired (same train subset and batches)",
+            detail={"l1_ab_scratch": [scratch[s] for s in seeds], f"l1_ab_{method}": [ssl[s] for s in seeds]},
+        ))  # fmt: skip
+    return out
+
+
+def stylize_claims(m: dict[str, dict[str, Any]], profile: str) -> list[dict[str, Any]]:
+    """Test L1 to the painted twins: the identity's minus each CycleGAN stylizer's (every encoder, every seed)."""
+    st = m["stylize"]
+    identity = st["identity"]["l1_rgb"]
+    effects, seeds, runs = [], set(), {}
+    for enc in ENCODERS:
+        for seed, row in st[enc]["per_seed"].items():
+            effects.append(identity - row["l1_rgb"])
+            seeds.add(int(seed))
+            runs[f"{enc}/{seed}"] = row["l1_rgb"]
+    return [claim(
+        "stylize_beats_identity", "CycleGAN translates photo to painting: test L1 to the painted twins below the identity's",
+        effects, f"identity, L1 {identity:.4f} (KID {st['identity']['kid']:.4f}; paintings against paintings "
+        f"{st['identity'].get('kid_paintings_split_half', float('nan')):.4f})", profile, sorted(seeds),
+        f"t over {len(effects)} runs (stylize@{{{','.join(ENCODERS)}}} x seeds)", detail={"l1_rgb": runs},
+    )]  # fmt: skip
+
+
+def ace_claims(m: dict[str, dict[str, Any]], profile: str) -> list[dict[str, Any]]:
+    """ACE against the identity and fine-tuned against zero-shot (test L1, per ACE seed); and the
+    floor (the best style code per image) against the identity: where it does not hold, no
+    zero-shot style can beat the identity and the decoder is what limits ACE."""
+    a = m["ace"]
+    seeds = sorted(a["per_seed"], key=int)
+    table = a["table"]
+
+    def effects(key: str) -> list[float]:
+        return [a["per_seed"][s][key] for s in seeds]
+
+    ids = [int(s) for s in seeds]
+    return [
+        claim("ace_zero_shot_beats_identity", "ACE zero-shot (trained on photos only) paints: test L1 to the twins below the identity's",
+              effects("zero_shot_gain_over_identity_l1"), f"identity, L1 {table['identity']['l1_rgb']:.4f}", profile, ids,
+              detail={"floor_l1": table["ace_floor"]["l1_rgb"], "zero_shot_l1": table["ace_zero_shot"]["l1_rgb"]}),
+        claim("ace_finetune_beats_zero_shot", "fine-tuning ACE on paintings lowers its test L1 to the twins",
+              effects("finetune_gain_over_zero_shot_l1"), f"ACE zero-shot, L1 {table['ace_zero_shot']['l1_rgb']:.4f}", profile, ids),
+        claim("ace_floor_beats_identity", "diagnostic: with the best style code per image, ACE's decoder gets closer to the twins than the identity",
+              effects("floor_gain_over_identity_l1"), f"identity, L1 {table['identity']['l1_rgb']:.4f}", profile, ids),
+    ]  # fmt: skip
+
+
+def translation_claims(m: dict[str, dict[str, Any]], params: Params) -> list[dict[str, Any]]:
+    """Every claim of the translation study (seeds 001, 002, 003), in a fixed order."""
+    profile = params.tracking.profile
+    return ssl_claims(m, profile, params.pretrain) + colorize_claims(m, profile) + stylize_claims(m, profile) + ace_claims(m, profile)
+
+
+def markdown(claims: list[dict[str, Any]]) -> str:
+    """The claims table: id, value, interval, holds, baseline, seeds."""
+
+    def ci(c: dict[str, Any]) -> str:
+        lo, hi = c["ci95"]
+        return f"[{'-inf' if lo is None else f'{lo:+.4f}'}, {'inf' if hi is None else f'{hi:+.4f}'}]"
+
+    lines = ["| claim | value | 95 % CI | holds | baseline | seeds |", "|---|---|---|---|---|---|"]
+    for c in claims:
+        lines.append(f"| `{c['id']}` | {c['value']:+.4f} | {ci(c)} | {'yes' if c['holds'] else 'no'} | {c['baseline']} | {len(c['per_seed'])} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,71 @@
+"""Claims: statistics over seeds, the t interval, and the claims the study derives from its metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from pipeline.claims import markdown, translation_claims
+from pipeline.config import parse_params
+from pipeline.metrics.seeds import claim, mean_over_seeds, t_interval
+
+from .conftest import tiny_raw
+
+
+def test_t_interval_matches_scipy_and_widens_with_spread():
+    v = [0.1, 0.3, 0.2, 0.25]
+    mean, lo, hi = t_interval(v)
+    ref = stats.t.interval(0.95, len(v) - 1, loc=np.mean(v), scale=stats.sem(v))
+    assert mean == pytest.approx(0.2125) and (lo, hi) == pytest.approx(ref)
+    assert t_interval([1.0, 2.0, 3.0])[2] - t_interval([1.9, 2.0, 2.1])[2] > 0
+    assert t_interval([0.4]) == (0.4, -math.inf, math.inf)  # one seed: no interval
+
+
+def test_claim_holds_only_when_the_interval_leaves_zero():
+    assert claim("a", "s", [0.10, 0.12, 0.11], "b", "default", [0, 1, 2])["holds"]
+    noisy = claim("a", "s", [0.3, -0.2, 0.1], "b", "default", [0, 1, 2])
+    assert noisy["value"] > 0 and not noisy["holds"]  # positive on average, yet the interval includes 0
+    one = claim("a", "s", [0.5], "b", "default", [0])
+    assert one["ci95"] == [None, None] and not one["holds"]
+    given = claim("a", "s", [0.05], "b", "default", [0], "bootstrap", interval=(0.01, 0.09))
+    assert given["holds"] and given["ci95"] == [0.01, 0.09] and given["ci_method"] == "bootstrap"
+
+
+def test_mean_over_seeds_averages_numbers_in_nested_dicts():
+    rows = [{"l1": 1.0, "by": {"a": 2.0}, "name": "x", "ok": True}, {"l1": 3.0, "by": {"a": 4.0}, "name": "y", "ok": False}]
+    assert mean_over_seeds(rows) == {"l1": 2.0, "by": {"a": 3.0}, "name": "x", "ok": True}
+
+
+def _metrics(ssl_l1: list[float], stylize_l1: list[float], zero: list[float], fine: list[float]) -> dict:
+    seeds = [str(s) for s in range(len(ssl_l1))]
+    pre = {"knn_gain": 0.05, "knn_gain_ci95_vs_seed0": [0.02, 0.09], "knn_gain_std_over_init_seeds": 0.01,
+           "knn_top1": 0.6, "knn_top1_untrained": 0.55, "knn_chance": 0.1}  # fmt: skip
+    cgan = lambda v: {"per_seed": {s: {"l1_ab": x} for s, x in zip(seeds, v)}}  # noqa: E731
+    stylize = {"identity": {"l1_rgb": 0.10, "kid": 0.05, "kid_paintings_split_half": 0.0},
+               **{e: {"per_seed": {s: {"l1_rgb": x} for s, x in zip(seeds, stylize_l1)}} for e in ("scratch", "simsiam", "swav")}}  # fmt: skip
+    ace = {"table": {"identity": {"l1_rgb": 0.10}, "ace_zero_shot": {"l1_rgb": float(np.mean(zero))}, "ace_floor": {"l1_rgb": 0.05}},
+           "per_seed": {s: {"zero_shot_gain_over_identity_l1": 0.10 - z, "finetune_gain_over_zero_shot_l1": z - f,
+                            "floor_gain_over_identity_l1": 0.05} for s, z, f in zip(seeds, zero, fine)}}  # fmt: skip
+    return {"pretrain_simsiam": pre, "pretrain_swav": {**pre, "knn_gain": 0.0}, "colorize_scratch_cgan": cgan([0.20, 0.21, 0.19]),
+            "colorize_simsiam_cgan": cgan(ssl_l1), "colorize_swav_cgan": cgan([0.22, 0.20, 0.21]), "stylize": stylize, "ace": ace}  # fmt: skip
+
+
+def test_translation_claims_sign_and_judge_each_effect():
+    params = parse_params(tiny_raw())
+    claims = {c["id"]: c for c in translation_claims(_metrics([0.18, 0.19, 0.17], [0.08, 0.085, 0.082], [0.2, 0.18, 0.19], [0.3, 0.25, 0.28]), params)}
+    assert list(claims) == ["ssl_knn_gain_simsiam", "ssl_knn_gain_swav", "colorize_ssl_beats_scratch_simsiam", "colorize_ssl_beats_scratch_swav",
+                            "stylize_beats_identity", "ace_zero_shot_beats_identity", "ace_finetune_beats_zero_shot", "ace_floor_beats_identity"]  # fmt: skip
+    assert claims["ssl_knn_gain_simsiam"]["holds"] and not claims["ssl_knn_gain_swav"]["holds"]
+    lo, hi = claims["ssl_knn_gain_simsiam"]["ci95"]
+    assert hi - lo > 0.09 - 0.02 and (lo + hi) / 2 == pytest.approx(0.05)  # centred on the gain; the init spread widens the query bootstrap
+    assert claims["colorize_ssl_beats_scratch_simsiam"]["value"] == pytest.approx(0.02) and claims["colorize_ssl_beats_scratch_simsiam"]["holds"]
+    assert claims["colorize_ssl_beats_scratch_swav"]["value"] < 0 and not claims["colorize_ssl_beats_scratch_swav"]["holds"]
+    assert claims["stylize_beats_identity"]["holds"] and len(claims["stylize_beats_identity"]["per_seed"]) == 9
+    assert not claims["ace_zero_shot_beats_identity"]["holds"] and claims["ace_zero_shot_beats_identity"]["value"] == pytest.approx(-0.09)
+    assert not claims["ace_finetune_beats_zero_shot"]["holds"]
+    assert all(c["profile"] == "default" and {"statement", "baseline", "ci_method", "seeds"} <= set(c) for c in claims.values())
+    table = markdown(list(claims.values()))
+    assert "| `stylize_beats_identity` | +0.0177 |" in table and table.count("\n") == 2 + len(claims)
