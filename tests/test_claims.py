@@ -45,7 +45,7 @@ def _metrics(ssl_l1: list[float], stylize_l1: list[float], zero: list[float], fi
            "knn_top1": 0.6, "knn_top1_untrained": 0.55, "knn_chance": 0.1}  # fmt: skip
     cgan = lambda v: {"per_seed": {s: {"l1_ab": x} for s, x in zip(seeds, v)}}  # noqa: E731
     stylize = {"identity": {"l1_rgb": 0.10, "kid": 0.05, "kid_paintings_split_half": 0.0},
-               **{e: {"per_seed": {s: {"l1_rgb": x} for s, x in zip(seeds, stylize_l1)}} for e in ("scratch", "simsiam", "swav")}}  # fmt: skip
+               **{e: {"per_seed": {s: {"l1_rgb": x, "kid": 0.04 + x} for s, x in zip(seeds, stylize_l1)}} for e in ("scratch", "simsiam", "swav")}}  # fmt: skip
     ace = {"table": {"identity": {"l1_rgb": 0.10}, "ace_zero_shot": {"l1_rgb": float(np.mean(zero))}, "ace_floor": {"l1_rgb": 0.05}},
            "per_seed": {s: {"zero_shot_gain_over_identity_l1": 0.10 - z, "finetune_gain_over_zero_shot_l1": z - f,
                             "floor_gain_over_identity_l1": 0.05} for s, z, f in zip(seeds, zero, fine)}}  # fmt: skip
@@ -57,13 +57,14 @@ def test_translation_claims_sign_and_judge_each_effect():
     params = parse_params(tiny_raw())
     claims = {c["id"]: c for c in translation_claims(_metrics([0.18, 0.19, 0.17], [0.08, 0.085, 0.082], [0.2, 0.18, 0.19], [0.3, 0.25, 0.28]), params)}
     assert list(claims) == ["ssl_knn_gain_simsiam", "ssl_knn_gain_swav", "colorize_ssl_beats_scratch_simsiam", "colorize_ssl_beats_scratch_swav",
-                            "stylize_beats_identity", "ace_zero_shot_beats_identity", "ace_finetune_beats_zero_shot", "ace_floor_beats_identity"]  # fmt: skip
+                            "stylize_beats_identity", "stylize_kid_below_identity", "ace_zero_shot_beats_identity", "ace_finetune_beats_zero_shot", "ace_floor_beats_identity"]  # fmt: skip
     assert claims["ssl_knn_gain_simsiam"]["holds"] and not claims["ssl_knn_gain_swav"]["holds"]
     lo, hi = claims["ssl_knn_gain_simsiam"]["ci95"]
     assert hi - lo > 0.09 - 0.02 and (lo + hi) / 2 == pytest.approx(0.05)  # centred on the gain; the init spread widens the query bootstrap
     assert claims["colorize_ssl_beats_scratch_simsiam"]["value"] == pytest.approx(0.02) and claims["colorize_ssl_beats_scratch_simsiam"]["holds"]
     assert claims["colorize_ssl_beats_scratch_swav"]["value"] < 0 and not claims["colorize_ssl_beats_scratch_swav"]["holds"]
     assert claims["stylize_beats_identity"]["holds"] and len(claims["stylize_beats_identity"]["per_seed"]) == 9
+    assert claims["stylize_kid_below_identity"]["value"] < 0 and not claims["stylize_kid_below_identity"]["holds"]
     assert not claims["ace_zero_shot_beats_identity"]["holds"] and claims["ace_zero_shot_beats_identity"]["value"] == pytest.approx(-0.09)
     assert not claims["ace_finetune_beats_zero_shot"]["holds"]
     assert all(c["profile"] == "default" and {"statement", "baseline", "ci_method", "seeds"} <= set(c) for c in claims.values())
