@@ -70,3 +70,14 @@ def test_translation_claims_sign_and_judge_each_effect():
     assert all(c["profile"] == "default" and {"statement", "baseline", "ci_method", "seeds"} <= set(c) for c in claims.values())
     table = markdown(list(claims.values()))
     assert "| `stylize_beats_identity` | +0.0177 |" in table and table.count("\n") == 2 + len(claims)
+
+
+def test_claims_stage_names_the_missing_metrics_file(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-m", "stages.claims", "--metrics", str(tmp_path)], cwd=root, capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"error: {tmp_path / 'pretrain_simsiam.json'} not found: run `dvc repro` up to the stage that writes it"
