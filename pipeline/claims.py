@@ -14,21 +14,15 @@ from pipeline.config import Params, PretrainParams
 from pipeline.metrics.seeds import claim
 
 SSL = ("simsiam", "swav")
-ENCODERS = ("scratch", "simsiam", "swav")
 METRICS = (  # the metrics files the claims read
     "pretrain_simsiam", "pretrain_swav", "colorize_scratch_cgan", "colorize_simsiam_cgan", "colorize_swav_cgan",
     "stylize", "ace",
 )  # fmt: skip
 
 
-def _per_seed(metrics: dict[str, Any], *keys: str) -> dict[str, float]:
-    """{seed: value} of a stage run once per seed (``per_seed``), the value at ``keys``."""
-    out = {}
-    for seed, row in metrics["per_seed"].items():
-        for k in keys:
-            row = row[k]
-        out[seed] = float(row)
-    return out
+def _per_seed(metrics: dict[str, Any], key: str) -> dict[str, float]:
+    """{seed: metrics[key]} of a stage run once per seed (``per_seed``)."""
+    return {seed: float(row[key]) for seed, row in metrics["per_seed"].items()}
 
 
 def ssl_claims(m: dict[str, dict[str, Any]], profile: str, pre: PretrainParams) -> list[dict[str, Any]]:
@@ -75,9 +69,10 @@ def stylize_claims(m: dict[str, dict[str, Any]], profile: str) -> list[dict[str,
     photos against their painted twins: L1 (exact fidelity) and KID (the style's distribution)."""
     st = m["stylize"]
     identity = st["identity"]
-    seeds = sorted({int(seed) for enc in ENCODERS for seed in st[enc]["per_seed"]})
-    runs = {f"{enc}/{seed}": row for enc in ENCODERS for seed, row in st[enc]["per_seed"].items()}
-    method = f"t over {len(runs)} runs (stylize@{{{','.join(ENCODERS)}}} x seeds)"
+    encoders = [k for k, v in st.items() if isinstance(v, dict) and "per_seed" in v]  # the stylize@<encoder> rows
+    seeds = sorted({int(seed) for enc in encoders for seed in st[enc]["per_seed"]})
+    runs = {f"{enc}/{seed}": row for enc in encoders for seed, row in st[enc]["per_seed"].items()}
+    method = f"t over {len(runs)} runs (stylize@{{{','.join(encoders)}}} x seeds)"
     return [
         claim("stylize_beats_identity", "CycleGAN translates photo to painting: test L1 to the painted twins below the identity's",
               [identity["l1_rgb"] - r["l1_rgb"] for r in runs.values()], f"identity, L1 {identity['l1_rgb']:.4f}", profile, seeds, method,

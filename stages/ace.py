@@ -62,5 +62,6 @@ def main() -> None:
         summary = " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k in ("loss_contrastive", "val_recon_l1", "val_content_std", "style_diversity", "loss_content"))
         print(f"{stage} (mean over seeds {list(states)}): {summary}")
 
+
 if __name__ == "__main__":
     run_cli(main)

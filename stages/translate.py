@@ -49,12 +49,12 @@ def main() -> None:
 
     with stage_run(stage, logged, params.tracking.experiment) as run:
         runs = train(params, args.task, args.encoder, args.gan, args.data, args.storage, args.backbone)
+        evaluate = evaluate_colorization if args.task == "colorize" else evaluate_stylization
         per_seed, first_samples = {}, None
         for config, state in runs:
             seed, history = config["translate"]["seed"], state["history"]
             if not all(math.isfinite(r["loss_g"]) and math.isfinite(r["loss_d"]) for r in history):
                 raise UserError(f"{stage}: a loss became NaN or infinite (seed {seed}); lower translate.lr")
-            evaluate = evaluate_colorization if args.task == "colorize" else evaluate_stylization
             scores = evaluate(generators_from_state(config, state), params, args.data)
             if args.task == "stylize":
                 check_stylizer(scores, history, f"{stage} seed {seed}")
@@ -71,7 +71,7 @@ def main() -> None:
         write_json(f"plots/{tag}.json", history)
         curves = ["loss_g", "loss_d", "val_l1"]
         baselines = {"val_l1": {"ab = 0": history[-1]["val_l1_ab0"]}} if args.task == "colorize" else None
-        png = plot_history(history, curves, f"plots/{tag}.png", f"{stage} (seed {runs[0][0]['translate']['seed']})", baselines)
+        png = plot_history(history, curves, f"plots/{tag}.png", f"{stage} (seed {config['translate']['seed']})", baselines)
         grid = image_grid(sample_rows(first_samples, args.task), f"plots/{tag}_samples.png", f"{stage}: input | output | target", 1.0)
         run.log_artifact(png, "plots")
         run.log_artifact(grid, "plots")
@@ -79,6 +79,7 @@ def main() -> None:
         key = "l1_ab" if args.task == "colorize" else "l1_rgb"
         spread = [per_seed[s][key] for s in per_seed]
         print(f"{stage}: {key} {metrics[key]:.4f} (seeds {', '.join(f'{v:.4f}' for v in spread)}) psnr {metrics['psnr']:.2f} ssim {metrics['ssim']:.3f} fd {metrics['fd']:.2f}")
+
 
 if __name__ == "__main__":
     run_cli(main)
