@@ -203,6 +203,7 @@ class CycleGanParams(Section):
 class StylizeParams(Section):
     train_fraction: Fraction = 1.0
     steps_per_epoch: PosInt | None = 50  # None = translate.steps_per_epoch
+    batch_size: PosInt | None = 4  # None = cyclegan.batch_size
 
 
 class MunitParams(Section):

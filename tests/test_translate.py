@@ -224,6 +224,18 @@ def test_job_config_carries_one_seed():
     assert cfg["translate"]["steps_per_epoch"] == params.translate.steps_per_epoch
 
 
+def test_stylize_overrides_the_cyclegan_batch_and_steps_colorize_keeps_them():
+    raw = tiny_raw()
+    raw["stylize"] = {**raw.get("stylize", {}), "batch_size": 6, "steps_per_epoch": 3}
+    params = parse_params(raw)
+    bb = ResNet18(params.pretrain.width, 3)
+    sty = T.job_config(params, "stylize", "scratch", "cyclegan", "data", bb)
+    col = T.job_config(params, "colorize", "scratch", "cyclegan", "data", bb)
+    assert (sty["cyclegan"]["batch_size"], sty["translate"]["steps_per_epoch"]) == (6, 3)
+    assert (col["cyclegan"]["batch_size"], col["translate"]["steps_per_epoch"]) == (params.cyclegan.batch_size, params.translate.steps_per_epoch)
+    assert params.cyclegan.batch_size != 6 and params.translate.steps_per_epoch != 3
+
+
 def test_stylizer_guard_stops_a_generator_that_returns_its_input(tiny_data):
     params, cfg = _tiny_config("stylize", "cyclegan", tiny_data)
     models = T.build_models(cfg, ResNet18(4, 3))
