@@ -16,7 +16,7 @@ from pipeline.metrics.seeds import claim
 SSL = ("simsiam", "swav")
 METRICS = (  # the metrics files the claims read
     "pretrain_simsiam", "pretrain_swav", "colorize_scratch_cgan", "colorize_simsiam_cgan", "colorize_swav_cgan",
-    "stylize", "ace",
+    "stylize", "ace", "classify", "augment",
 )  # fmt: skip
 
 
@@ -107,10 +107,51 @@ def ace_claims(m: dict[str, dict[str, Any]], profile: str) -> list[dict[str, Any
     ]  # fmt: skip
 
 
-def translation_claims(m: dict[str, dict[str, Any]], params: Params) -> list[dict[str, Any]]:
-    """Every claim of the translation study (seeds 001, 002, 003), in a fixed order."""
+def invariance_claims(m: dict[str, dict[str, Any]], profile: str) -> list[dict[str, Any]]:
+    """GIT (seed 000) on the long-tailed digits: every classifier effect paired by classifier seed
+    (the methods share seeds), eKLD = mean over classes (tail: classes under the threshold); and
+    MUNIT's style against the collapse rule of ``augment`` (one MUNIT run, over test contents)."""
+    cl = m["classify"]["classifiers"]
+    transform = m["classify"]["transform"]
+    seeds = cl["erm"]["seeds"]
+    for method in ("drs", "git", "oracle"):
+        if cl[method]["seeds"] != seeds:
+            raise ValueError(f"classify@{method} ran seeds {cl[method]['seeds']}, classify@erm {seeds}: the claims pair them")
+
+    def per_seed(method: str, key: str) -> list[float]:
+        return cl[method][f"{key}_per_seed"]
+
+    acc, tail = {k: per_seed(k, "balanced_acc") for k in cl}, {k: per_seed(k, "ekld_tail") for k in cl}
+    mean_ek = {k: per_seed(k, "ekld_mean") for k in cl}
+    margins = m["augment"]["style_margin_per_image"]
+    paired = "t over classifier seeds, paired (same seed: init and batch order)"
+    return [
+        claim("oracle_beats_erm_bal_acc", f"the oracle (fresh '{transform}' draws for every image) is more accurate than ERM (balanced)",
+              [o - e for o, e in zip(acc["oracle"], acc["erm"])], f"ERM, balanced accuracy {sum(acc['erm']) / len(seeds):.3f}",
+              profile, seeds, paired),
+        claim("erm_ekld_falls_with_size", "ERM is less invariant on small classes: minus Spearman(class size, eKLD)",
+              [-r for r in per_seed("erm", "spearman_size_ekld")], "no relation, Spearman 0", profile, seeds),
+        claim("oracle_lowest_ekld", "the oracle has the lowest mean eKLD: the smallest of ERM, DRS and GIT minus the oracle's",
+              [min(mean_ek[k][i] for k in ("erm", "drs", "git")) - mean_ek["oracle"][i] for i in range(len(seeds))],
+              f"best of ERM / DRS / GIT, mean eKLD {min(sum(mean_ek[k]) / len(seeds) for k in ('erm', 'drs', 'git')):.3f}", profile, seeds, paired),
+        claim("git_lowers_tail_ekld", "GIT transfers invariance to the tail: 0.8 x ERM's tail eKLD minus GIT's",
+              [0.8 * e - g for e, g in zip(tail["erm"], tail["git"])], f"ERM, tail eKLD {sum(tail['erm']) / len(seeds):.3f}",
+              profile, seeds, paired),
+        claim("git_keeps_bal_acc", "GIT costs no more than 0.01 balanced accuracy: GIT minus ERM, plus 0.01",
+              [g - e + 0.01 for g, e in zip(acc["git"], acc["erm"])], f"ERM, balanced accuracy {sum(acc['erm']) / len(seeds):.3f}",
+              profile, seeds, paired),
+        claim("munit_style_alive", "MUNIT's style changes the image more than its reconstruction error (augment's collapse rule)",
+              margins, f"style spread = reconstruction error (L1 {m['augment']['recon_l1']:.4f})", profile, [m["augment"].get("munit_seed", 0)],
+              f"t over {len(margins)} test contents ({m['augment'].get('styles', 'random')} random styles each), one MUNIT run",
+              detail={"style_diversity": m["augment"]["style_diversity"], "recon_s": m["augment"]["recon_s"]}),
+    ]  # fmt: skip
+
+
+def study_claims(m: dict[str, dict[str, Any]], params: Params) -> list[dict[str, Any]]:
+    """Every claim of the study (seeds 000-003), in a fixed order."""
     profile = params.tracking.profile
-    return ssl_claims(m, profile, params.pretrain) + colorize_claims(m, profile) + stylize_claims(m, profile) + ace_claims(m, profile)
+    return (ssl_claims(m, profile, params.pretrain) + colorize_claims(m, profile) + stylize_claims(m, profile) + ace_claims(m, profile)
+            + invariance_claims(m, profile))  # fmt: skip
 
 
 def markdown(claims: list[dict[str, Any]]) -> str:

@@ -239,22 +239,23 @@ class AugmentParams(Section):
     seed: NonNegInt = 0
     threshold: PosInt = 20  # classes with fewer training images than this are the tail
     per_image: PosInt = 4  # generated samples per real tail image
+    style_guard: bool = True  # stop when MUNIT's style is dead (pipeline.invariance.munit.check_style_alive)
 
 
 class ClassifyParams(Section):
-    seeds: Annotated[list[NonNegInt], Field(min_length=1)] = [0, 1, 2]
+    seeds: Annotated[list[NonNegInt], Field(min_length=1)] = [0, 1, 2, 3, 4]
     width: Annotated[int, Field(ge=2, le=128)] = 8
-    epochs: PosInt = 30
+    epochs: PosInt = 150
     batch_size: Annotated[int, Field(ge=2)] = 32
     lr: PosFloat = 0.1
     momentum: UnitInterval = 0.9
     weight_decay: Annotated[float, Field(ge=0)] = 2e-4
     warmup_epochs: NonNegInt = 3
-    decay_epochs: list[PosInt] = [20, 26]
+    decay_epochs: list[PosInt] = [100, 130]
     decay: Annotated[float, Field(gt=0, lt=1)] = 0.1
     gen_frac: UnitInterval = 0.5  # git: share of each batch replaced by MUNIT samples
     ekld_draws: PosInt = 4
-    checkpoint_every: PosInt = 10
+    checkpoint_every: PosInt = 25
 
     @model_validator(mode="after")
     def _schedule(self) -> ClassifyParams:

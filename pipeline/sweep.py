@@ -118,7 +118,6 @@ def build_job(params: Params, stage: str, data_root: str | Path, models_root: st
     else:
         config = classify.job_config(params, "git", data_root, Path(data_root).parent / "augmented")
         config["classify"]["seeds"] = config["classify"]["seeds"][:1]
-        config["validate"] = True
         cp = params.classify
         reports = math.ceil(cp.epochs / cp.checkpoint_every)
     config["cpus_per_worker"] = sw.cpus_per_worker

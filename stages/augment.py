@@ -10,7 +10,7 @@ from pathlib import Path
 from pipeline.config import load_params
 from pipeline.data.shards import write_set
 from pipeline.errors import run_cli
-from pipeline.invariance.munit import augment_records, load_munit
+from pipeline.invariance.munit import augment_records, check_style_alive, load_digits, load_munit, style_figures
 from pipeline.io import atomic_dir
 from pipeline.plots import image_grid
 from pipeline.tracking import stage_run
@@ -27,6 +27,10 @@ def main() -> None:
     ag = params.augment
     with stage_run("augment", {"augment": ag.model_dump()}, params.tracking.experiment) as run:
         model = load_munit(args.model)
+        x_test, _, _ = load_digits(args.data, "test")
+        alive = style_figures(model, x_test, params.munit.diversity_styles)
+        if ag.style_guard:
+            check_style_alive(alive)
         records = augment_records(model, args.data, ag.threshold, ag.per_image, ag.seed)
         with atomic_dir(args.out) as tmp:
             write_set(Path(tmp), records)
@@ -35,7 +39,8 @@ def main() -> None:
         grid = image_grid(rows, "plots/augment_samples.png", "MUNIT samples of the tail classes", 0.7)
         run.log_artifact(grid, "plots")
         metrics = {"generated": len(records), "per_class": {str(c): n for c, n in sorted(per_class.items())},
-                   "tail_classes": sorted(per_class), "threshold": ag.threshold}  # fmt: skip
+                   "tail_classes": sorted(per_class), "threshold": ag.threshold, **alive,
+                   "munit_seed": params.munit.seed, "styles": params.munit.diversity_styles}  # fmt: skip
         run.finish(metrics)
         print(f"augment: {len(records)} samples for tail classes {sorted(per_class)}")
 

@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline.claims import METRICS, markdown, translation_claims
+from pipeline.claims import METRICS, markdown, study_claims
 from pipeline.config import load_params
 from pipeline.errors import UserError, run_cli
 from pipeline.io import atomic_file
@@ -26,7 +26,7 @@ def main() -> None:
     if missing:
         raise UserError(f"{root / (missing[0] + '.json')} not found: run `dvc repro` up to the stage that writes it")
     metrics = {name: json.loads((root / f"{name}.json").read_text()) for name in METRICS}
-    claims = translation_claims(metrics, params)
+    claims = study_claims(metrics, params)
     with stage_run("claims", {"profile": params.tracking.profile}, params.tracking.experiment) as run:
         with atomic_file(root / "claims.md") as tmp:
             tmp.write_text(markdown(claims))

@@ -37,9 +37,11 @@ def main() -> None:
                            f"{stage} (seeds one after the other)")  # fmt: skip
         run.log_artifact(png, "plots")
         last = [r for r in history if r["epoch"] == params.classify.epochs - 1]
-        run.finish({"train_acc_last_epoch": [r["train_acc"] for r in last], "seeds": [r["seed"] for r in last],
+        run.finish({"train_acc_last_epoch": [r["train_acc"] for r in last], "val_balanced_acc_last_epoch": [r["val_balanced_acc"] for r in last],
+                    "seeds": [r["seed"] for r in last],
                     "world_size": state["world_size"], "resumed_at": state["starts"][1:]}, step=len(history))  # fmt: skip
-        print(f"{stage}: {len(state['done'])} classifiers, last-epoch train acc {[round(r['train_acc'], 3) for r in last]}")
+        print(f"{stage}: {len(state['done'])} classifiers, last-epoch train acc {[round(r['train_acc'], 3) for r in last]}, "
+              f"fresh-draw balanced acc {[round(r['val_balanced_acc'], 3) for r in last]}")
 
 
 if __name__ == "__main__":

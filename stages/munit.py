@@ -1,15 +1,17 @@
 """DVC stage ``munit``: MUNIT on the long-tailed digits as one domain (Ray Train), with the
-style-collapse monitor and a contents x random-styles sample grid."""
+style-collapse monitor and a grid of contents x random styles beside the true nuisance's draws."""
 
 from __future__ import annotations
 
 import argparse
 import math
 
+import numpy as np
 import torch
 
 from pipeline.config import load_params
 from pipeline.data.augment import balanced_draw
+from pipeline.data.transforms import apply_nuisance, draw_nuisance
 from pipeline.errors import UserError, run_cli
 from pipeline.invariance.munit import build_munit, load_digits, reconstruction_l1, style_diversity, to_uint8, train
 from pipeline.io import save_torch, write_json
@@ -42,8 +44,12 @@ def main() -> None:
         with torch.no_grad():
             c, _ = model.encode(contents)
             outs = [model.decode(c, s.expand(len(c), -1)) for s in styles]
-        rows = {f"content {i}": [to_uint8(contents[i])] + [to_uint8(o[i]) for o in outs] for i in range(len(contents))}
-        grid = image_grid(rows, "plots/munit_samples.png", "MUNIT: real | the same content with 6 random styles", 0.8)
+        transform, rng = params.prepare.digits_lt.transform, np.random.default_rng(mp.seed)
+        rows = {}
+        for i in range(len(contents)):
+            real = to_uint8(contents[i])
+            rows[f"content {i}"] = [real] + [to_uint8(o[i]) for o in outs] + [apply_nuisance(real, draw_nuisance(transform, rng)) for _ in range(6)]
+        grid = image_grid(rows, "plots/munit_samples.png", f"MUNIT: real | 6 random styles | 6 draws of the true nuisance '{transform}'", 0.8)
         metrics = {"style_diversity": style_diversity(model, x, mp.diversity_styles), "recon_l1": reconstruction_l1(model, x),
                    "loss_g": history[-1]["loss_g"], "loss_d": history[-1]["loss_d"], "epochs": len(history),
                    "world_size": state["world_size"], "resumed_at_epochs": state["starts"][1:]}  # fmt: skip

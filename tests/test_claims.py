@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pipeline.claims import markdown, translation_claims
+from pipeline.claims import invariance_claims, markdown, study_claims
 from pipeline.config import parse_params
 from pipeline.metrics.seeds import claim, mean_over_seeds, t_interval
 
@@ -50,14 +50,49 @@ def _metrics(ssl_l1: list[float], stylize_l1: list[float], zero: list[float], fi
            "per_seed": {s: {"zero_shot_gain_over_identity_l1": 0.10 - z, "finetune_gain_over_zero_shot_l1": z - f,
                             "floor_gain_over_identity_l1": 0.05} for s, z, f in zip(seeds, zero, fine)}}  # fmt: skip
     return {"pretrain_simsiam": pre, "pretrain_swav": {**pre, "knn_gain": 0.0}, "colorize_scratch_cgan": cgan([0.20, 0.21, 0.19]),
-            "colorize_simsiam_cgan": cgan(ssl_l1), "colorize_swav_cgan": cgan([0.22, 0.20, 0.21]), "stylize": stylize, "ace": ace}  # fmt: skip
+            "colorize_simsiam_cgan": cgan(ssl_l1), "colorize_swav_cgan": cgan([0.22, 0.20, 0.21]), "stylize": stylize, "ace": ace,
+            **_invariance_metrics([0.80, 0.85, 0.90, 0.82, 0.88], [0.5] * 5, [0.01, 0.02, 0.015, 0.012, 0.018])}  # fmt: skip
 
 
-def test_translation_claims_sign_and_judge_each_effect():
+def _invariance_metrics(oracle_acc: list[float], git_tail: list[float], margins: list[float]) -> dict:
+    n = len(oracle_acc)
+    row = lambda acc, tail, mean, rho: {"seeds": list(range(n)), "balanced_acc_per_seed": acc, "ekld_tail_per_seed": tail,  # noqa: E731
+                                         "ekld_mean_per_seed": mean, "spearman_size_ekld_per_seed": rho}
+    erm_acc = [0.50, 0.48, 0.52, 0.49, 0.51]
+    classify = {"transform": "rot", "classifiers": {
+        "erm": row(erm_acc, [2.4, 2.5, 2.3, 2.6, 2.4], [1.0, 1.1, 0.9, 1.0, 1.05], [-0.6, -0.7, -0.5, -0.65, -0.55]),
+        "drs": row(erm_acc, [2.0] * n, [0.9] * n, [0.0] * n),
+        "git": row([a + 0.005 for a in erm_acc], git_tail, [0.8] * n, [0.0] * n),
+        "oracle": row(oracle_acc, [0.2] * n, [0.1, 0.12, 0.09, 0.11, 0.1], [0.0] * n)}}  # fmt: skip
+    augment = {"style_margin_per_image": margins, "recon_l1": 0.04, "style_diversity": 0.06, "recon_s": 0.3, "munit_seed": 0, "styles": 4}
+    return {"classify": classify, "augment": augment}
+
+
+def test_invariance_claims_pair_the_methods_by_seed_and_judge_each_effect():
+    claims = {c["id"]: c for c in invariance_claims(_invariance_metrics([0.80, 0.85, 0.90, 0.82, 0.88], [2.5, 2.4, 2.6, 2.5, 2.3],
+                                                                         [0.01, -0.02, 0.015, -0.012, 0.004]), "default")}  # fmt: skip
+    assert list(claims) == ["oracle_beats_erm_bal_acc", "erm_ekld_falls_with_size", "oracle_lowest_ekld", "git_lowers_tail_ekld",
+                            "git_keeps_bal_acc", "munit_style_alive"]  # fmt: skip
+    assert claims["oracle_beats_erm_bal_acc"]["per_seed"] == pytest.approx([0.30, 0.37, 0.38, 0.33, 0.37]) and claims["oracle_beats_erm_bal_acc"]["holds"]
+    assert claims["erm_ekld_falls_with_size"]["value"] == pytest.approx(0.6) and claims["erm_ekld_falls_with_size"]["holds"]
+    assert claims["oracle_lowest_ekld"]["per_seed"] == pytest.approx([0.8 - 0.1, 0.8 - 0.12, 0.8 - 0.09, 0.8 - 0.11, 0.8 - 0.1])  # GIT is the best of the three here
+    assert not claims["git_lowers_tail_ekld"]["holds"] and claims["git_lowers_tail_ekld"]["per_seed"][0] == pytest.approx(0.8 * 2.4 - 2.5)
+    assert claims["git_keeps_bal_acc"]["value"] == pytest.approx(0.015) and claims["git_keeps_bal_acc"]["holds"]
+    alive = claims["munit_style_alive"]
+    assert not alive["holds"] and len(alive["per_seed"]) == 5 and "one MUNIT run" in alive["ci_method"]
+    unpaired = _invariance_metrics([0.8] * 5, [2.0] * 5, [0.01] * 5)
+    unpaired["classify"]["classifiers"]["git"]["seeds"] = [0, 1, 2, 3, 5]
+    with pytest.raises(ValueError, match="classify@git ran seeds"):
+        invariance_claims(unpaired, "default")
+
+
+def test_study_claims_sign_and_judge_each_effect():
     params = parse_params(tiny_raw())
-    claims = {c["id"]: c for c in translation_claims(_metrics([0.18, 0.19, 0.17], [0.08, 0.085, 0.082], [0.2, 0.18, 0.19], [0.3, 0.25, 0.28]), params)}
+    claims = {c["id"]: c for c in study_claims(_metrics([0.18, 0.19, 0.17], [0.08, 0.085, 0.082], [0.2, 0.18, 0.19], [0.3, 0.25, 0.28]), params)}
     assert list(claims) == ["ssl_knn_gain_simsiam", "ssl_knn_gain_swav", "colorize_ssl_beats_scratch_simsiam", "colorize_ssl_beats_scratch_swav",
-                            "stylize_beats_identity", "stylize_kid_below_identity", "ace_zero_shot_beats_identity", "ace_finetune_beats_zero_shot", "ace_floor_beats_identity"]  # fmt: skip
+                            "stylize_beats_identity", "stylize_kid_below_identity", "ace_zero_shot_beats_identity", "ace_finetune_beats_zero_shot", "ace_floor_beats_identity",
+                            "oracle_beats_erm_bal_acc", "erm_ekld_falls_with_size", "oracle_lowest_ekld", "git_lowers_tail_ekld", "git_keeps_bal_acc",
+                            "munit_style_alive"]  # fmt: skip
     assert claims["ssl_knn_gain_simsiam"]["holds"] and not claims["ssl_knn_gain_swav"]["holds"]
     lo, hi = claims["ssl_knn_gain_simsiam"]["ci95"]
     assert hi - lo > 0.09 - 0.02 and (lo + hi) / 2 == pytest.approx(0.05)  # centred on the gain; the init spread widens the query bootstrap

@@ -43,6 +43,25 @@ def test_style_diversity_sees_collapse():
     assert G.style_diversity(model, x, 3) == pytest.approx(0.0, abs=1e-7)
 
 
+def test_augment_guard_stops_on_a_collapsed_munit():
+    model, _ = G.build_munit(MP)
+    x = torch.rand(8, 1, 16, 16) * 2 - 1
+    with torch.no_grad():
+        model.decoder.mlp[-1].weight.zero_()  # collapsed: every style decodes to the same image
+    figures = G.style_figures(model, x, 4)
+    assert figures["style_diversity"] < 1e-6 < figures["recon_l1"] and len(figures["style_margin_per_image"]) == 8
+    with pytest.raises(UserError, match=r"augment: MUNIT's style is dead: random styles move the image by 0.0000 \(L1\), less than its reconstruction error"):
+        G.check_style_alive(figures)
+    with torch.no_grad():  # a style encoder that sees nothing recovers E|N(0, 1)| = 0.798 at best
+        model.style_encoder.net[-1].weight.zero_()
+        model.style_encoder.net[-1].bias.zero_()
+    recon_s = G.style_recovery_l1(model, x)
+    assert recon_s == pytest.approx(G.UNRECOVERED_STYLE_L1, rel=0.15)
+    with pytest.raises(UserError, match="its style encoder recovers a random style only to L1"):
+        G.check_style_alive({"style_diversity": 0.08, "recon_l1": 0.04, "recon_s": recon_s})
+    G.check_style_alive({"style_diversity": 0.08, "recon_l1": 0.04, "recon_s": 0.5})  # alive: no error
+
+
 def test_tail_classes_and_threshold_errors():
     labels = np.repeat(np.arange(3), [50, 20, 5])
     assert G.tail_classes(labels, 21) == [1, 2]

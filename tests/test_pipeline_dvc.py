@@ -106,11 +106,13 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert claims["profile"] == "default"
     by_id = {c["id"]: c for c in claims["claims"]}
     assert {"ssl_knn_gain_simsiam", "ssl_knn_gain_swav", "colorize_ssl_beats_scratch_simsiam", "colorize_ssl_beats_scratch_swav",
-            "stylize_beats_identity", "ace_zero_shot_beats_identity", "ace_finetune_beats_zero_shot"} <= set(by_id)  # fmt: skip
+            "stylize_beats_identity", "ace_zero_shot_beats_identity", "ace_finetune_beats_zero_shot", "oracle_beats_erm_bal_acc",
+            "erm_ekld_falls_with_size", "oracle_lowest_ekld", "git_lowers_tail_ekld", "git_keeps_bal_acc", "munit_style_alive"} <= set(by_id)  # fmt: skip
     for c in by_id.values():
         lo, hi = c["ci95"]
         assert lo <= c["value"] <= hi and c["holds"] == (lo > 0), c["id"]
     assert len(by_id["colorize_ssl_beats_scratch_swav"]["per_seed"]) == 2 and len(by_id["stylize_beats_identity"]["per_seed"]) == 6
+    assert len(by_id["git_lowers_tail_ekld"]["per_seed"]) == 2 and by_id["munit_style_alive"]["ci_method"].endswith("one MUNIT run")
     assert "| `ace_zero_shot_beats_identity` |" in (repo / "metrics/claims.md").read_text()
     prep = json.loads((repo / "metrics/prepare.json").read_text())
     assert prep["counts"]["photos"]["test"] > 0 and len(prep["digits_lt_counts"]) == 10

@@ -163,7 +163,7 @@ def train_loop(config: dict[str, Any]) -> None:
         if not last and (epoch + 1) % cp["checkpoint_every"]:
             run.log(row)  # an epoch takes well under a second here; a checkpoint costs more than that
             continue
-        if w.is_main and config.get("validate"):
+        if w.is_main:  # convergence on what the nuisance can do, beside the training accuracy
             row["val_balanced_acc"] = fresh_nuisance_accuracy(core, data, config["transform"], seed)
         run.report(row, ("loss", "train_acc"), extra={"done": done}, model=core, optimizer=opt)
 
@@ -228,14 +228,13 @@ def evaluate(
         return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
     acc = np.array([r["balanced_acc"] for r in per_seed])
+    head_ek, tail_ek = (ek[:, [classes.index(c) for c in group]].mean(1) for group in (head, tail))
     rhos = [spearmanr(sizes, row) for row in ek]
     out: dict[str, Any] = {
         "balanced_acc": stat(acc)[0], "balanced_acc_std": stat(acc)[1],
         "ekld_mean": stat(ek.mean(1))[0], "ekld_mean_std": stat(ek.mean(1))[1],
-        "ekld_head": stat(ek[:, [classes.index(c) for c in head]].mean(1))[0],
-        "ekld_head_std": stat(ek[:, [classes.index(c) for c in head]].mean(1))[1],
-        "ekld_tail": stat(ek[:, [classes.index(c) for c in tail]].mean(1))[0],
-        "ekld_tail_std": stat(ek[:, [classes.index(c) for c in tail]].mean(1))[1],
+        "ekld_head": stat(head_ek)[0], "ekld_head_std": stat(head_ek)[1],
+        "ekld_tail": stat(tail_ek)[0], "ekld_tail_std": stat(tail_ek)[1],
         "ekld_by_class": {str(c): float(ek[:, i].mean()) for i, c in enumerate(classes)},
         "ekld_by_class_std": {str(c): float(ek[:, i].std(ddof=1)) if len(ek) > 1 else 0.0 for i, c in enumerate(classes)},
         "class_sizes": {str(c): class_sizes[c] for c in classes},
@@ -244,5 +243,6 @@ def evaluate(
         "spearman_p_per_seed": [float(r.pvalue) for r in rhos],
         "seeds": [r["seed"] for r in per_seed],
         "balanced_acc_per_seed": acc.tolist(),
+        "ekld_mean_per_seed": ek.mean(1).tolist(), "ekld_head_per_seed": head_ek.tolist(), "ekld_tail_per_seed": tail_ek.tolist(),
     }  # fmt: skip
     return out

@@ -11,6 +11,7 @@ Images are (N, 1, H, W) in [-1, 1] here.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -80,21 +81,71 @@ def munit_step(gen: torch.nn.Module, disc: torch.nn.Module, opts: tuple, x: torc
     return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), **{f"loss_{k}": v.detach() for k, v in losses.items()}}
 
 
-def style_diversity(model: MUNIT, x: torch.Tensor, n_styles: int, seed: int = 0) -> float:
-    """Style-collapse monitor: mean L1 (in [0, 1] units) between outputs of different random styles
-    for the same content, over all style pairs. ~0 means the decoder ignores the style."""
+def style_spread(model: MUNIT, x: torch.Tensor, n_styles: int, seed: int = 0) -> torch.Tensor:
+    """Per content (N,): mean L1 (in [0, 1] units) between its decodings under different random
+    styles, over all style pairs. ~0 means the decoder ignores the style."""
     gen = torch.Generator().manual_seed(seed)
     with evaluating(model):
         c, _ = model.encode(x)
         outs = [model.decode(c, torch.randn(len(x), model.style_dim, generator=gen)) for _ in range(n_styles)]
-    pairs = [(outs[i] - outs[j]).abs().mean() / 2 for i in range(n_styles) for j in range(i + 1, n_styles)]
-    return float(torch.stack(pairs).mean())
+    pairs = [(outs[i] - outs[j]).abs().mean((1, 2, 3)) / 2 for i in range(n_styles) for j in range(i + 1, n_styles)]
+    return torch.stack(pairs).mean(0)
+
+
+def reconstruction_error(model: MUNIT, x: torch.Tensor) -> torch.Tensor:
+    """Per image (N,): |decode(encode(x)) - x| in [0, 1] units, eval mode."""
+    with evaluating(model):
+        return (model.decode(*model.encode(x)) - x).abs().mean((1, 2, 3)) / 2
+
+
+def style_diversity(model: MUNIT, x: torch.Tensor, n_styles: int, seed: int = 0) -> float:
+    """Style-collapse monitor: :func:`style_spread` averaged over the contents."""
+    return float(style_spread(model, x, n_styles, seed).mean())
 
 
 def reconstruction_l1(model: MUNIT, x: torch.Tensor) -> float:
-    """|decode(encode(x)) - x| in [0, 1] units, eval mode."""
+    return float(reconstruction_error(model, x).mean())
+
+
+def style_recovery_l1(model: MUNIT, x: torch.Tensor, seed: int = 0) -> float:
+    """|E_s(G(c, s')) - s'| for random styles s' ~ N(0, I), eval mode. A style encoder that recovers
+    nothing of s' scores E|N(0, 1)| = sqrt(2 / pi) = 0.798 at best (by predicting 0)."""
+    gen = torch.Generator().manual_seed(seed)
     with evaluating(model):
-        return float((model.decode(*model.encode(x)) - x).abs().mean() / 2)
+        c, _ = model.encode(x)
+        s_rand = torch.randn(len(x), model.style_dim, generator=gen)
+        return float((model.style_encoder(model.decode(c, s_rand)) - s_rand).abs().mean())
+
+
+UNRECOVERED_STYLE_L1 = math.sqrt(2 / math.pi)
+
+
+def style_figures(model: MUNIT, x: torch.Tensor, n_styles: int) -> dict[str, Any]:
+    """What :func:`check_style_alive` judges, on ``x`` in eval mode: ``style_diversity``, ``recon_l1``,
+    ``recon_s`` and ``style_margin_per_image`` (style spread - reconstruction error, per content)."""
+    spread, recon = style_spread(model, x, n_styles), reconstruction_error(model, x)
+    return {"style_diversity": float(spread.mean()), "recon_l1": float(recon.mean()), "recon_s": style_recovery_l1(model, x),
+            "style_margin_per_image": (spread - recon).tolist()}  # fmt: skip
+
+
+def check_style_alive(figures: dict[str, Any], name: str = "augment") -> None:
+    """The trivial-solution guard of GIT (on :func:`style_figures`): stop with one line when MUNIT's
+    style is dead, i.e. when
+
+    - a random restyle moves the image less than the decoder's own reconstruction error
+      (``style_diversity`` < ``recon_l1``): the style changes nothing one could tell from noise; or
+    - the style encoder recovers under 10 % of a random style beyond predicting 0
+      (``recon_s`` > 0.9 x E|N(0, 1)|): the decoder does not carry the style it was given."""
+    if figures["style_diversity"] < figures["recon_l1"]:
+        raise UserError(
+            f"{name}: MUNIT's style is dead: random styles move the image by {figures['style_diversity']:.4f} (L1), less than "
+            f"its reconstruction error {figures['recon_l1']:.4f}; train MUNIT longer or check its AdaIN path"
+        )
+    if figures["recon_s"] > 0.9 * UNRECOVERED_STYLE_L1:
+        raise UserError(
+            f"{name}: MUNIT's style is dead: its style encoder recovers a random style only to L1 {figures['recon_s']:.3f} "
+            f"(predicting 0 gives {UNRECOVERED_STYLE_L1:.3f}); train MUNIT longer or check its AdaIN path"
+        )
 
 
 def train_loop(config: dict[str, Any]) -> None:

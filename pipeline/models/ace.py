@@ -94,7 +94,7 @@ class ACE(nn.Module):
         self.predictor = predictor(dim)
         self.style_encoder = StyleEncoder(feat, style_dim)
         self.domain_style = nn.Parameter(torch.zeros(style_dim))
-        self.decoder = Decoder(dim, 3, style_dim, n_up=max(0, level - 1), n_res=n_res, mlp_dim=mlp_dim)
+        self.decoder = Decoder(dim, 3, style_dim, n_up=max(0, level - 1), n_res=n_res, mlp_dim=mlp_dim, direct_adain=False)
 
     def train(self, mode: bool = True) -> ACE:
         super().train(mode)

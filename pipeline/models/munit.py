@@ -96,12 +96,17 @@ class Decoder(nn.Module):
     """AdaIN residual blocks -> (upsample, conv5, layer norm) x ``n_up`` -> conv7 -> tanh.
 
     forward(content (N, in_channels, h, w), style (N, style_dim)) -> image (N, out_channels, h * 2**n_up, w * 2**n_up) in [-1, 1].
+
+    ``direct_adain``: the MLP output is the AdaIN weight itself, as in NVlabs/MUNIT; otherwise it
+    is an offset from 1 (ACE's decoder, whose saved models were trained so).
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, style_dim: int = 8, n_up: int = 2, n_res: int = 4, mlp_dim: int = 256
+        self, in_channels: int, out_channels: int, style_dim: int = 8, n_up: int = 2, n_res: int = 4, mlp_dim: int = 256,
+        direct_adain: bool = True,
     ) -> None:
         super().__init__()
+        self.direct_adain = direct_adain
         self.res = nn.Sequential(*[ResBlock(in_channels, "adain") for _ in range(n_res)])
         layers: list[nn.Module] = []
         dim = in_channels
@@ -124,17 +129,30 @@ class Decoder(nn.Module):
         return self.decode_with_params(content, self.mlp(style))
 
     def decode_with_params(self, content: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """Decode with AdaIN parameters given directly, (N, n_adain_params): per layer bias, then weight - 1."""
+        """Decode with AdaIN parameters given directly, (N, n_adain_params): per layer bias, then weight
+        (weight - 1 unless ``direct_adain``)."""
         start = 0
         for m in self.adains:
             m.bias = params[:, start : start + m.channels]
-            m.weight = 1 + params[:, start + m.channels : start + 2 * m.channels]
+            weight = params[:, start + m.channels : start + 2 * m.channels]
+            m.weight = weight if self.direct_adain else 1 + weight
             start += 2 * m.channels
         return self.up(self.res(content))
 
 
+def kaiming_init(module: nn.Module) -> nn.Module:
+    """NVlabs/MUNIT's generator init: every conv and linear weight kaiming-normal (fan in), biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module
+
+
 class MUNIT(nn.Module):
-    """One-domain MUNIT auto-encoder: ``encode`` -> (content, style), ``decode(content, style)`` -> image."""
+    """One-domain MUNIT auto-encoder: ``encode`` -> (content, style), ``decode(content, style)`` -> image.
+    Built as the reference: kaiming init, AdaIN weight and bias straight from the style MLP."""
 
     def __init__(self, channels: int = 1, dim: int = 32, style_dim: int = 8, n_down: int = 2, n_res: int = 4, mlp_dim: int = 256) -> None:
         super().__init__()
@@ -142,6 +160,7 @@ class MUNIT(nn.Module):
         self.content_encoder = ContentEncoder(channels, dim, n_down, n_res)
         self.style_encoder = StyleEncoder(channels, dim, style_dim)
         self.decoder = Decoder(self.content_encoder.out_channels, channels, style_dim, n_down, n_res, mlp_dim)
+        kaiming_init(self)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.content_encoder(x), self.style_encoder(x)
