@@ -217,7 +217,7 @@ class MunitParams(Section):
     mlp_dim: PosInt = 64
     disc_width: Annotated[int, Field(ge=4, le=256)] = 16
     batch_size: Annotated[int, Field(ge=2)] = 16
-    epochs: PosInt = 10
+    epochs: PosInt = 25
     steps_per_epoch: PosInt = 60
     lr: PosFloat = 1e-4
     betas: Pair = [0.5, 0.999]
