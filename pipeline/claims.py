@@ -123,11 +123,13 @@ def invariance_claims(m: dict[str, dict[str, Any]], profile: str) -> list[dict[s
 
     acc, tail = {k: per_seed(k, "balanced_acc") for k in cl}, {k: per_seed(k, "ekld_tail") for k in cl}
     mean_ek = {k: per_seed(k, "ekld_mean") for k in cl}
-    margins = m["augment"]["style_margin_per_image"]
+    aug = m["augment"]
+    margins = aug["style_margin_per_image"]
+    erm_acc = sum(acc["erm"]) / len(seeds)
     paired = "t over classifier seeds, paired (same seed: init and batch order)"
     return [
         claim("oracle_beats_erm_bal_acc", f"the oracle (fresh '{transform}' draws for every image) is more accurate than ERM (balanced)",
-              [o - e for o, e in zip(acc["oracle"], acc["erm"])], f"ERM, balanced accuracy {sum(acc['erm']) / len(seeds):.3f}",
+              [o - e for o, e in zip(acc["oracle"], acc["erm"])], f"ERM, balanced accuracy {erm_acc:.3f}",
               profile, seeds, paired),
         claim("erm_ekld_falls_with_size", "ERM is less invariant on small classes: minus Spearman(class size, eKLD)",
               [-r for r in per_seed("erm", "spearman_size_ekld")], "no relation, Spearman 0", profile, seeds),
@@ -138,12 +140,12 @@ def invariance_claims(m: dict[str, dict[str, Any]], profile: str) -> list[dict[s
               [0.8 * e - g for e, g in zip(tail["erm"], tail["git"])], f"ERM, tail eKLD {sum(tail['erm']) / len(seeds):.3f}",
               profile, seeds, paired),
         claim("git_keeps_bal_acc", "GIT costs no more than 0.01 balanced accuracy: GIT minus ERM, plus 0.01",
-              [g - e + 0.01 for g, e in zip(acc["git"], acc["erm"])], f"ERM, balanced accuracy {sum(acc['erm']) / len(seeds):.3f}",
+              [g - e + 0.01 for g, e in zip(acc["git"], acc["erm"])], f"ERM, balanced accuracy {erm_acc:.3f}",
               profile, seeds, paired),
         claim("munit_style_alive", "MUNIT's style changes the image more than its reconstruction error (augment's collapse rule)",
-              margins, f"style spread = reconstruction error (L1 {m['augment']['recon_l1']:.4f})", profile, [m["augment"].get("munit_seed", 0)],
-              f"t over {len(margins)} test contents ({m['augment'].get('styles', 'random')} random styles each), one MUNIT run",
-              detail={"style_diversity": m["augment"]["style_diversity"], "recon_s": m["augment"]["recon_s"]}),
+              margins, f"style spread = reconstruction error (L1 {aug['recon_l1']:.4f})", profile, [aug["munit_seed"]],
+              f"t over {len(margins)} test contents ({aug['styles']} random styles each), one MUNIT run",
+              detail={"style_diversity": aug["style_diversity"], "recon_s": aug["recon_s"]}),
     ]  # fmt: skip
 
 
