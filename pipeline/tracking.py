@@ -10,6 +10,7 @@ The store is ``sqlite:///mlflow.db`` in the working directory (the repo root und
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import subprocess
@@ -18,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import UserError
 from pipeline.io import write_json
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -86,6 +88,43 @@ class StageRun:
 
         mlflow.log_dict(obj, name)
 
+    def log_models(self, path: str | Path, servables: Mapping[str, tuple[Any, tuple[Any, ...]]], metadata: Mapping[str, Any],
+                   register: str | None = None) -> dict[str, str]:  # fmt: skip
+        """Log each {name: (torch module, example inputs)} of the model file ``path`` as an MLflow
+        PyTorch model called ``name``; return {name: model URI}.
+
+        The models are ``torch.export`` programs (MLflow's 'pt2' format: no pickle) with the example
+        as input example, a tensor signature whose batch, height and width are free, and the model
+        file itself beside them (``extra_files``: what ``stages.predict`` loads, with
+        ``weights_only``). ``register`` also registers them in the Model Registry: as ``register``,
+        or ``<register>-<name>`` when there is more than one.
+        """
+        import mlflow
+        import numpy as np
+        import torch
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
+
+        def spec(t: torch.Tensor, name: str) -> TensorSpec:
+            free = {0} | ({2, 3} if t.dim() == 4 else set())
+            return TensorSpec(np.dtype(np.float32), tuple(-1 if i in free else n for i, n in enumerate(t.shape)), name)
+
+        uris = {}
+        for name, (module, inputs) in servables.items():
+            with torch.no_grad():
+                output = module(*inputs)
+            names = ["image", "style"][: len(inputs)]
+            signature = ModelSignature(Schema([spec(t, n) for t, n in zip(inputs, names)]), Schema([spec(output, "output")]))
+            registered = None if register is None else register if len(servables) == 1 else f"{register}-{name}"
+            info = mlflow.pytorch.log_model(
+                module, name=name, input_example=tuple(t.numpy() for t in inputs), signature=signature, serialization_format="pt2",
+                extra_files=[str(path)], pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"], registered_model_name=registered,
+                metadata={**metadata, "model_file": Path(path).name},
+            )  # fmt: skip
+            uris[name] = info.model_uri
+        mlflow.set_tag(f"models.{Path(path).stem}", " ".join(f"{n}={u}" for n, u in uris.items()))
+        return uris
+
     def finish(
         self, metrics: Mapping[str, Any], step: int | None = None, metrics_root: str | Path = "metrics", name: str | None = None
     ) -> Path:
@@ -96,6 +135,51 @@ class StageRun:
         write_json(path, dict(metrics))
         self.log_artifact(path)
         return path
+
+
+def model_file_from_uri(uri: str, dest: str | Path) -> Path:
+    """The model file logged beside an MLflow model (``runs:/<id>/<name>``, ``models:/<name>/<version>``,
+    ``models:/m-<id>``), downloaded under ``dest``; one-line errors for an unknown URI or a foreign model."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+    except MlflowException as exc:
+        raise UserError(f"MLflow model {uri} not found in {tracking_uri()}: {str(exc).splitlines()[0]}") from None
+    files = sorted(local.glob("extra_files/*.pt"))
+    if len(files) != 1:
+        raise UserError(f"MLflow model {uri} carries no model file of this pipeline (it was not logged by a stage)")
+    return files[0]
+
+
+def stage_runs(experiment: str) -> list[dict[str, Any]]:
+    """The latest run of every stage (by its ``dvc.stage`` tag; sweep trials left out) in ``experiment``,
+    in start order: {stage, run_id, status, wall_s, commit, params}. Empty when there is none."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri())
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    latest: dict[str, Any] = {}
+    for run in client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"], max_results=5000):
+        stage = run.data.tags.get("dvc.stage")
+        if stage and "mlflow.parentRunId" not in run.data.tags:
+            latest[stage] = run
+    out = []
+    for stage, run in sorted(latest.items(), key=lambda kv: kv[1].info.start_time):
+        end = run.info.end_time or run.info.start_time
+        out.append({"stage": stage, "run_id": run.info.run_id, "status": run.info.status, "wall_s": (end - run.info.start_time) / 1000,
+                    "commit": run.data.tags.get("git.commit", "unknown"), "params": dict(run.data.params)})  # fmt: skip
+    return out
+
+
+def add_register_option(parser: argparse.ArgumentParser) -> None:
+    """The ``--register NAME`` option of a stage that writes a model file (off by default)."""
+    parser.add_argument("--register", metavar="NAME", default=None,
+                        help="also register the stage's MLflow model(s) in the Model Registry under NAME")  # fmt: skip
 
 
 @contextlib.contextmanager

@@ -11,10 +11,11 @@ import math
 from pipeline import ace
 from pipeline.config import load_params
 from pipeline.errors import UserError, run_cli
+from pipeline.export import servables
 from pipeline.io import write_json
 from pipeline.metrics.seeds import mean_over_seeds
 from pipeline.plots import plot_history
-from pipeline.tracking import stage_run
+from pipeline.tracking import add_register_option, stage_run
 from pipeline.translate import encoder_backbone
 
 MODES = {"pretrain": "ace", "finetune": "ace_finetune"}
@@ -29,6 +30,7 @@ def main() -> None:
     ap.add_argument("--init", default="models/ace.pt", help="finetune: the model to start from")
     ap.add_argument("--out", default=None, help="default: models/ace.pt or models/ace_finetune.pt")
     ap.add_argument("--storage", default=None, help="Ray Train run folder (resumable); default checkpoints/<stage>")
+    add_register_option(ap)
     args = ap.parse_args()
     if args.mode not in MODES:
         raise UserError(f"unknown ACE mode '{args.mode}' (allowed: {', '.join(MODES)})")
@@ -47,7 +49,9 @@ def main() -> None:
         for seed, state in states.items():
             if not all(math.isfinite(v) for r in state["history"] for k, v in r.items() if k.startswith("loss")):
                 raise UserError(f"{stage}: a loss became NaN or infinite (seed {seed}); lower ace.lr")
-        ace.save_ace(args.out or f"models/{stage}.pt", params, backbone, states, args.mode)
+        out = args.out or f"models/{stage}.pt"
+        ace.save_ace(out, params, backbone, states, args.mode)
+        run.log_models(out, *servables(out), register=args.register)
         first = min(states)
         history = states[first]["history"]  # the curves shown are the first seed's
         run.log_history(history)

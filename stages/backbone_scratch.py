@@ -12,10 +12,11 @@ import torch
 
 from pipeline.config import load_params
 from pipeline.errors import run_cli
+from pipeline.export import servables
 from pipeline.io import save_torch
 from pipeline.models.resnet import ResNet18
 from pipeline.pretrain import evaluate_backbone
-from pipeline.tracking import stage_run
+from pipeline.tracking import add_register_option, stage_run
 
 
 def main() -> None:
@@ -23,6 +24,7 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--out", default="models/backbone_scratch.pt")
+    add_register_option(ap)
     args = ap.parse_args()
     params = load_params(args.params)
     pre = params.pretrain
@@ -31,6 +33,7 @@ def main() -> None:
         backbone = ResNet18(pre.width, pre.channels)
         metrics = evaluate_backbone(backbone, params, args.data)
         save_torch(args.out, {"state_dict": backbone.state_dict(), "spec": backbone.spec(), "method": "scratch"})
+        run.log_models(args.out, *servables(args.out), register=args.register)
         run.finish({**metrics, "method": "scratch"})
         print(f"backbone_scratch: knn_top1 {metrics['knn_top1']:.3f} (chance {metrics['knn_chance']:.2f})")
 

@@ -7,10 +7,11 @@ import argparse
 
 from pipeline.config import load_params
 from pipeline.errors import UserError, run_cli
+from pipeline.export import servables
 from pipeline.invariance.classify import METHODS, train
 from pipeline.io import save_torch, write_json
 from pipeline.plots import plot_history
-from pipeline.tracking import stage_run
+from pipeline.tracking import add_register_option, stage_run
 
 
 def main() -> None:
@@ -20,6 +21,7 @@ def main() -> None:
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--augmented", default="data/augmented")
     ap.add_argument("--storage", default=None, help="Ray Train run folder (default checkpoints/classify_<method>)")
+    add_register_option(ap)
     args = ap.parse_args()
     if args.method not in METHODS:
         raise UserError(f"unknown classifier '{args.method}' (allowed: {', '.join(METHODS)})")
@@ -30,7 +32,9 @@ def main() -> None:
     with stage_run(stage, logged, params.tracking.experiment) as run:
         state = train(params, args.method, args.data, args.augmented, args.storage or f"checkpoints/classify_{args.method}")
         history = state["history"]
-        save_torch(f"models/classify_{args.method}.pt", {"seeds": state["done"], "width": params.classify.width, "method": args.method})
+        out = f"models/classify_{args.method}.pt"
+        save_torch(out, {"seeds": state["done"], "width": params.classify.width, "method": args.method})
+        run.log_models(out, *servables(out), register=args.register)
         run.log_history(history, step_key="step")
         write_json(f"plots/classify_{args.method}.json", history)
         png = plot_history([{**r, "epoch": r["step"]} for r in history], ["loss", "train_acc", "lr"], f"plots/classify_{args.method}.png",

@@ -13,10 +13,11 @@ from pipeline.config import load_params
 from pipeline.data.augment import balanced_draw
 from pipeline.data.transforms import apply_nuisance, draw_nuisance
 from pipeline.errors import UserError, run_cli
+from pipeline.export import servables
 from pipeline.invariance.munit import build_munit, load_digits, reconstruction_l1, style_diversity, to_uint8, train
 from pipeline.io import save_torch, write_json
 from pipeline.plots import image_grid, plot_history
-from pipeline.tracking import stage_run
+from pipeline.tracking import add_register_option, stage_run
 
 
 def main() -> None:
@@ -25,6 +26,7 @@ def main() -> None:
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--storage", default="checkpoints/munit", help="Ray Train run folder (resumable)")
     ap.add_argument("--out", default="models/munit.pt")
+    add_register_option(ap)
     args = ap.parse_args()
     params = load_params(args.params)
     mp = params.munit
@@ -54,6 +56,7 @@ def main() -> None:
                    "loss_g": history[-1]["loss_g"], "loss_d": history[-1]["loss_d"], "epochs": len(history),
                    "world_size": state["world_size"], "resumed_at_epochs": state["starts"][1:]}  # fmt: skip
         save_torch(args.out, {"state_dict": model.state_dict(), "munit": mp.model_dump()})
+        run.log_models(args.out, *servables(args.out), register=args.register)
         run.log_history(history)
         write_json("plots/munit.json", history)
         png = plot_history(history, ["loss_g", "loss_d", "recon_l1", "style_diversity"], "plots/munit.png", "munit",

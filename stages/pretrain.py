@@ -7,10 +7,11 @@ import math
 
 from pipeline.config import load_params
 from pipeline.errors import UserError, run_cli
+from pipeline.export import servables
 from pipeline.io import save_torch, write_json
 from pipeline.plots import plot_history
 from pipeline.pretrain import METHODS, backbone_from_state, evaluate_backbone, pretrain
-from pipeline.tracking import stage_run
+from pipeline.tracking import add_register_option, stage_run
 
 
 def main() -> None:
@@ -19,6 +20,7 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--storage", default="checkpoints", help="Ray Train run folder (resumable)")
+    add_register_option(ap)
     args = ap.parse_args()
     if args.method not in METHODS:
         raise UserError(f"unknown SSL method '{args.method}' (allowed: {', '.join(METHODS)})")
@@ -41,10 +43,9 @@ def main() -> None:
             knn_top1_last_epoch=last["knn_top1"],
         )  # fmt: skip
         run.log_history(history)
-        save_torch(
-            f"models/backbone_{args.method}.pt",
-            {"state_dict": backbone.state_dict(), "spec": backbone.spec(), "method": args.method},
-        )
+        out = f"models/backbone_{args.method}.pt"
+        save_torch(out, {"state_dict": backbone.state_dict(), "spec": backbone.spec(), "method": args.method})
+        run.log_models(out, *servables(out), register=args.register)
         write_json(f"plots/pretrain_{args.method}.json", history)
         png = plot_history(
             history, ["loss", "z_std", "knn_top1"], f"plots/pretrain_{args.method}.png", stage,

@@ -9,10 +9,11 @@ import math
 
 from pipeline.config import load_params
 from pipeline.errors import UserError, run_cli
+from pipeline.export import save_translator, servables
 from pipeline.io import write_json
 from pipeline.metrics.seeds import mean_over_seeds
 from pipeline.plots import image_grid, plot_history
-from pipeline.tracking import stage_run
+from pipeline.tracking import add_register_option, stage_run
 from pipeline.translate import ENCODERS, GANS, check_stylizer, evaluate_colorization, evaluate_stylization, generators_from_state, sample_rows, train
 
 TASKS = ("colorize", "stylize")
@@ -29,6 +30,8 @@ def main() -> None:
     ap.add_argument("--storage", default="checkpoints/translate", help="Ray Train run folder (resumable)")
     ap.add_argument("--train-fraction", type=float, default=None,
                     help="override <task>.train_fraction; the stage is then named <stage>-f<fraction>")  # fmt: skip
+    ap.add_argument("--out", default=None, help="model file; default models/<stage>.pt (e.g. models/colorize_simsiam_cgan.pt)")
+    add_register_option(ap)
     args = ap.parse_args()
     if args.task not in TASKS:
         raise UserError(f"unknown translation task '{args.task}' (allowed: {', '.join(TASKS)})")
@@ -62,6 +65,9 @@ def main() -> None:
             first_samples = first_samples or samples
             per_seed[str(seed)] = {**scores, "val_l1_last_epoch": history[-1]["val_l1"], "steps_per_s": history[-1]["steps_per_s"],
                               "resumed_at_epochs": state["starts"][1:]}  # fmt: skip
+        out = args.out or f"models/{tag}.pt"
+        save_translator(out, runs, args.encoder)
+        run.log_models(out, *servables(out), register=args.register)
         config, state = runs[0]
         history = state["history"]  # the curves shown are the first seed's; every seed's scores are kept
         metrics = {**mean_over_seeds(list(per_seed.values())), "seeds": [int(s) for s in per_seed], "per_seed": per_seed,
