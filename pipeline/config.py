@@ -39,6 +39,7 @@ class PhotosParams(Section):
     path: str | None = None
     download: bool = False
     test_sources: list[str] = ["coffee", "chelsea"]
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
     max_side: Annotated[int, Field(ge=32, le=4096)] = 256
     patch_size: Annotated[int, Field(ge=8, le=512)] = 32
     patches_per_image: PosInt = 96

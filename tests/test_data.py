@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -278,3 +279,45 @@ def test_atomic_dir_keeps_old_output_on_failure(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+
+
+def test_a_user_folder_splits_by_its_test_subfolder_or_a_seeded_fraction(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c", "d", "e"):
+        _write_png(tmp_path / "flat" / f"{name}.png", rng, (40, 40))
+        _write_png(tmp_path / "withtest" / ("test" if name in "de" else "train") / f"{name}.png", rng, (40, 40))
+
+    def split(folder, **photos):
+        p = parse_params(tiny_raw(prepare={"photos": {"source": "folder", "path": str(tmp_path / folder), "test_sources": [], **photos}})).prepare
+        info = build_photo_sets(p, sources.BadImages("fail")).info
+        return info["photo_train_sources"], info["photo_test_sources"]
+
+    assert split("withtest") == (["train/a.png", "train/b.png", "train/c.png"], ["test/d.png", "test/e.png"])
+    train, test = split("flat", test_fraction=0.4)
+    assert len(test) == 2 and sorted(train + test) == [f"{n}.png" for n in "abcde"]
+    assert split("flat", test_fraction=0.4) == (train, test)  # seeded
+    assert split("flat", test_sources=["c.png"]) == (["a.png", "b.png", "d.png", "e.png"], ["c.png"])  # named sources win
+    with pytest.raises(UserError, match="leaves 0 train and 5 test photos"):
+        split_photos([sources.NamedImage(np.zeros((40, 40, 3), np.uint8), f"test/{n}.png") for n in "abcde"], [])
+
+
+def test_skip_skips_and_counts_every_photo_prepare_cannot_use(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "photos"
+    for name in ("a", "b", "c"):
+        _write_png(root / "cats" / f"{name}.png", rng, (40, 40))
+    (root / "dogs").mkdir()  # an empty class
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(root / "cats" / "dot.png")  # too small
+    Image.fromarray(rng.integers(0, 2**16, (40, 40), dtype=np.uint16)).save(root / "cats" / "deep.png")  # 16-bit grey mode
+    png = (root / "cats" / "a.png").read_bytes()
+    (root / "cats" / "cut.png").write_bytes(png[: len(png) // 2])  # truncated
+    (root / "cats" / "notes.txt").write_text("not an image")
+    raw = tiny_raw(prepare={"photos": {"source": "folder", "path": str(root), "test_sources": ["cats/c.png"]}})
+    bad = sources.BadImages("skip")
+    sets = build_photo_sets(parse_params(raw).prepare, bad)
+    assert sorted(Path(s).name for s in bad.skipped) == ["cut.png", "dot.png", "notes.txt"]
+    assert sets.info["photo_train_sources"] == ["cats/a.png", "cats/b.png", "cats/deep.png"]  # a 16-bit grey PNG converts
+    err = capsys.readouterr().err
+    assert "1x1 px is smaller than prepare.photos.patch_size=16" in err and "class folder" in err and "dogs has no usable image" in err
+    with pytest.raises(UserError, match=r"bad image .*(cut|dot|notes)"):
+        build_photo_sets(parse_params(raw).prepare, sources.BadImages("fail"))

@@ -11,9 +11,12 @@ Sets (folder names under the output root):
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from pipeline.config import PrepareParams
 from pipeline.data import sources
@@ -42,17 +45,57 @@ def _is_grey(image: np.ndarray) -> bool:
     return image.ndim == 2 or bool(np.all(image[..., 0] == image[..., 1]) and np.all(image[..., 1] == image[..., 2]))
 
 
-def split_photos(photos: list[sources.NamedImage], test_sources: list[str]) -> tuple[list, list]:
-    """Train/test by source image name; every name in ``test_sources`` must exist."""
+def split_photos(photos: list[sources.NamedImage], test_sources: list[str], test_fraction: float = 0.2, seed: int = 0) -> tuple[list, list]:
+    """Train/test by source image: the names in ``test_sources`` (each must exist); with none named,
+    the files under a ``test/`` sub-folder, or else ``test_fraction`` of the files drawn with ``seed``."""
     names = [p.name for p in photos]
-    unknown = sorted(set(test_sources) - set(names))
-    if unknown:
-        raise UserError(f"prepare.photos.test_sources: unknown source(s) {unknown} (available: {', '.join(names)})")
-    train = [p for p in photos if p.name not in test_sources]
-    test = [p for p in photos if p.name in test_sources]
+    if test_sources:
+        unknown = sorted(set(test_sources) - set(names))
+        if unknown:
+            raise UserError(f"prepare.photos.test_sources: unknown source(s) {unknown} (available: {', '.join(names)})")
+        held_out = set(test_sources)
+    elif any(n.startswith("test/") for n in names):
+        held_out = {n for n in names if n.startswith("test/")}
+    else:
+        order = np.random.default_rng(seed).permutation(len(names))
+        held_out = {names[i] for i in order[: max(1, round(test_fraction * len(names)))]}
+    train = [p for p in photos if p.name not in held_out]
+    test = [p for p in photos if p.name in held_out]
     if not train or not test:
-        raise UserError("prepare.photos.test_sources must leave at least one photo for train and one for test")
+        raise UserError(f"the photo split leaves {len(train)} train and {len(test)} test photos: both need at least one "
+                        "(prepare.photos.test_sources, a test/ sub-folder or prepare.photos.test_fraction)")  # fmt: skip
     return train, test
+
+
+def load_user_folder(path: str | Path, bad: sources.BadImages) -> list[sources.NamedImage]:
+    """A user's photo folder: its files and class sub-folders, and a ``test/`` sub-folder (flat or
+    with the same class folders) whose images are named ``test/...`` (the test split by default)."""
+    root = Path(path)
+    photos = sources.load_folder(root, bad, exclude=("test",))
+    if (root / "test").is_dir():
+        photos += [sources.NamedImage(ph.image, f"test/{ph.name}", ph.label) for ph in sources.load_folder(root / "test", bad)]
+    return photos
+
+
+def usable_photos(photos: list[sources.NamedImage], patch_size: int, bad: sources.BadImages, root: str | Path) -> list[sources.NamedImage]:
+    """The photos at least ``patch_size`` a side; smaller ones go to ``bad`` (skipped and counted, or the one-line stop)."""
+    keep = []
+    for ph in photos:
+        if min(ph.image.shape[:2]) < patch_size:
+            bad(Path(root) / ph.name, f"{ph.image.shape[1]}x{ph.image.shape[0]} px is smaller than prepare.photos.patch_size={patch_size}")
+        else:
+            keep.append(ph)
+    return keep
+
+
+def warn_empty_classes(root: str | Path, photos: list[sources.NamedImage]) -> list[str]:
+    """Class sub-folders of a user folder with no usable image (a warning each); returns their names."""
+    folders = sorted(p.name for p in Path(root).iterdir() if p.is_dir())
+    used = {ph.name.split("/")[0] for ph in photos if "/" in ph.name}
+    empty = [f for f in folders if f not in used]
+    for name in empty:
+        print(f"warning: class folder {Path(root) / name} has no usable image", file=sys.stderr)
+    return empty
 
 
 def build_photo_sets(params: PrepareParams, bad: sources.BadImages) -> PreparedSets:
@@ -66,9 +109,14 @@ def build_photo_sets(params: PrepareParams, bad: sources.BadImages) -> PreparedS
         train = sources.load_cifar(p.source, p.path, p.download, train=True)
         test = sources.load_cifar(p.source, p.path, p.download, train=False)
     else:
-        photos = sources.load_embedded(sources.EMBEDDED_PHOTOS) if p.source == "embedded" else sources.load_folder(p.path, bad)
+        photos = sources.load_embedded(sources.EMBEDDED_PHOTOS) if p.source == "embedded" else load_user_folder(p.path, bad)
         photos = [sources.NamedImage(resize_max_side(_rgb(ph.image), p.max_side), ph.name, ph.label) for ph in photos]
-        train, test = split_photos(photos, p.test_sources)
+        if p.source == "folder":
+            photos = usable_photos(photos, p.patch_size, bad, p.path)
+            warn_empty_classes(p.path, photos)
+            if not photos:
+                raise UserError(f"no usable photo in {p.path} ({len(bad.skipped)} skipped)")
+        train, test = split_photos(photos, p.test_sources, p.test_fraction, params.seed)
     if all(_is_grey(ph.image) for ph in train + test):
         raise UserError("the photo source holds only grey images: colour photos are needed")
     for ph in train + test:
@@ -81,7 +129,7 @@ def build_photo_sets(params: PrepareParams, bad: sources.BadImages) -> PreparedS
     split_x = params.painting.region_split
     photos_rec, full_rec, paint_rec = [], [], []
     for split, group in (("train", train), ("test", test)):
-        for ph in group:
+        for ph in tqdm(group, desc=f"photos {split}", unit="photo", disable=None):
             full_rec.append(Record(ph.image, "photo", split, ph.name, ph.label))
             small = ph.image.shape[0] == p.patch_size and ph.image.shape[1] == p.patch_size
             # Train photo patches come from the left region, train paintings from the right one:

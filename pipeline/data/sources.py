@@ -95,13 +95,14 @@ def read_image_file(path: Path) -> np.ndarray:
         raise ValueError(str(exc).split("\n")[0] or type(exc).__name__) from None
 
 
-def load_folder(path: str | Path, bad: BadImages, labeled: bool = True) -> list[NamedImage]:
-    """Images under ``path``; with ``labeled`` each sub-folder is a class (sorted names -> 0, 1, ...)."""
+def load_folder(path: str | Path, bad: BadImages, labeled: bool = True, exclude: tuple[str, ...] = ()) -> list[NamedImage]:
+    """Images under ``path``: its files (label -1) and, with ``labeled``, each sub-folder not in
+    ``exclude`` as a class (sorted names -> 0, 1, ...)."""
     root = Path(path)
     if not root.is_dir():
         raise UserError(f"image folder not found: {root}")
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir()) if labeled else []
-    groups = [(i, d) for i, d in enumerate(subdirs)] if subdirs else [(-1, root)]
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and p.name not in exclude) if labeled else []
+    groups = [(-1, root), *enumerate(subdirs)]
     out: list[NamedImage] = []
     for label, folder in groups:
         for file in sorted(p for p in folder.iterdir() if p.is_file()):
