@@ -1,6 +1,7 @@
 # make repro: set up, then run the whole study with `dvc repro` (PROFILE=gpu: `dvc exp run` with infra/profiles/gpu.yaml).
 # make test:  set up, then run the test suite.
 # make sweep STAGE=colorize|cyclegan|munit|classify: a Ray Tune (ASHA) sweep of that stage's loss weights.
+# make predict TASK=... MODEL=... IN=... OUT=...: apply a trained model to your own images (see the target below).
 VENV   ?= .venv
 PYTHON ?= python3.11
 BIN    := $(abspath $(VENV))/bin
@@ -9,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup repro test ui bench efficiency sweep
+.PHONY: setup repro test ui bench efficiency sweep predict
 
 setup: $(VENV)/.installed
 
@@ -32,7 +33,11 @@ test: setup
 	python -m pytest -q -n 2 --dist worksteal --durations=15
 
 ui: setup
-	mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host $${MLFLOW_HOST:-127.0.0.1} --port $${MLFLOW_PORT:-5000}
+	@uri="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}"; \
+	case "$$uri" in \
+	  http://*|https://*) echo "MLflow runs on a server: open $$uri (no local UI to start)";; \
+	  *) exec mlflow ui --backend-store-uri "$$uri" --host "$${MLFLOW_HOST:-127.0.0.1}" --port "$${MLFLOW_PORT:-5000}";; \
+	esac
 
 bench: setup
 	python benchmarks/step_profile.py
@@ -43,3 +48,7 @@ efficiency: setup
 STAGE ?= colorize
 sweep: setup
 	python -m stages.sweep --stage $(STAGE)
+
+# make predict TASK=colorize|stylize|classify MODEL=models/<file>.pt IN=<folder or files> OUT=<folder or .csv> [ARGS="--style DIR --overwrite ..."]
+predict: setup
+	python -m stages.predict $(TASK) --model $(MODEL) --input $(IN) --output $(OUT) $(ARGS)

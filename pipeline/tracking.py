@@ -4,8 +4,10 @@ A run carries the stage's params, per-epoch metrics, the git commit, the DVC sta
 and artifacts (sample images, plots). The final metrics dict is also written to
 ``metrics/<stage>.json`` for ``dvc metrics show``: MLflow and DVC read the same numbers.
 
-The store is ``sqlite:///mlflow.db`` in the working directory (the repo root under DVC);
-``MLFLOW_TRACKING_URI`` overrides it.
+The store is ``mlflow.db`` at the project root, as an absolute sqlite URI, so that the runs of
+an experiment DVC runs in a temporary workspace (``dvc exp run --temp`` or ``--queue``) land in
+the same store; ``MLFLOW_TRACKING_URI`` overrides it. Runs made under ``dvc exp run`` carry the
+experiment's name (tag ``dvc.exp_name``) and baseline commit (``dvc.baseline_rev``).
 """
 
 from __future__ import annotations
@@ -22,11 +24,26 @@ from typing import Any
 from pipeline.errors import UserError
 from pipeline.io import write_json
 
-DEFAULT_URI = "sqlite:///mlflow.db"
+def project_root() -> Path:
+    """The project whose store this is: ``DVC_ROOT`` (set by DVC) or the working directory, and for
+    a temporary DVC experiment workspace (``<repo>/.dvc/tmp/exps/...``) the repo that holds it."""
+    root = Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
+    parts = root.parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return root
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
+    """``MLFLOW_TRACKING_URI``, else ``sqlite:////<project root>/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def dvc_tags() -> dict[str, str]:
+    """The DVC experiment a run belongs to, when DVC runs it as one."""
+    names = {"DVC_EXP_NAME": "dvc.exp_name", "DVC_EXP_BASELINE_REV": "dvc.baseline_rev"}
+    return {tag: os.environ[var] for var, tag in names.items() if os.environ.get(var)}
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -189,7 +206,7 @@ def stage_run(stage: str, params: Mapping[str, Any], experiment: str = "ssl-i2i"
 
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_experiment(experiment)
-    tags = {"dvc.stage": stage, "git.commit": git_commit(), "mlflow.source.git.commit": git_commit()}
+    tags = {"dvc.stage": stage, "git.commit": git_commit(), "mlflow.source.git.commit": git_commit(), **dvc_tags()}
     with mlflow.start_run(run_name=stage, tags=tags) as run:
         flat = {k: str(v)[:6000] for k, v in flatten(params).items()}
         items = list(flat.items())

@@ -3,8 +3,12 @@ with the package and params.yaml."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -98,10 +102,48 @@ def test_rayjob_entrypoint_sets_only_valid_params():
     assert params.distributed.use_gpu is True
 
 
-def test_mlflow_server_binds_localhost_on_the_ui_port_by_default():
-    script = (INFRA / "mlflow" / "server.sh").read_text()
-    assert '"${MLFLOW_HOST:-127.0.0.1}"' in script and '"${MLFLOW_PORT:-5000}"' in script
-    assert "sqlite:///mlflow.db" in script
+@pytest.mark.slow
+def test_mlflow_server_binds_localhost_and_accepts_only_the_allowed_host_names(tmp_path):
+    """infra/mlflow/server.sh as a cluster runs it: MLFLOW_ALLOWED_HOSTS lets workers reach it as
+    http://mlflow:5000; any other Host header is refused (MLflow's DNS-rebinding guard)."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MLFLOW_BACKEND_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "MLFLOW_ARTIFACTS": str(tmp_path / "artifacts"),
+           "MLFLOW_PORT": str(port), "MLFLOW_WORKERS": "1", "MLFLOW_ALLOWED_HOSTS": "mlflow:*",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # fmt: skip
+    proc = subprocess.Popen([str(INFRA / "mlflow" / "server.sh")], env=env, stdout=(tmp_path / "log").open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+
+    def get(host: str) -> int:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1", headers={"Host": host})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                status = get(f"127.0.0.1:{port}")
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError((tmp_path / "log").read_text()[-2000:]) from None
+                time.sleep(0.5)
+        assert status == 200
+        assert get(f"mlflow:{port}") == 200  # the cluster's Service name
+        assert get(f"attacker.example:{port}") in (400, 403)
+        with socket.socket() as s:  # bound to loopback only
+            assert s.connect_ex((socket.gethostbyname(socket.gethostname()), port)) != 0 or socket.gethostbyname(socket.gethostname()).startswith("127.")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
     makefile = (ROOT / "Makefile").read_text()
     assert "MLFLOW_HOST:-127.0.0.1" in makefile and "MLFLOW_PORT:-5000" in makefile
-    assert (Path(sys.executable).parent / "mlflow").is_file()  # the CLI the package installs

@@ -44,3 +44,25 @@ def test_failed_stage_run_is_marked_failed(store):
 def test_flatten_and_metrics_path():
     assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": 3}) == {"a.b": 1, "a.c": [1, 2], "d": 3}
     assert metrics_path("pretrain@swav").name == "pretrain_swav.json"
+
+
+def test_the_default_store_is_the_projects_even_from_a_dvc_temp_workspace(tmp_path, monkeypatch):
+    from pipeline.tracking import project_root, tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db" and tracking_uri().startswith("sqlite:////")
+    workspace = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "standalone" / "tmpab12"
+    workspace.mkdir(parents=True)
+    monkeypatch.setenv("DVC_ROOT", str(workspace))
+    assert project_root() == (tmp_path / "repo").resolve()
+
+
+def test_runs_carry_the_dvc_experiment_name(store, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "bushy-lark")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "abc123")
+    with stage_run("prepare", {}, "exp3"):
+        pass
+    (found,) = mlflow.search_runs(experiment_names=["exp3"], output_format="list")
+    assert found.data.tags["dvc.exp_name"] == "bushy-lark" and found.data.tags["dvc.baseline_rev"] == "abc123"
