@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -10,11 +11,14 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import yaml
 
 from pipeline.data.shards import read_table
+from pipeline.export import load_model
 
+from .browser import browser_available, render
 from .cluster import local_cluster, ray_env
 from .conftest import ROOT, tiny_raw
 
@@ -124,7 +128,7 @@ def test_dvc_repro_end_to_end(tmp_path):
     by_name = {r.info.run_name: r for r in runs}
     translation = {f"colorize@{v}" for v in variants} | {f"stylize@{e}" for e in ("scratch", "simsiam", "swav")}
     git = {"munit", "augment", "evaluate", *(f"classify@{m}" for m in ("erm", "drs", "git", "oracle"))}
-    ace_stages = {"ace", "ace_finetune", "ace_eval", "claims"}
+    ace_stages = {"ace", "ace_finetune", "ace_eval", "claims", "report"}
     assert set(by_name) == {"prepare", "pretrain@simsiam", "pretrain@swav", "backbone_scratch", "translate_report", *translation, *git, *ace_stages}
     ace_hist = mlflow.MlflowClient(uri).get_metric_history(by_name["ace"].info.run_id, "loss_contrastive")
     assert sorted(m.step for m in ace_hist) == [0, 1, 2]  # two epochs, then the final metrics
@@ -137,16 +141,104 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert cyc.data.params["cyclegan.cycle"] == "10.0" and "l1_ab" in cyc.data.metrics
     assert len(mlflow.MlflowClient(uri).get_metric_history(cyc.info.run_id, "val_l1")) == 2
 
+    # every trained network is a DVC output and an MLflow model of its stage's run
+    kinds = {"backbone_simsiam": "backbone", "backbone_scratch": "backbone", "colorize_swav_cgan": "colorizer", "colorize_scratch_cyclegan": "colorizer",
+             "stylize_simsiam": "stylizer", "munit": "munit", "classify_git": "classifier", "ace": "ace", "ace_finetune": "ace"}  # fmt: skip
+    for name, kind in kinds.items():
+        model = load_model(repo / f"models/{name}.pt")
+        assert model.kind == kind and model.seeds == ([0] if kind in ("backbone", "munit") else [0, 1]), name
+    exp_id = mlflow.get_experiment_by_name("ssl-i2i").experiment_id
+    logged = mlflow.search_logged_models(experiment_ids=[exp_id], output_format="list")
+    assert {(m.name, m.source_run_id) for m in logged} >= {("stylize", by_name["stylize@swav"].info.run_id), ("unstylize", by_name["stylize@swav"].info.run_id),
+                                                            ("colorize", by_name["colorize@simsiam-cgan"].info.run_id), ("classify", by_name["classify@oracle"].info.run_id),
+                                                            ("restyle", by_name["munit"].info.run_id), ("embed", by_name["pretrain@swav"].info.run_id),
+                                                            ("stylize_like", by_name["ace_finetune"].info.run_id)}  # fmt: skip
+    assert len(logged) == 3 + 6 + 2 * 3 + 1 + 4 + 2  # backbones, colorizers, stylizers (both directions), MUNIT, classifiers, ACE
+    # predict on the user's own files: a folder the test writes, digits from the prepared test split
+    user = tmp_path / "user"
+    (user / "photos").mkdir(parents=True)
+    from skimage import data
+    from PIL import Image
+
+    Image.fromarray(data.astronaut()[::8, ::8]).save(user / "photos" / "astronaut.png")
+    Image.fromarray(data.chelsea()[:60, :90]).save(user / "photos" / "cat.jpg")
+    (user / "photos" / "readme.txt").write_text("not an image")
+    digits = read_table(repo / "data/prepared/digits_lt", "test", columns=["image", "label"]).to_pylist()[:6]
+    (user / "digits").mkdir()
+    for i, row in enumerate(digits):
+        (user / "digits" / f"{i}_{row['label']}.png").write_bytes(row["image"])
+    predict = [sys.executable, "-m", "stages.predict"]
+    for task, model in (("colorize", "models/colorize_simsiam_cgan.pt"), ("stylize", "models/stylize_swav.pt")):
+        out = _run([*predict, task, "--model", model, "--input", str(user / "photos"), "--output", str(user / task)], repo)
+        assert f"predict {task}: 2 images" in out.stdout and "(1 bad files skipped)" in out.stdout
+        for name in ("astronaut", "cat"):
+            src = np.asarray(Image.open(next((user / "photos").glob(f"{name}.*")))).astype(int)
+            got = np.asarray(Image.open(user / task / f"{name}.png")).astype(int)
+            assert got.shape == src.shape and np.abs(got - src).mean() > 1, (task, name)
+    failed = _run([*predict, "stylize", "--model", "models/stylize_swav.pt", "--input", str(user / "photos"), "--output", str(user / "strict"),
+                   "--on-bad-image", "fail"], repo, check=False)  # fmt: skip
+    assert failed.returncode == 2 and failed.stderr.strip().splitlines()[-1].startswith("error: bad image") and not (user / "strict").exists()
+    again = _run([*predict, "stylize", "--model", "models/stylize_swav.pt", "--input", str(user / "photos"), "--output", str(user / "stylize")], repo, check=False)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    ace_out = _run([*predict, "stylize", "--model", "models/ace.pt", "--style", str(user / "photos"), "--input", str(user / "photos" / "cat.jpg"),
+                    "--output", str(user / "ace")], repo)  # fmt: skip
+    assert "predict stylize: 1 images" in ace_out.stdout and (user / "ace" / "cat.png").is_file()
+    run_uri = f"runs:/{by_name['classify@oracle'].info.run_id}/classify"
+    _run([*predict, "classify", "--model", run_uri, "--input", str(user / "digits"), "--output", str(user / "digits.csv")], repo, env={"MLFLOW_TRACKING_URI": uri})
+    rows = list(csv.DictReader(open(user / "digits.csv")))
+    assert len(rows) == 6 and all(abs(sum(float(r[f"p{c}"]) for c in range(10)) - 1) < 1e-3 for r in rows)
+    # the report: one page, rendered in headless Chromium with no error and every image decoded
+    report = repo / "reports/index.html"
+    if browser_available():
+        shown = render(report.as_uri())
+        assert shown.errors == [] and len(shown.images) >= 8 and all(i["width"] > 0 for i in shown.images)
+    assert by_name["claims"].info.run_id in report.read_text()
+    assert "report/index.html" in [a.path for a in mlflow.MlflowClient(uri).list_artifacts(by_name["report"].info.run_id, "report")]
+
     # nothing changed: nothing runs
     second = _run(["dvc", "repro"], repo)
     assert "Running stage" not in second.stdout
     _run(["git", "add", "-A"], repo)
     _run(["git", "commit", "-qm", "lock"], repo)
 
-    # one SimSiam param: only pretrain@simsiam reruns (its downstream stages are left out by the target)
-    exp = _run(["dvc", "exp", "run", "-S", "simsiam.lr=0.1", "pretrain@simsiam"], repo)
+    # one SimSiam param: only pretrain@simsiam reruns (its downstream stages are left out by the target);
+    # run in a temporary workspace, its MLflow run still lands in the repo's store, tagged with the experiment
+    exp = _run(["dvc", "exp", "run", "--temp", "-n", "lr-01", "-S", "simsiam.lr=0.1", "pretrain@simsiam"], repo)
     assert "Running stage 'pretrain@simsiam'" in exp.stdout
     assert "Running stage 'pretrain@swav'" not in exp.stdout and "Running stage 'prepare'" not in exp.stdout
+    (tagged,) = mlflow.search_runs(experiment_names=["ssl-i2i"], filter_string="tags.`dvc.exp_name` = 'lr-01'", output_format="list")
+    assert tagged.info.run_name == "pretrain@simsiam" and tagged.data.params["simsiam.lr"] == "0.1"
+
+
+@pytest.mark.timeout(1500)
+def test_your_own_images_end_to_end(tmp_path):
+    """README "Use your own images": prepare on a user folder (a test/ sub-folder, a bad file),
+    `dvc repro` of a colorizer, then predict on new files."""
+    from PIL import Image
+    from skimage import data
+
+    user = tmp_path / "my_photos"
+    (user / "test").mkdir(parents=True)
+    for name in ("astronaut", "rocket", "coffee", "chelsea", "hubble_deep_field"):
+        image = Image.fromarray(getattr(data, name)()).convert("RGB")
+        image.thumbnail((120, 120))
+        image.save(user / ("test" if name == "chelsea" else ".") / f"{name}.png")
+    (user / "clipboard.png").write_bytes(b"not a png")
+    repo = copy_repo(tmp_path / "repo")
+    raw = tiny_raw(prepare={"photos": {"source": "folder", "path": str(user), "test_sources": []}})
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    _run(["dvc", "repro", "colorize@scratch-cgan"], repo, env={"RAY_AUTH_MODE": ray_env()["RAY_AUTH_MODE"]}, timeout=1200)
+    prep = json.loads((repo / "metrics/prepare.json").read_text())
+    assert prep["photo_test_sources"] == ["test/chelsea.png"] and len(prep["photo_train_sources"]) == 4
+    assert prep["bad_images_skipped"] == 1
+    new = tmp_path / "new"
+    new.mkdir()
+    Image.fromarray(data.astronaut()[100:260, 150:330]).convert("L").save(new / "grey_crop.png")  # a grey photo to colorize
+    out = _run([sys.executable, "-m", "stages.predict", "colorize", "--model", "models/colorize_scratch_cgan.pt", "--input", str(new),
+                "--output", str(tmp_path / "colour")], repo)  # fmt: skip
+    assert "predict colorize: 1 images" in out.stdout
+    colour = np.asarray(Image.open(tmp_path / "colour" / "grey_crop.png")).astype(int)
+    assert colour.shape == (160, 180, 3) and np.abs(colour[..., 0] - colour[..., 2]).mean() > 0.5  # no longer grey
 
 
 def test_stage_bad_input_is_one_line(tmp_path):
