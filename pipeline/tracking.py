@@ -172,8 +172,9 @@ def model_file_from_uri(uri: str, dest: str | Path) -> Path:
 
 
 def stage_runs(experiment: str) -> list[dict[str, Any]]:
-    """The latest run of every stage (by its ``dvc.stage`` tag; sweep trials left out) in ``experiment``,
-    in start order: {stage, run_id, status, wall_s, commit, params}. Empty when there is none."""
+    """The latest finished run of every stage (by its ``dvc.stage`` tag; sweep trials and failed or
+    killed runs left out) in ``experiment``, in start order: {stage, run_id, status, wall_s, commit,
+    params}. Empty when there is none."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri())
@@ -181,7 +182,8 @@ def stage_runs(experiment: str) -> list[dict[str, Any]]:
     if exp is None:
         return []
     latest: dict[str, Any] = {}
-    for run in client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"], max_results=5000):
+    finished = "attributes.status = 'FINISHED'"
+    for run in client.search_runs([exp.experiment_id], finished, order_by=["attributes.start_time ASC"], max_results=5000):
         stage = run.data.tags.get("dvc.stage")
         if stage and "mlflow.parentRunId" not in run.data.tags:
             latest[stage] = run

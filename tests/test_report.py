@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from pipeline.report import PLOTS, build, markdown_to_html
 from pipeline.tracking import stage_run, stage_runs
 
@@ -26,6 +28,8 @@ def test_stage_runs_keep_the_latest_run_of_each_stage(tmp_path, monkeypatch):
     for stage, lr in (("pretrain@simsiam", 0.1), ("prepare", 0), ("pretrain@simsiam", 0.2)):
         with stage_run(stage, {"lr": lr}, "report-test"):
             pass
+    with pytest.raises(KeyboardInterrupt), stage_run("pretrain@simsiam", {"lr": 0.3}, "report-test"):
+        raise KeyboardInterrupt  # an interrupted rerun: its outputs are not the study's, nor is its run
     runs = stage_runs("report-test")
     assert [r["stage"] for r in runs] == ["prepare", "pretrain@simsiam"]
     assert runs[1]["params"] == {"lr": "0.2"} and runs[1]["status"] == "FINISHED" and runs[1]["wall_s"] >= 0
