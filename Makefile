@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup repro test ui bench efficiency sweep predict
+.PHONY: setup repro test ui bench efficiency sweep predict lock
 
 setup: $(VENV)/.installed
 
@@ -52,3 +52,8 @@ sweep: setup
 # make predict TASK=colorize|stylize|classify MODEL=models/<file>.pt IN=<folder or files> OUT=<folder or .csv> [ARGS="--style DIR --overwrite ..."]
 predict: setup
 	python -m stages.predict $(TASK) --model $(MODEL) --input $(IN) --output $(OUT) $(ARGS)
+
+# make lock: re-pin infra/docker/requirements.lock (the image's whole environment) from pyproject.toml
+lock: setup
+	python -m pip install -q pip-tools
+	pip-compile -q --allow-unsafe --extra=cluster --extra=test --no-emit-index-url --strip-extras -o infra/docker/requirements.lock pyproject.toml

@@ -3,6 +3,7 @@ with the package and params.yaml."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -32,7 +33,67 @@ def pin(name: str) -> str:
 
 
 def k8s_docs() -> dict[str, dict]:
-    return {p.name: yaml.safe_load(p.read_text()) for p in sorted((INFRA / "k8s").glob("*.yaml"))}
+    """{file name: its document} for single-document manifests, {file name/kind: document} for the others."""
+    out = {}
+    for p in sorted((INFRA / "k8s").glob("*.yaml")):
+        docs = list(yaml.safe_load_all(p.read_text()))
+        out.update({p.name: docs[0]} if len(docs) == 1 else {f"{p.name}/{d['kind']}": d for d in docs})
+    return out
+
+
+# The KubeRay v1 API fields these manifests may use, written down from its API reference
+# (https://ray-project.github.io/kuberay/reference/api/, package ray.io/v1): a typo or a field of
+# another version fails here before `kubectl apply` would reject it.
+KUBERAY_V1 = {
+    "RayClusterSpec": {"rayVersion", "enableInTreeAutoscaling", "autoscalerOptions", "headServiceAnnotations", "headGroupSpec",
+                       "workerGroupSpecs", "suspend", "managedBy", "gcsFaultToleranceOptions", "authOptions"},
+    "HeadGroupSpec": {"rayStartParams", "template", "serviceType", "headService", "enableIngress", "resources", "labels"},
+    "WorkerGroupSpec": {"groupName", "replicas", "minReplicas", "maxReplicas", "rayStartParams", "template", "numOfHosts",
+                        "scaleStrategy", "suspend", "idleTimeoutSeconds", "resources", "labels"},
+    "RayJobSpec": {"entrypoint", "runtimeEnvYAML", "metadata", "jobId", "submissionMode", "rayClusterSpec", "clusterSelector",
+                   "shutdownAfterJobFinishes", "ttlSecondsAfterFinished", "activeDeadlineSeconds", "backoffLimit", "suspend",
+                   "submitterPodTemplate", "submitterConfig", "entrypointNumCpus", "entrypointNumGpus", "entrypointResources",
+                   "deletionStrategy", "managedBy"},
+}  # fmt: skip
+
+
+def test_kuberay_manifests_use_only_kuberay_v1_fields():
+    def check(spec: dict, where: str) -> None:
+        assert set(spec) <= KUBERAY_V1["RayClusterSpec"], (where, set(spec) - KUBERAY_V1["RayClusterSpec"])
+        assert set(spec["headGroupSpec"]) <= KUBERAY_V1["HeadGroupSpec"], where
+        for group in spec["workerGroupSpecs"]:
+            assert set(group) <= KUBERAY_V1["WorkerGroupSpec"], (where, set(group) - KUBERAY_V1["WorkerGroupSpec"])
+
+    docs = k8s_docs()
+    assert docs["raycluster.yaml"]["apiVersion"] == docs["rayjob.yaml"]["apiVersion"] == "ray.io/v1"
+    check(docs["raycluster.yaml"]["spec"], "RayCluster")
+    job = docs["rayjob.yaml"]["spec"]
+    assert set(job) <= KUBERAY_V1["RayJobSpec"], set(job) - KUBERAY_V1["RayJobSpec"]
+    check(job["rayClusterSpec"], "RayJob")
+    with pytest.raises(AssertionError):  # a misspelt field is caught
+        check({**docs["raycluster.yaml"]["spec"], "workerGroupSpec": []}, "typo")
+
+
+def test_every_volume_and_service_the_ray_pods_use_is_defined_beside_them():
+    docs = k8s_docs()
+    pvc = docs["storage.yaml"]
+    assert pvc["kind"] == "PersistentVolumeClaim" and "ReadWriteMany" in pvc["spec"]["accessModes"]
+    service, deployment = docs["mlflow.yaml/Service"], docs["mlflow.yaml/Deployment"]
+    pods = [spec["headGroupSpec"]["template"]["spec"] for spec in ray_cluster_specs()]
+    pods += [g["template"]["spec"] for spec in ray_cluster_specs() for g in spec["workerGroupSpecs"]]
+    pods.append(deployment["spec"]["template"]["spec"])
+    for pod in pods:
+        assert {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]} == {pvc["metadata"]["name"]}
+        for container in pod["containers"]:
+            assert container["image"] == IMAGE
+            env = {e["name"]: e["value"] for e in container.get("env", [])}
+            if "MLFLOW_TRACKING_URI" in env:
+                assert env["MLFLOW_TRACKING_URI"] == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+    mlflow_env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert mlflow_env["MLFLOW_ALLOWED_HOSTS"].startswith(f"{service['metadata']['name']}:*")  # workers call it by the Service name
+    assert mlflow_env["MLFLOW_BACKEND_URI"].startswith("sqlite:////shared/") and deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+    assert "out=/shared/results/" in docs["rayjob.yaml"]["spec"]["entrypoint"] and "reports" in docs["rayjob.yaml"]["spec"]["entrypoint"]
 
 
 def ray_cluster_specs() -> list[dict]:
@@ -42,24 +103,62 @@ def ray_cluster_specs() -> list[dict]:
 
 def test_every_infra_file_parses():
     for path in INFRA.rglob("*.yaml"):
-        assert yaml.safe_load(path.read_text()), path
+        assert all(yaml.safe_load_all(path.read_text())), path
     assert (INFRA / "docker" / "Dockerfile").read_text().startswith("#")
     assert (INFRA / "mlflow" / "server.sh").stat().st_mode & 0o111
 
 
-def test_image_installs_the_pinned_package_on_the_supported_python():
+def lock() -> dict[str, str]:
+    """infra/docker/requirements.lock as {package: version}."""
+    lines = (INFRA / "docker" / "requirements.lock").read_text().splitlines()
+    return {m.group(1).lower(): m.group(2) for line in lines if (m := re.match(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)", line))}
+
+
+def test_image_installs_the_locked_environment_then_the_code_as_a_non_root_user():
     docker = (INFRA / "docker" / "Dockerfile").read_text()
-    base = re.search(r"^FROM python:(\d+\.\d+)", docker, re.M)
+    base = re.search(r"^FROM python:(\d+\.\d+)\.\d+-slim-\w+$", docker, re.M)  # a full version tag, not a floating one
     assert base and base.group(1) == "3.11" and PYPROJECT["project"]["requires-python"].startswith(">=3.11")
-    assert "pip install --no-cache-dir -e ." in docker  # the pins come from pyproject.toml, nowhere else
+    body = docker.splitlines()
+    lock_install = next(i for i, line in enumerate(body) if "-r /tmp/requirements.lock" in line)
+    code_copy = next(i for i, line in enumerate(body) if line.startswith("COPY --chown=app:app . ."))
+    assert lock_install < code_copy  # a code change leaves the dependency layer cached
+    last_run = max(i for i, line in enumerate(body) if line.startswith("RUN"))
+    assert "pip install --no-cache-dir --no-deps -e ." in docker and body.index("USER app") > last_run  # nothing runs as root after
+    locked = lock()
+    for name in ("torch", "torchvision", "ray", "mlflow", "dvc"):
+        assert locked[name] == pin(name), name  # the lock agrees with pyproject's pins
+    assert "boto3" in locked and "pytest" in locked  # the AWS launcher on the head; the suite in the image
     assert pin("ray") == "2.60.0" and pin("torch") == "2.14.1"
     exposed = {int(p) for p in re.findall(r"\b(\d{4,5})\b", re.search(r"^EXPOSE (.*)$", docker, re.M).group(1))}
     assert {6379, 8265} <= exposed
 
 
+IMAGE = "REGISTRY/ssl-i2i:0.1.0"
+PLACEHOLDER = re.compile(r"REPLACE_WITH_[A-Z0-9_]+|ACCOUNT_ID|REGISTRY")
+
+
+def test_cluster_launcher_validates_against_rays_schema_with_named_placeholders():
+    import jsonschema
+    import ray
+
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    text = (INFRA / "ray" / "cluster.yaml").read_text()
+    cfg = yaml.safe_load(text)
+    jsonschema.validate(cfg, schema)
+    types = cfg["available_node_types"]
+    assert all(t["node_config"]["ImageId"] == "REPLACE_WITH_DLAMI_ID" for t in types.values())  # the AMI, a named placeholder
+    assert types["gpu_worker"]["node_config"]["IamInstanceProfile"]["Arn"].endswith(":instance-profile/ssl-i2i-worker")
+    mount = " ".join(cfg["initialization_commands"])
+    assert "REPLACE_WITH_EFS_ID.efs." in mount and " /shared" in mount  # the shared file system on every node
+    assert "-v /shared:/shared" in cfg["docker"]["run_options"]
+    assert set(PLACEHOLDER.findall(text)) == {"REPLACE_WITH_DLAMI_ID", "REPLACE_WITH_EFS_ID", "ACCOUNT_ID", "REGISTRY"}
+    with pytest.raises(jsonschema.ValidationError):  # the schema check is a real one
+        jsonschema.validate({**cfg, "max_workers": "four"}, schema)
+
+
 def test_cluster_launcher_agrees_with_the_image_and_binds_the_dashboard_locally():
     cfg = yaml.safe_load((INFRA / "ray" / "cluster.yaml").read_text())
-    assert cfg["docker"]["image"] == "ssl-i2i:latest"
+    assert cfg["docker"]["image"] == IMAGE
     head = " ".join(cfg["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head and "--port=6379" in head
     assert "ray start --address=$RAY_HEAD_IP:6379" in " ".join(cfg["worker_start_ray_commands"])
@@ -73,7 +172,7 @@ def test_kuberay_resources_ports_and_versions_agree(index):
     spec = ray_cluster_specs()[index]
     assert spec["rayVersion"] == pin("ray")
     head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
-    assert head["image"] == "ssl-i2i:latest"
+    assert head["image"] == IMAGE
     assert {p["containerPort"] for p in head["ports"]} >= {6379, 8265}
     for group in spec["workerGroupSpecs"]:
         worker = group["template"]["spec"]["containers"][0]
