@@ -193,6 +193,8 @@ def test_dvc_repro_end_to_end(tmp_path):
         shown = render(report.as_uri())
         assert shown.errors == [] and len(shown.images) >= 8 and all(i["width"] > 0 for i in shown.images)
     assert by_name["claims"].info.run_id in report.read_text()
+    recorded = {r["stage"]: r["run_id"] for r in json.loads((repo / "reports/runs.json").read_text())}
+    assert recorded["claims"] == by_name["claims"].info.run_id and recorded["prepare"] == by_name["prepare"].info.run_id
     assert "report/index.html" in [a.path for a in mlflow.MlflowClient(uri).list_artifacts(by_name["report"].info.run_id, "report")]
 
     # nothing changed: nothing runs
