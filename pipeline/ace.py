@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from pipeline import storage
 from pipeline import distributed
 from pipeline.collectives import average_gradients
 from pipeline.config import Params
@@ -266,7 +267,7 @@ def adain_transfer(encoder: ACE, x: torch.Tensor, exemplars: torch.Tensor, steps
 
 def load_photos(data_root: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Photo train patches: (train, val) tensors; the last ``VAL_SIZE`` (by a fixed permutation) are held out."""
-    images, _, _ = read_images(Path(data_root) / "photos", "train")
+    images, _, _ = read_images(storage.join(data_root, "photos"), "train")
     x = to_tensor(images)
     order = np.random.default_rng(0).permutation(len(x))
     n_val = min(VAL_SIZE, len(x) // 4)
@@ -282,6 +283,8 @@ def pick_exemplars(exemplars: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 def load_exemplars(path: str | Path, split: str = "train") -> torch.Tensor:
     """Style exemplars (K, 3, H, W): a prepared set's shards (``split``) or a folder of image files.
     One-line errors for a missing or empty folder and for a file that is not an image."""
+    if storage.is_uri(path):  # a prepared set a Ray worker reads from the storage URI
+        return to_tensor(read_images(path, split)[0])
     path = Path(path)
     if not path.exists():
         raise UserError(f"style exemplar folder not found: {path}")
@@ -325,7 +328,7 @@ def train_loop(config: dict[str, Any]) -> None:
 
     x_train, x_val = load_photos(config["data_root"])
     x_train = x_train.to(w.device)
-    y_train = load_exemplars(Path(config["data_root"]) / "painting").to(w.device) if mode == "finetune" else None
+    y_train = load_exemplars(storage.join(config["data_root"], "painting")).to(w.device) if mode == "finetune" else None
     batch = max(2, run_params["batch_size"] // w.world_size)
     crop = ac["crop_size"]
     for epoch in run.epochs():
@@ -372,7 +375,7 @@ def job_config(
         load_exemplars(Path(data_root) / "painting")
     return {
         "mode": mode,
-        "data_root": str(Path(data_root).resolve()),
+        "data_root": storage.publish_data(data_root, ["photos", "painting"] if mode == "finetune" else ["photos"]),
         "ace": ace_spec(params, params.ace.seeds[0] if seed is None else seed),
         "finetune": params.ace_finetune.model_dump(),
         "backbone_spec": backbone.spec(),

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from pipeline import storage
 from pipeline.config import DistributedParams
 from pipeline.errors import UserError
 from pipeline.io import file_digest, load_torch
@@ -294,8 +295,8 @@ def init_ray(num_cpus: int | None = None) -> None:
 
 
 def checkpoint_storage(default: str | Path) -> str:
-    """Where run checkpoints live: ``PIPELINE_CHECKPOINT_STORAGE`` (shared storage on a cluster) or ``default``."""
-    return os.environ.get("PIPELINE_CHECKPOINT_STORAGE") or str(Path(default).resolve())
+    """Where run checkpoints live: see :func:`pipeline.storage.run_storage` (``default`` is the local folder)."""
+    return storage.run_storage(default)
 
 
 def fit(

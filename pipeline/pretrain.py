@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline import storage
 from pipeline import distributed
 from pipeline.color import to_gray
 from pipeline.config import Params
@@ -37,7 +38,7 @@ def job_config(params: Params, method: str, data_root: str | Path) -> dict[str, 
         raise ValueError(f"unknown SSL method '{method}' (allowed: {', '.join(METHODS)})")
     return {
         "method": method,
-        "data_root": str(Path(data_root).resolve()),
+        "data_root": storage.publish_data(data_root, ["photos_full", "probe"]),
         "pretrain": params.pretrain.model_dump(),
         "method_params": getattr(params, method).model_dump(),
         "cpus_per_worker": params.distributed.cpus_per_worker,
@@ -57,8 +58,8 @@ def build_model(method: str, pre: dict[str, Any], mp: dict[str, Any]) -> nn.Modu
 
 def load_probe(data_root: str | Path, channels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Probe bank and query images (N, C, H, W) in [0, 1] with labels (N,)."""
-    bank, bank_y, _ = read_images(Path(data_root) / "probe", "bank")
-    query, query_y, _ = read_images(Path(data_root) / "probe", "query")
+    bank, bank_y, _ = read_images(storage.join(data_root, "probe"), "bank")
+    query, query_y, _ = read_images(storage.join(data_root, "probe"), "query")
     return to_tensor(bank, channels), torch.from_numpy(bank_y), to_tensor(query, channels), torch.from_numpy(query_y)
 
 
@@ -110,7 +111,7 @@ def train_loop(config: dict[str, Any]) -> None:
     model = distributed.prepare_model(model, w)
     core = distributed.unwrap(model)
 
-    photos, _, _ = read_images(Path(config["data_root"]) / "photos_full", "train")
+    photos, _, _ = read_images(storage.join(config["data_root"], "photos_full"), "train")
     bank = PhotoBank(photos, w.device)
     probe = load_probe(config["data_root"], pre["channels"]) if w.is_main else None
 

@@ -32,6 +32,7 @@ from pipeline import distributed, translate
 from pipeline.config import DistributedParams, Params, SweepDimension
 from pipeline.errors import UserError
 from pipeline.invariance import classify, munit
+from pipeline.storage import join, sweep_storage
 from pipeline.tracking import ChildRuns, StageRun
 
 
@@ -211,6 +212,7 @@ def run(params: Params, stage: str, parent: StageRun, job: Job, storage: str | P
     runs = ChildRuns(parent)
     trial_runs = TrialRuns(runs, {"stage": stage, "encoder": sw.encoder, spec.section: section.model_dump()}, job.max_reports, spec.metric)
     name = f"sweep_{stage}_{time.strftime('%Y%m%d-%H%M%S')}"
+    sweep_root = sweep_storage(storage)
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(_trial, job=job), {"cpu": sw.trial_cpus, "gpu": 0}),
         param_space=tune_space(space),
@@ -222,7 +224,7 @@ def run(params: Params, stage: str, parent: StageRun, job: Job, storage: str | P
                                     grace_period=min(sw.grace_period, job.max_reports), reduction_factor=sw.reduction_factor),
             search_alg=BasicVariantGenerator(points_to_evaluate=[current], max_concurrent=sw.max_concurrent, random_state=sw.seed),
         ),  # fmt: skip
-        run_config=tune.RunConfig(name=name, storage_path=str(Path(storage).resolve()), callbacks=[trial_runs], verbose=1),
+        run_config=tune.RunConfig(name=name, storage_path=sweep_root, callbacks=[trial_runs], verbose=1),
     )
     t0 = time.perf_counter()
     try:
@@ -250,5 +252,5 @@ def run(params: Params, stage: str, parent: StageRun, job: Job, storage: str | P
         "stopped_early": sum(t["status"] == "KILLED" for t in trials),
         "wall_s": time.perf_counter() - t0,
         "parent_run_id": parent.run_id,
-        "tune_experiment": str(Path(storage).resolve() / name),
+        "tune_experiment": str(join(sweep_root, name)),
     }

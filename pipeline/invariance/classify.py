@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
 
+from pipeline import storage
 from pipeline import distributed
 from pipeline.config import Params
 from pipeline.data.augment import apply_nuisances, balanced_draw, draw_nuisances
@@ -51,7 +52,7 @@ def check_classes(labels: np.ndarray, where: str) -> None:
 
 def load_train(data_root: str | Path) -> dict[str, Any]:
     """Stored train images (fixed draws), their clean originals (for the oracle), labels."""
-    table = read_table(Path(data_root) / "digits_lt", "train", columns=["image", "clean", "label"])
+    table = read_table(storage.join(data_root, "digits_lt"), "train", columns=["image", "clean", "label"])
     labels = np.asarray(table.column("label").to_pylist(), dtype=np.int64)
     check_classes(labels, f"{Path(data_root) / 'digits_lt'} train split")
     clean = table.column("clean").to_pylist()
@@ -66,7 +67,7 @@ def load_train(data_root: str | Path) -> dict[str, Any]:
 
 def load_augmented(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     """MUNIT samples written by the augment stage: (N, 1, H, W) in [0, 1], labels (N,)."""
-    if not sorted(Path(path).glob("train-*.parquet")):
+    if not storage.is_uri(path) and not sorted(Path(path).glob("train-*.parquet")):
         raise UserError(f"no MUNIT samples in {path}: run `dvc repro augment` first")
     images, labels, _ = read_images(path, "train")
     return to_tensor(images, channels=1), torch.from_numpy(labels)
@@ -177,8 +178,8 @@ def job_config(params: Params, method: str, data_root: str | Path, augment_root:
         load_augmented(augment_root)
     return {
         "method": method,
-        "data_root": str(Path(data_root).resolve()),
-        "augment_root": str(Path(augment_root).resolve()),
+        "data_root": storage.publish_data(data_root, ["digits_lt"]),
+        "augment_root": str(storage.join(storage.publish_data(Path(augment_root).parent, [Path(augment_root).name]), Path(augment_root).name)),
         "transform": params.prepare.digits_lt.transform,
         "classify": params.classify.model_dump(),
         "cpus_per_worker": params.distributed.cpus_per_worker,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline import storage
 from pipeline import distributed
 from pipeline.config import Params
 from pipeline.data.augment import balanced_draw
@@ -34,7 +35,7 @@ from pipeline.models.munit import MUNIT, MunitPass
 
 def load_digits(data_root: str | Path, split: str) -> tuple[torch.Tensor, np.ndarray, list[str]]:
     """(N, 1, H, W) images in [-1, 1], labels (N,) and sources of one digits_lt split."""
-    images, labels, sources = read_images(Path(data_root) / "digits_lt", split)
+    images, labels, sources = read_images(storage.join(data_root, "digits_lt"), split)
     return to_tensor(images, channels=1) * 2 - 1, labels, sources
 
 
@@ -194,7 +195,7 @@ def job_config(params: Params, data_root: str | Path) -> dict[str, Any]:
     """The dict each MUNIT worker receives (after a one-line check of the data, not in a worker)."""
     load_digits(data_root, "train")
     return {
-        "data_root": str(Path(data_root).resolve()),
+        "data_root": storage.publish_data(data_root, ["digits_lt"]),
         "munit": params.munit.model_dump(),
         "cpus_per_worker": params.distributed.cpus_per_worker,
         "mixed_precision": params.distributed.mixed_precision,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline import storage
 from pipeline.color import grey_of, lab_to_net, lab_to_rgb, net_to_lab, rgb_to_lab
 from pipeline.data.shards import read_images
 from pipeline.data.transforms import to_tensor
@@ -42,15 +43,15 @@ def train_subset(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nda
 
 def load_domains(config: dict[str, Any]) -> dict[str, torch.Tensor]:
     """{'X', 'Y'} training images of both domains and {'val_X', 'val_Y'} (paired when the task allows)."""
-    root, task = Path(config["data_root"]), config["task"]
-    photos, _, _ = read_images(root / "photos", "train")
+    root, task = config["data_root"], config["task"]
+    photos, _, _ = read_images(storage.join(root, "photos"), "train")
     rgb = to_tensor(photos)
     train_idx, val_idx = train_subset(len(rgb), config["train_fraction"], config["translate"]["seed"])
     if task == "colorize":
         lab = photo_to_domain(rgb, task)
         val = lab[val_idx] if len(val_idx) else lab[train_idx][:VAL_SIZE]
         return {"X": grey_of(lab[train_idx]), "Y": lab[train_idx], "val_X": grey_of(val), "val_Y": val}
-    paintings, _, _ = read_images(root / "painting", "train")
+    paintings, _, _ = read_images(storage.join(root, "painting"), "train")
     x = photo_to_domain(rgb, task)
     val = x[val_idx] if len(val_idx) else x[train_idx][:VAL_SIZE]
     return {"X": x[train_idx], "Y": photo_to_domain(to_tensor(paintings), task), "val_X": val, "val_Y": val}

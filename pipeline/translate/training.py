@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline import storage
 from pipeline import distributed
 from pipeline.config import Params
 from pipeline.data.augment import crop_flip
@@ -186,7 +187,7 @@ def job_config(
         "task": task,
         "gan": gan,
         "variant": f"{task}@{encoder}-{gan}" if task == "colorize" else f"{task}@{encoder}",
-        "data_root": str(Path(data_root).resolve()),
+        "data_root": storage.publish_data(data_root, ["photos", "painting"] if task == "stylize" else ["photos"]),
         "train_fraction": fraction,
         "translate": {**params.translate.model_dump(exclude={"seeds"}), "seed": params.translate.seeds[0] if seed is None else seed,
                       **({"steps_per_epoch": params.stylize.steps_per_epoch} if task == "stylize" and params.stylize.steps_per_epoch else {})},

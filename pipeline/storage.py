@@ -1,0 +1,107 @@
+"""The one storage URI of a run on a cluster: what Ray workers read and write lives under it.
+
+``PIPELINE_STORAGE_URI`` (``s3://bucket/study``, ``gs://...``, or a folder every node mounts) holds
+
+- ``data/<digest>/<set>/``: the prepared shards a run reads, uploaded by the driver on first use
+  and named by their content digest, so a worker never reads a stale or a driver-local copy;
+- ``checkpoints/<stage>/``: Ray Train run checkpoints (resume reads them back from there);
+- ``sweeps/``: Ray Tune results.
+
+Unset (the default), everything stays on local paths, as on one machine. DVC outputs (models,
+metrics, plots) are always local. Credentials and endpoints come from the usual environment of
+pyarrow's file systems (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``, ``GOOGLE_APPLICATION_CREDENTIALS``...).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Iterable
+from pathlib import Path
+
+ENV = "PIPELINE_STORAGE_URI"
+COMPLETE = "_COMPLETE"
+
+
+def is_uri(path: str | Path) -> bool:
+    return "://" in str(path)
+
+
+def join(root: str | Path, *parts: str) -> str | Path:
+    """``root / parts`` for a local path, ``root/parts`` for a URI (``Path`` would fold ``s3://`` to ``s3:/``)."""
+    if is_uri(root):
+        return posixpath.join(str(root).rstrip("/"), *parts)
+    return Path(root).joinpath(*parts)
+
+
+def storage_uri() -> str | None:
+    """``PIPELINE_STORAGE_URI`` without a trailing slash, or None."""
+    uri = os.environ.get(ENV, "").strip()
+    return uri.rstrip("/") or None
+
+
+def filesystem(uri: str):  # -> tuple[pyarrow.fs.FileSystem, str]
+    """The pyarrow file system of ``uri`` and the path inside it."""
+    import pyarrow.fs as pafs
+
+    from pipeline.errors import UserError
+
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (ValueError, OSError) as exc:
+        raise UserError(f"{ENV}: cannot open {uri}: {str(exc).splitlines()[0]}") from None
+
+
+def list_files(folder: str, pattern: str):  # -> tuple[pyarrow.fs.FileSystem, list[str]]
+    """The file system of the URI ``folder`` and the sorted paths (in it) of the files directly in
+    ``folder`` whose name matches ``pattern`` (fnmatch)."""
+    import fnmatch
+
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(folder)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return fs, sorted(i.path for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.base_name, pattern))
+
+
+def publish_data(data_root: str | Path, sets: Iterable[str]) -> str:
+    """Where Ray workers read the prepared ``sets`` of ``data_root``: the local folder (absolute)
+    without a storage URI; with one, ``<uri>/data/<digest of the sets' files>``, uploaded once."""
+    uri = storage_uri()
+    sets = list(sets)
+    if uri is None:
+        return str(Path(data_root).resolve())
+    import pyarrow.fs as pafs
+
+    from pipeline.distributed import data_fingerprint
+
+    digest = data_fingerprint([Path(data_root) / s for s in sets])[:16]
+    remote = f"{uri}/data/{digest}"
+    fs, path = filesystem(remote)
+    if fs.get_file_info(f"{path}/{COMPLETE}").type == pafs.FileType.NotFound:
+        for s in sets:
+            pafs.copy_files(str((Path(data_root) / s).resolve()), f"{path}/{s}", destination_filesystem=fs)
+        with fs.open_output_stream(f"{path}/{COMPLETE}") as out:  # written last: a half upload is redone
+            out.write(" ".join(sets).encode())
+    return remote
+
+
+def sweep_storage(local: str | Path) -> str:
+    """Where Ray Tune writes a sweep's results: ``<uri>/sweeps`` with a storage URI, else ``local`` (absolute)."""
+    uri = storage_uri()
+    return f"{uri}/sweeps" if uri else str(Path(local).resolve())
+
+
+def run_storage(local: str | Path) -> str:
+    """Where Ray Train keeps a stage's run checkpoints: ``<uri>/checkpoints/<name of local>`` with a
+    storage URI; the folder ``PIPELINE_CHECKPOINT_STORAGE`` (a file system every node mounts) when
+    that is set; else the local folder (absolute). When they go elsewhere, the local folder (a DVC
+    output) still exists and holds ``REMOTE``, where its checkpoints went: resume reads them there."""
+    uri, shared = storage_uri(), os.environ.get("PIPELINE_CHECKPOINT_STORAGE")
+    local = Path(local)
+    if uri is None and not shared:
+        return str(local.resolve())
+    remote = f"{uri}/checkpoints/{local.name}" if uri else shared
+    local.mkdir(parents=True, exist_ok=True)
+    (local / "REMOTE").write_text(remote + "\n")
+    return remote
