@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from pipeline.color import lab_to_rgb, rgb_to_lab
 from pipeline.data.sources import IMAGE_SUFFIXES, BadImages, read_image_file
+from pipeline.data.transforms import to_tensor
 from pipeline.errors import UserError
 from pipeline.export import ModelFile, serving_modules
 from pipeline.io import atomic_dir, atomic_file
@@ -76,7 +77,7 @@ def read_images(files: list[tuple[Path, str]], bad: BadImages, progress: str) ->
 
 def to_batch(image: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 (H, W, 3) -> float (1, 3, H, W) in [0, 1]."""
-    return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().div_(255).to(device)
+    return to_tensor([image]).to(device)
 
 
 def to_image(x: torch.Tensor) -> np.ndarray:
