@@ -105,3 +105,35 @@ def run_storage(local: str | Path) -> str:
     local.mkdir(parents=True, exist_ok=True)
     (local / "REMOTE").write_text(remote + "\n")
     return remote
+
+
+def publish_results(paths: Iterable[str | Path], dest: str) -> list[str]:
+    """Copy the local files and folders ``paths`` (relative to the working directory) under the
+    folder or URI ``dest``, keeping their relative paths, and write ``_COMPLETE`` (listing them) last,
+    so a reader can tell a finished copy from one cut short. Returns the relative paths copied.
+    A missing path is a one-line error before anything is written."""
+    import pyarrow.fs as pafs
+
+    from pipeline.errors import UserError
+
+    paths = [Path(p) for p in paths]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UserError(f"nothing to publish at {', '.join(missing)} (run the study first)")
+    if is_uri(dest):
+        fs, root = filesystem(dest)
+    else:
+        fs, root = pafs.LocalFileSystem(), str(Path(dest).resolve())
+    fs.create_dir(root, recursive=True)
+    copied = []
+    for p in paths:
+        files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+        for f in files:
+            rel = f.as_posix()
+            fs.create_dir(posixpath.dirname(f"{root}/{rel}"), recursive=True)
+            with fs.open_output_stream(f"{root}/{rel}") as out:
+                out.write(f.read_bytes())
+            copied.append(rel)
+    with fs.open_output_stream(f"{root}/{COMPLETE}") as out:
+        out.write("\n".join(copied).encode() + b"\n")
+    return copied

@@ -1,8 +1,12 @@
-"""Shared fixtures: tiny params, tiny prepared data, one in-process Ray instance."""
+"""Shared fixtures: tiny params, tiny prepared data, one in-process Ray instance, a local S3 server."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -42,7 +46,7 @@ TINY = {
 
 # The longest tests start first, so that `pytest -n 2` (make test) runs the whole-DAG `dvc repro`
 # on one worker while the other works through the rest.
-LONGEST_FIRST = ("test_pipeline_dvc.py::test_dvc_repro_end_to_end", "test_sweep.py::test_ray_job_submit", "test_sweep.py",
+LONGEST_FIRST = ("test_pipeline_dvc.py::test_dvc_repro_end_to_end", "test_sweep.py::test_ray_job_submit", "test_sweep.py::test_an_interrupted", "test_sweep.py",
                  "test_distributed.py")  # fmt: skip
 
 
@@ -98,3 +102,45 @@ def ray_local():
     init_ray(num_cpus=4)
     yield ray
     ray.shutdown()
+
+
+MOTO = Path(sys.executable).parent / "moto_server"
+
+
+@pytest.fixture
+def s3(tmp_path, monkeypatch):
+    """A moto S3 server on 127.0.0.1 with the bucket ``study``; the AWS environment points at it
+    (in this process and in what it starts). Yields the storage URI and the server's request log."""
+    import urllib.request
+
+    from pipeline.distributed import free_port
+
+    port, log = free_port(), tmp_path / "moto.log"
+    proc = subprocess.Popen([str(MOTO), "-H", "127.0.0.1", "-p", str(port)], stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/study", method="PUT"), timeout=2)  # create the bucket
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-2000:]
+                time.sleep(0.3)
+        yield {"uri": "s3://study/run", "log": log, "env": env}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+def s3_keys(uri: str) -> list[str]:
+    """Every file under ``uri`` (its path in the bucket)."""
+    import pyarrow.fs as pafs
+
+    from pipeline import storage
+
+    fs, path = storage.filesystem(uri)
+    return sorted(i.path for i in fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True)) if i.type == pafs.FileType.File)

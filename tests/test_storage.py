@@ -17,47 +17,9 @@ import yaml
 
 from pipeline import storage
 from pipeline.data.shards import read_table
-from pipeline.distributed import free_port
 
 from .cluster import local_cluster, ray_env
-from .conftest import ROOT, tiny_raw
-
-MOTO = Path(sys.executable).parent / "moto_server"
-
-
-@pytest.fixture
-def s3(tmp_path, monkeypatch):
-    """A moto S3 server on 127.0.0.1 with the bucket ``study``; the AWS environment points at it
-    (in this process and in what it starts). Yields the storage URI and the server's request log."""
-    import urllib.request
-
-    port, log = free_port(), tmp_path / "moto.log"
-    proc = subprocess.Popen([str(MOTO), "-H", "127.0.0.1", "-p", str(port)], stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/study", method="PUT"), timeout=2)  # create the bucket
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-2000:]
-                time.sleep(0.3)
-        yield {"uri": "s3://study/run", "log": log, "env": env}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
-
-
-def keys(uri: str) -> list[str]:
-    import pyarrow.fs as pafs
-
-    fs, path = storage.filesystem(uri)
-    return sorted(i.path for i in fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True)) if i.type == pafs.FileType.File)
-
+from .conftest import ROOT, s3_keys as keys, tiny_raw
 
 def test_shards_are_uploaded_once_by_content_and_read_back_from_s3(s3, tiny_data, monkeypatch, tmp_path):
     monkeypatch.setenv(storage.ENV, s3["uri"])
@@ -75,6 +37,34 @@ def test_shards_are_uploaded_once_by_content_and_read_back_from_s3(s3, tiny_data
     assert (local / "REMOTE").read_text().strip() == "s3://study/run/checkpoints/pretrain_simsiam"
     monkeypatch.delenv(storage.ENV)
     assert storage.publish_data(tiny_data, ["photos"]) == str(tiny_data.resolve()) and storage.run_storage(local) == str(local.resolve())
+
+
+def test_publish_results_copies_a_finished_study_to_the_bucket_complete_marker_last(s3, tmp_path):
+    study = tmp_path / "study"
+    (study / "metrics").mkdir(parents=True)
+    (study / "metrics" / "claims.json").write_text('{"claims": []}')
+    (study / "reports").mkdir()
+    (study / "reports" / "runs.json").write_text('{"prepare": "abc"}')
+    (study / "dvc.lock").write_text("schema: '2.0'\n")
+    env = {**os.environ, **s3["env"], storage.ENV: s3["uri"], "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "stages.publish_results", "metrics", "reports", "dvc.lock"], cwd=study, env=env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    dest = out.stdout.strip().split(" to ")[-1]
+    assert dest.startswith("s3://study/run/results/20")
+    stored = keys(dest)
+    prefix = dest.removeprefix("s3://")
+    assert stored == sorted(f"{prefix}/{k}" for k in ["metrics/claims.json", "reports/runs.json", "dvc.lock", storage.COMPLETE])
+    fs, path = storage.filesystem(dest)
+    with fs.open_input_stream(f"{path}/reports/runs.json") as f:
+        assert f.read() == b'{"prepare": "abc"}'
+    with fs.open_input_stream(f"{path}/{storage.COMPLETE}") as f:
+        assert f.read().decode().split() == ["metrics/claims.json", "reports/runs.json", "dvc.lock"]
+    # a path that is not there: one line, nothing written
+    before = keys("s3://study/run")
+    out = subprocess.run([sys.executable, "-m", "stages.publish_results", "plots"], cwd=study, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.strip() == "error: nothing to publish at plots (run the study first)"
+    assert keys("s3://study/run") == before
 
 
 def _train_workers(cluster: dict) -> list[int]:
