@@ -138,6 +138,7 @@ class TrainingRun:
         self.start_epoch = 0 if self.state is None else self.state["epoch"] + 1
         self.history: list[dict[str, Any]] = [] if self.state is None else list(self.state["history"])
         self.starts: list[int] = [*([] if self.state is None else self.state["starts"]), self.start_epoch]
+        self.reports = 0 if self.state is None else self.state.get("reports", 0)  # so far, over restarts
         self.meter = Meter()
         self.epoch = self.start_epoch
         self._t0 = 0.0
@@ -219,12 +220,17 @@ class TrainingRun:
     def report(self, row: dict[str, Any], show: tuple[str, ...] = (), extra: dict[str, Any] | None = None, **objects: Any) -> None:
         """Keep ``row`` in the history, print it (rank 0) and report it from every rank; rank 0
         checkpoints each object's ``state_dict()`` (models, optimizers), the ``extra`` entries and the
-        run's bookkeeping (epoch, history, starts, world size)."""
+        run's bookkeeping (epoch, history, starts, world size, reports).
+
+        The reported metrics also carry ``report``, this report's number counted over restarts
+        (a Tune trial that resumes its run goes on from there, as ASHA's clock)."""
         self.log(row)
+        self.reports += 1
         state = None
         if self.w.is_main:
             shown = " ".join(f"{k} {row[k]:.4f}" for k in show if k in row)
             print(f"[{self.name}] epoch {self.epoch + 1}/{self.total} {shown} {row['images_per_s']:.0f} img/s", flush=True)
             state = {k: o.state_dict() for k, o in objects.items()} | (extra or {})
-            state |= {"epoch": self.epoch, "history": list(self.history), "starts": self.starts, "world_size": self.w.world_size}
-        distributed.report(row, state, self.w)
+            state |= {"epoch": self.epoch, "history": list(self.history), "starts": self.starts, "world_size": self.w.world_size,
+                      "reports": self.reports}  # fmt: skip
+        distributed.report({**row, "report": self.reports}, state, self.w)

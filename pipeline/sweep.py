@@ -10,12 +10,19 @@ trial is read against); the others are drawn by a seeded random search, and with
 MLflow (through :mod:`pipeline.tracking`): the caller's stage run is the parent; each trial is a
 child run with its params, its per-report metrics and the Ray nodes it ran on, ended FINISHED
 (ran to the end), KILLED (stopped by ASHA or left open by an interrupted sweep) or FAILED.
+
+An interrupted sweep (Ctrl-C) leaves its state under the sweep storage; ``run(..., resume=True)``
+restores the latest one (``Tuner.restore``): finished trials are kept, and an unfinished trial's
+Ray Train run resumes from its own checkpoint. ASHA's clock is the loop's ``report`` count, which
+a resumed run carries on (Tune's ``training_iteration`` would start again at 1).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import posixpath
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +39,7 @@ from pipeline import distributed, translate
 from pipeline.config import DistributedParams, Params, SweepDimension
 from pipeline.errors import UserError
 from pipeline.invariance import classify, munit
-from pipeline.storage import join, sweep_storage
+from pipeline.storage import filesystem, is_uri, join, sweep_storage
 from pipeline.tracking import ChildRuns, StageRun
 
 
@@ -60,7 +67,7 @@ STAGES: dict[str, SweepStage] = {
 }  # fmt: skip
 
 _TUNE_KEYS = {"training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid", "time_since_restore",
-              "iterations_since_restore", "epoch", "seed", "step"}  # fmt: skip
+              "iterations_since_restore", "epoch", "seed", "step", "report"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -150,41 +157,92 @@ def _trial(sampled: dict[str, Any], job: Job) -> None:
     distributed.fit(STAGES[job.stage].loop, config, job.distributed, name, job.storage, [ForwardReports()], job.gpus_per_worker)
 
 
-class TrialRuns(tune.Callback):
-    """Tune callback: one MLflow child run per trial, per-report metrics, final status."""
+_TRIAL_ID = re.compile(r"[0-9a-f]{5}_\d{5}")
 
-    def __init__(self, runs: ChildRuns, fixed: dict[str, Any], max_reports: int, metric: str) -> None:
-        self.runs, self.fixed, self.max_reports, self.metric = runs, fixed, max_reports, metric
-        self.records: dict[str, dict[str, Any]] = {}
+
+def trial_index(trial_id: str) -> int:
+    """A trial's place in the sweep: Tune numbers trial ids ``<experiment>_<00000 + index>``."""
+    return int(trial_id.rsplit("_", 1)[-1])
+
+
+@dataclass
+class LiveSweep:
+    """The MLflow side of the sweep running in this process: child runs, and the Ray nodes seen per trial."""
+
+    runs: ChildRuns
+    resumed: bool
+    nodes: dict[str, set[str]]
+
+
+_LIVE: LiveSweep | None = None  # set by run() while its Tuner fits
+
+
+class TrialRuns(tune.Callback):
+    """Tune callback: one MLflow child run per trial (``trial_NN``) with its params, its per-report
+    metrics, the Ray nodes it ran on and its end status: FINISHED (ran to the end), KILLED (stopped
+    by ASHA, or left open by an interrupted sweep) or FAILED.
+
+    It keeps no MLflow state itself: Tune pickles its callbacks with the experiment and
+    ``Tuner.restore`` brings back that copy, whose parent run is gone; events go to :data:`_LIVE`."""
+
+    def __init__(self, fixed: dict[str, Any], max_reports: int, metric: str) -> None:
+        self.fixed, self.max_reports, self.metric = fixed, max_reports, metric
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        index = len(self.records)
-        self.records[trial.trial_id] = {"trial": index, "trial_id": trial.trial_id, "config": dict(trial.config),
-                                        "history": [], "nodes": set(), "status": "RUNNING"}  # fmt: skip
-        self.runs.start(trial.trial_id, f"trial_{index:02d}", {**self.fixed, "sweep": dict(trial.config)},
-                        {"ray.trial_id": trial.trial_id, "sweep.baseline": str(index == 0)})  # fmt: skip
+        index = trial_index(trial.trial_id)
+        tags = {"ray.trial_id": trial.trial_id, "sweep.baseline": str(index == 0), "sweep.resumed": str(_LIVE.resumed)}
+        _LIVE.runs.start(trial.trial_id, f"trial_{index:02d}", {**self.fixed, "sweep": dict(trial.config)}, tags)
+        _LIVE.nodes[trial.trial_id] = set()
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
-        rec = self.records[trial.trial_id]
-        step = int(result["training_iteration"])
-        rec["history"].append((step, float(result[self.metric])))
-        rec["nodes"] |= set(str(result.get("nodes", "")).split(",")) - {""}
-        self.runs.log_metrics(trial.trial_id, {k: v for k, v in result.items() if k not in _TUNE_KEYS and not k.startswith("config")}, step)
+        _LIVE.nodes.setdefault(trial.trial_id, set()).update(set(str(result.get("nodes", "")).split(",")) - {""})
+        metrics = {k: v for k, v in result.items() if k not in _TUNE_KEYS and not k.startswith("config")}
+        _LIVE.runs.log_metrics(trial.trial_id, metrics, int(result["report"]))
 
     def _end(self, trial: Any, status: str) -> None:
-        rec = self.records.get(trial.trial_id)
-        if rec is None or rec["status"] != "RUNNING":
-            return
-        rec["status"] = status
-        self.runs.set_tag(trial.trial_id, "ray.nodes", ",".join(sorted(rec["nodes"])))
-        self.runs.end(trial.trial_id, status)
+        _LIVE.runs.set_tag(trial.trial_id, "ray.nodes", ",".join(sorted(_LIVE.nodes.get(trial.trial_id, ()))))
+        _LIVE.runs.end(trial.trial_id, status)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        done = len(self.records[trial.trial_id]["history"]) >= self.max_reports
-        self._end(trial, "FINISHED" if done else "KILLED")
+        reports = (trial.last_result or {}).get("report", 0)
+        self._end(trial, "FINISHED" if reports >= self.max_reports else "KILLED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, "FAILED")
+
+
+def trial_records(grid: Any, metric: str, max_reports: int) -> list[dict[str, Any]]:
+    """Per trial, in sweep order, from Tune's results (so a resumed sweep counts the trials that
+    finished before it): config, ``metric`` history as (report, value), Ray nodes and end status.
+
+    A report in flight when a sweep was interrupted may be missing from the history: its
+    checkpoint was saved, so the resumed run goes on after it."""
+    records = []
+    for result in grid:
+        trial_id = _TRIAL_ID.search(posixpath.basename(result.path)).group(0)  # the trial's folder: <trainable>_<trial id>_...
+        df = result.metrics_dataframe
+        rows = [] if df is None or metric not in df else df.dropna(subset=[metric]).to_dict("records")
+        rows = list({int(r["report"]): r for r in rows}.values())  # a report redone after a restart counts once, as last seen
+        history = sorted((int(r["report"]), float(r[metric])) for r in rows)
+        nodes = set().union(*(set(str(r.get("nodes", "")).split(",")) for r in rows)) - {"", "nan"} if rows else set()
+        status = "FAILED" if result.error is not None else "FINISHED" if history and history[-1][0] >= max_reports else "KILLED"
+        records.append({"trial": trial_index(trial_id), "trial_id": trial_id, "config": dict(result.config),
+                        "history": history, "nodes": nodes, "status": status})  # fmt: skip
+    return sorted(records, key=lambda r: r["trial"])
+
+
+def latest_sweep(storage: str | Path, stage: str) -> str:
+    """The newest sweep of ``stage`` under ``storage`` (or the storage URI) that Tune can restore."""
+    import pyarrow.fs as pafs
+
+    root = str(sweep_storage(storage))
+    fs, path = filesystem(root) if is_uri(root) else (pafs.LocalFileSystem(), root)
+    names = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+                   if i.type == pafs.FileType.Directory and i.base_name.startswith(f"sweep_{stage}_"))  # fmt: skip
+    for name in reversed(names):
+        if tune.Tuner.can_restore(str(join(root, name))):
+            return str(join(root, name))
+    raise UserError(f"no sweep of {stage} to resume under {root}")
 
 
 def best_trial(records: list[dict[str, Any]], mode: str) -> dict[str, Any]:
@@ -192,9 +250,9 @@ def best_trial(records: list[dict[str, Any]], mode: str) -> dict[str, Any]:
     ran = [r for r in records if r["history"]]
     if not ran:
         raise RuntimeError("no trial reported a result")
-    most = max(len(r["history"]) for r in ran)
+    most = max(r["history"][-1][0] for r in ran)
     sign = 1 if mode == "min" else -1
-    return min((r for r in ran if len(r["history"]) == most), key=lambda r: (sign * r["history"][-1][1], r["trial"]))
+    return min((r for r in ran if r["history"][-1][0] == most), key=lambda r: (sign * r["history"][-1][1], r["trial"]))
 
 
 def exp_run_command(section: str, config: dict[str, Any]) -> str:
@@ -202,41 +260,59 @@ def exp_run_command(section: str, config: dict[str, Any]) -> str:
     return "dvc exp run " + " ".join(f"-S '{section}.{k}={v:.6g}'" for k, v in sorted(config.items()))
 
 
-def run(params: Params, stage: str, parent: StageRun, job: Job, storage: str | Path) -> dict[str, Any]:
-    """Run the ASHA sweep of ``stage``; returns the summary written to ``metrics/sweep_<stage>.json``."""
+def run(params: Params, stage: str, parent: StageRun, job: Job, storage: str | Path, resume: str | None = None) -> dict[str, Any]:
+    """Run the ASHA sweep of ``stage`` (or carry on the one at ``resume``, a Tune experiment path
+    from :func:`latest_sweep`, from where it stopped: finished trials are kept, unfinished ones
+    resume from their checkpoints); returns the summary written to ``metrics/sweep_<stage>.json``."""
+    global _LIVE
     sw, spec = params.sweep, STAGES[stage]
     space = search_space(params, stage)
     section = getattr(params, spec.section)
     current = {k: getattr(section, k) for k in space}
-    connect(params)
-    runs = ChildRuns(parent)
-    trial_runs = TrialRuns(runs, {"stage": stage, "encoder": sw.encoder, spec.section: section.model_dump()}, job.max_reports, spec.metric)
-    name = f"sweep_{stage}_{time.strftime('%Y%m%d-%H%M%S')}"
     sweep_root = sweep_storage(storage)
-    tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_trial, job=job), {"cpu": sw.trial_cpus, "gpu": 0}),
-        param_space=tune_space(space),
-        tune_config=tune.TuneConfig(
-            metric=spec.metric,
-            mode=spec.mode,
-            num_samples=sw.num_samples,
-            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=job.max_reports,
-                                    grace_period=min(sw.grace_period, job.max_reports), reduction_factor=sw.reduction_factor),
-            search_alg=BasicVariantGenerator(points_to_evaluate=[current], max_concurrent=sw.max_concurrent, random_state=sw.seed),
-        ),  # fmt: skip
-        run_config=tune.RunConfig(name=name, storage_path=sweep_root, callbacks=[trial_runs], verbose=1),
-    )
+    trainable = tune.with_resources(tune.with_parameters(_trial, job=job), {"cpu": sw.trial_cpus, "gpu": 0})
+    if resume:
+        path = resume
+        connect(params)
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        path = str(join(sweep_root, f"sweep_{stage}_{time.strftime('%Y%m%d-%H%M%S')}"))
+        connect(params)
+        fixed = {"stage": stage, "encoder": sw.encoder, spec.section: section.model_dump()}
+        tuner = tune.Tuner(
+            trainable,
+            param_space=tune_space(space),
+            tune_config=tune.TuneConfig(
+                metric=spec.metric,
+                mode=spec.mode,
+                num_samples=sw.num_samples,
+                scheduler=ASHAScheduler(time_attr="report", max_t=job.max_reports,
+                                        grace_period=min(sw.grace_period, job.max_reports), reduction_factor=sw.reduction_factor),
+                search_alg=BasicVariantGenerator(points_to_evaluate=[current], max_concurrent=sw.max_concurrent, random_state=sw.seed),
+            ),  # fmt: skip
+            run_config=tune.RunConfig(name=Path(str(path)).name, storage_path=sweep_root, callbacks=[TrialRuns(fixed, job.max_reports, spec.metric)],
+                                      verbose=1),  # fmt: skip
+        )
+    parent.set_tags({"sweep.tune_experiment": path, "sweep.resumed": str(bool(resume))})
+    _LIVE = LiveSweep(ChildRuns(parent), bool(resume), {})
     t0 = time.perf_counter()
     try:
-        tuner.fit()
+        grid = tuner.fit()
     finally:
-        runs.close()
-    records = sorted(trial_runs.records.values(), key=lambda r: r["trial"])
+        _LIVE.runs.close()
+        _LIVE = None
+    # an interruption stops the running trials as if they had ended, in memory; the state Tune saved
+    # just before that still says which had not (and trials never started are simply missing)
+    saved = tune.ExperimentAnalysis(path).trials
+    unfinished = sw.num_samples - sum(t.status in ("TERMINATED", "ERROR") for t in saved)
+    if unfinished:
+        raise UserError(f"sweep interrupted with {unfinished} trial(s) unfinished; carry on with: python -m stages.sweep --stage {stage} --resume")
+    records = trial_records(grid, spec.metric, job.max_reports)
     best = best_trial(records, spec.mode)
     baseline = records[0]
-    trials = [{"trial": r["trial"], "config": r["config"], "status": r["status"], "reports": len(r["history"]),
+    trials = [{"trial": r["trial"], "config": r["config"], "status": r["status"], "reports": r["history"][-1][0] if r["history"] else 0,
                spec.metric: r["history"][-1][1] if r["history"] else None, "history": [v for _, v in r["history"]],
-               "nodes": sorted(r["nodes"])} for r in records]  # fmt: skip
+               "history_reports": [k for k, _ in r["history"]], "nodes": sorted(r["nodes"])} for r in records]  # fmt: skip
     return {
         "stage": stage,
         "describe": spec.describe,
@@ -250,7 +326,8 @@ def run(params: Params, stage: str, parent: StageRun, job: Job, storage: str | P
         "seed": sw.seed,
         "max_reports": job.max_reports,
         "stopped_early": sum(t["status"] == "KILLED" for t in trials),
+        "resumed": bool(resume),
         "wall_s": time.perf_counter() - t0,
         "parent_run_id": parent.run_id,
-        "tune_experiment": str(join(sweep_root, name)),
+        "tune_experiment": path,
     }

@@ -95,6 +95,11 @@ class StageRun:
         for i, row in enumerate(history):
             self.log_metrics({k: v for k, v in row.items() if k != step_key}, step=int(row.get(step_key, i)))
 
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        import mlflow
+
+        mlflow.set_tags(dict(tags))
+
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         import mlflow
 

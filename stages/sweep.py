@@ -4,6 +4,8 @@ stage, one MLflow parent run with a child run per trial; writes ``metrics/sweep_
 
 Runs on a private local Ray instance, or on the cluster at ``RAY_ADDRESS`` (also set for you by
 ``ray job submit``). On a cluster, ``--data`` and ``--models`` must be on storage every node sees.
+Interrupted (Ctrl-C), it saves the sweep's state and says so; ``--resume`` carries on the latest
+sweep of the stage: finished trials are kept and unfinished ones resume from their checkpoints.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import argparse
 from pipeline.config import load_params
 from pipeline.errors import UserError, run_cli
 from pipeline.plots import line_plot
-from pipeline.sweep import STAGES, build_job, connect, run, search_space
+from pipeline.sweep import STAGES, build_job, connect, latest_sweep, run, search_space
 from pipeline.tracking import stage_run
 
 
@@ -27,6 +29,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=None, help="override sweep.num_samples")
     ap.add_argument("--metrics", default="metrics", help="folder of sweep_<stage>.json")
     ap.add_argument("--plots", default="plots", help="folder of sweep_<stage>.png")
+    ap.add_argument("--resume", action="store_true", help="carry on the latest sweep of this stage under --storage after an interruption")
     args = ap.parse_args()
     params = load_params(args.params)
     space = search_space(params, args.stage)  # unknown stage / empty space: one line, before Ray starts
@@ -35,14 +38,15 @@ def main() -> None:
             raise UserError(f"--samples must be >= 1, got {args.samples}")
         params = params.model_copy(update={"sweep": params.sweep.model_copy(update={"num_samples": args.samples})})
     job = build_job(params, args.stage, args.data, args.models, args.storage)
+    resume = latest_sweep(args.storage, args.stage) if args.resume else None  # nothing to resume: one line, before Ray starts
     connect(params)  # an unreachable RAY_ADDRESS fails here, after a bounded wait, before any MLflow run
     name = f"sweep_{args.stage}"
     logged = {"sweep": params.sweep.model_dump(exclude={"space"}), "space": {k: v.model_dump(exclude_none=True) for k, v in space.items()}}
 
     with stage_run(name, logged, params.tracking.experiment) as parent:
-        summary = run(params, args.stage, parent, job, args.storage)
+        summary = run(params, args.stage, parent, job, args.storage, resume=resume)
         metric = summary["metric"]
-        series = {f"trial {t['trial']}" + (" (params.yaml)" if t["trial"] == 0 else ""): (list(range(1, len(t["history"]) + 1)), t["history"])
+        series = {f"trial {t['trial']}" + (" (params.yaml)" if t["trial"] == 0 else ""): (t["history_reports"], t["history"])
                   for t in summary["trials"] if t["history"]}  # fmt: skip
         png = line_plot(series, f"{args.plots}/{name}.png", "report (epoch)", metric, f"{name}: ASHA, {summary['stopped_early']} stopped early")
         parent.log_artifact(png, "plots")

@@ -1,5 +1,6 @@
-"""Ray Tune sweeps: search space and errors, the trial records, a seeded rerun, and a real 2-node
-cluster that takes a 4-trial colorize sweep through `ray job submit` and logs to an MLflow server."""
+"""Ray Tune sweeps: search space and errors, the trial records, a seeded rerun, an interrupted sweep
+resumed, and a real 2-node cluster that takes a 4-trial colorize sweep through `ray job submit`,
+its storage on a local S3 server, and logs to an MLflow server."""
 
 from __future__ import annotations
 
@@ -16,16 +17,15 @@ import pytest
 import torch
 import yaml
 
-from pipeline import sweep
+from pipeline import storage, sweep
 from pipeline.config import parse_params
 from pipeline.distributed import wait_for_cluster
 from pipeline.errors import UserError
 from pipeline.io import save_torch
 from pipeline.models.resnet import ResNet18
-from pipeline.tracking import stage_run
 
 from .cluster import free_port, local_cluster, ray_env
-from .conftest import ROOT, tiny_raw
+from .conftest import ROOT, s3_keys, tiny_raw
 
 
 def _params(**overrides):
@@ -99,28 +99,68 @@ def test_cli_errors_are_one_line(tmp_path, tiny_data):
     out = run("--stage", "colorize", RAY_ADDRESS=f"127.0.0.1:{port}")
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith(f"error: cannot reach the Ray cluster at RAY_ADDRESS=127.0.0.1:{port} after 2 s")
+    out = run("--stage", "colorize", "--resume", "--storage", str(tmp_path / "nothing"))
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"error: no sweep of colorize to resume under {tmp_path / 'nothing'}"
     assert not (tmp_path / "m.db").exists() or "sweep_colorize" not in (tmp_path / "m.db").read_bytes().decode(errors="ignore")
 
 
-def test_rerun_with_the_same_seed_picks_the_same_trials_and_the_same_best(tmp_path, tiny_data, monkeypatch, ray_local):
-    """Three real colorize trials (tiny), twice: same sampled configs, same ASHA decisions, same best."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.chdir(tmp_path)
-    models = tmp_path / "models"
-    _save_backbone(models)
-    params = _params(sweep={"num_samples": 3, "workers_per_trial": 1, "trial_cpus": 0.5}, translate={"epochs": 2, "steps_per_epoch": 2})
-    summaries = []
-    for i in range(2):
-        job = sweep.build_job(params, "colorize", tiny_data, models, tmp_path / f"storage{i}")
-        with stage_run("sweep_colorize", {}, "sweep-test") as parent:
-            summaries.append(sweep.run(params, "colorize", parent, job, tmp_path / f"storage{i}"))
-    a, b = summaries
-    assert [t["config"] for t in a["trials"]] == [t["config"] for t in b["trials"]]
-    assert a["trials"][0]["config"] == {"lambda_l1": 100.0, "gan_weight": 1.0}  # trial 0 = params.yaml
-    assert [t["status"] for t in a["trials"]] == [t["status"] for t in b["trials"]]
-    assert [t["history"] for t in a["trials"]] == [t["history"] for t in b["trials"]]
-    assert a["best"] == b["best"] and a["dvc_exp_run"] == b["dvc_exp_run"]
-    assert {t["status"] for t in a["trials"]} <= {"FINISHED", "KILLED"} and "FINISHED" in {t["status"] for t in a["trials"]}
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_an_interrupted_sweep_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(tmp_path, tiny_data):
+    """`stages.sweep` stopped by Ctrl-C (SIGINT) while trial 1 trains, then `--resume`: trial 0 is not
+    run again, trial 1 goes on from its Ray Train checkpoint (ASHA's clock carries on), and the
+    summary is the one an uninterrupted sweep gives."""
+    import mlflow
+
+    _save_backbone(tmp_path / "models")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(tiny_raw(sweep={"num_samples": 3, "workers_per_trial": 1, "trial_cpus": 0.5},
+                                              translate={"epochs": 4, "steps_per_epoch": 2})))  # fmt: skip
+    env = {**ray_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+
+    def sweep_cli(name: str, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "stages.sweep", "--stage", "colorize", "--params", str(params), "--data", str(tiny_data),
+                "--models", str(tmp_path / "models"), "--storage", str(tmp_path / name), "--metrics", str(tmp_path / name / "metrics"),
+                "--plots", str(tmp_path / name / "plots"), *extra]  # fmt: skip
+
+    whole = subprocess.run(sweep_cli("whole"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    log = (tmp_path / "cut.log").open("w")
+    cut = subprocess.Popen(sweep_cli("cut"), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "cut").glob("colorize-*_00001/checkpoint_*")):  # trial 1 has reported once
+        assert time.monotonic() < deadline and cut.poll() is None, (tmp_path / "cut.log").read_text()[-3000:]
+        time.sleep(0.1)
+    cut.send_signal(signal.SIGINT)
+    assert cut.wait(300) == 2
+    out = (tmp_path / "cut.log").read_text()
+    assert "error: sweep interrupted with 2 trial(s) unfinished; carry on with: python -m stages.sweep --stage colorize --resume" in out
+    assert not (tmp_path / "cut" / "metrics" / "sweep_colorize.json").exists()
+
+    resumed = subprocess.run(sweep_cli("cut", "--resume"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = json.loads((tmp_path / "whole" / "metrics" / "sweep_colorize.json").read_text())
+    b = json.loads((tmp_path / "cut" / "metrics" / "sweep_colorize.json").read_text())
+    assert b["resumed"] and not a["resumed"] and len(b["trials"]) == 3
+    for ta, tb in zip(a["trials"], b["trials"], strict=True):
+        assert (ta["config"], ta["status"], ta["reports"]) == (tb["config"], tb["status"], tb["reports"])
+        # deterministic resume on CPU; a report in flight at the cut may be missing (its checkpoint is not)
+        assert tb["history"] == pytest.approx(ta["history"][-len(tb["history"]) :], rel=1e-6)
+        assert tb["history_reports"] == ta["history_reports"][-len(tb["history"]) :]
+    assert a["trials"][0]["history"] == b["trials"][0]["history"]  # trial 0 ended before the cut: kept whole
+    assert a["best"] == b["best"]
+
+    # MLflow: the resumed sweep is its own parent run; trial 0 finished before the cut and is not a child of it
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["ssl-i2i"], output_format="list")
+    parents = {r.info.run_id: r for r in runs if r.info.run_name == "sweep_colorize"}
+    later = parents[b["parent_run_id"]]
+    assert later.data.tags["sweep.resumed"] == "True" and later.data.tags["sweep.tune_experiment"] == b["tune_experiment"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == later.info.run_id]
+    assert "trial_00" not in {c.info.run_name for c in children} and "trial_01" in {c.info.run_name for c in children}
+    assert all(c.data.tags["sweep.resumed"] == "True" for c in children)
 
 
 def _get(url: str) -> dict:
@@ -136,9 +176,11 @@ def _post(url: str, body: dict) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_ray_job_submit_sweep_on_two_nodes(tmp_path, tiny_data):
-    """Head + worker node (`ray start --block`, stopped by pid), an MLflow server on 127.0.0.1, and
-    `ray job submit` of a 4-trial colorize sweep: trials use both nodes, 4 child runs over REST."""
+def test_ray_job_submit_sweep_on_two_nodes(tmp_path, tiny_data, s3):
+    """Head + worker node (`ray start --block`, stopped by pid), an MLflow server and an S3 server
+    (moto) on 127.0.0.1, and `ray job submit` of a 4-trial colorize sweep with the storage URI in
+    the bucket: trials use both nodes and read the shards from S3, Tune results and the trials'
+    checkpoints land there, 4 child runs over REST."""
     models = tmp_path / "models"
     _save_backbone(models)
     params = tmp_path / "params.yaml"
@@ -166,7 +208,7 @@ def test_ray_job_submit_sweep_on_two_nodes(tmp_path, tiny_data):
                            # RAY_ADDRESS for every process of the job: Ray Train's placement-group cleaner looks the
                            # cluster up by "auto", which fails while the suite's in-process instance also runs here
                            "env_vars": {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}", "RAY_AUTH_MODE": env["RAY_AUTH_MODE"],
-                                        "RAY_ADDRESS": cluster["address"]}}  # fmt: skip
+                                        "RAY_ADDRESS": cluster["address"], **s3["env"], storage.ENV: s3["uri"]}}  # fmt: skip
             entry = [sys.executable, "-m", "stages.sweep", "--stage", "colorize", "--params", str(params), "--data", str(tiny_data),
                      "--models", str(models), "--storage", str(tmp_path / "sweeps"), "--metrics", str(tmp_path / "metrics"),
                      "--plots", str(tmp_path / "plots")]  # fmt: skip
@@ -179,6 +221,14 @@ def test_ray_job_submit_sweep_on_two_nodes(tmp_path, tiny_data):
         summary = json.loads((tmp_path / "metrics" / "sweep_colorize.json").read_text())
         used = {n for t in summary["trials"] for n in t["nodes"]}
         assert len(nodes) == 2 and used == nodes, (used, nodes)
+        # the storage URI: shards read from the bucket, Tune's results and the trials' Ray Train checkpoints there
+        assert '"GET /study/run/data/' in s3["log"].read_text()
+        assert summary["tune_experiment"].startswith("s3://study/run/sweeps/sweep_colorize_")
+        stored = s3_keys("s3://study/run")
+        tune_files = [k for k in stored if k.startswith(summary["tune_experiment"].removeprefix("s3://"))]
+        assert any(k.endswith("/tuner.pkl") for k in tune_files) and sum(k.endswith("/progress.csv") for k in tune_files) == 4
+        assert any(k.startswith("study/run/checkpoints/sweeps/colorize-") and k.endswith("/state.pt") for k in stored)
+        assert (tmp_path / "sweeps" / "REMOTE").read_text().strip() == "s3://study/run/checkpoints/sweeps"
 
         exp = _get(f"{api}/experiments/get-by-name?experiment_name=ssl-i2i")["experiment"]
         runs = _post(f"{api}/runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 50})["runs"]
