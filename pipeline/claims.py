@@ -31,6 +31,14 @@ def ssl_claims(m: dict[str, dict[str, Any]], profile: str, pre: PretrainParams) 
     out = []
     for method in SSL:
         p = m[f"pretrain_{method}"]
+        baseline = f"untrained backbone, kNN top-1 {p['knn_top1_untrained']:.3f} (chance {p['knn_chance']:.2f})"
+        statement = f"{method} pretraining learns features: kNN top-1 above the untrained backbone's"
+        if len(p.get("knn_gain_per_seed", {})) >= 2:  # pretrain.extra_seeds: a t interval over pretraining seeds
+            per_seed = p["knn_gain_per_seed"]
+            out.append(claim(f"ssl_knn_gain_{method}", statement, list(per_seed.values()), baseline, profile, [int(s) for s in per_seed],
+                             "t over pretraining seeds (each gain against the mean of the untrained inits)",
+                             detail={"knn_top1": p["knn_top1"], "knn_top1_untrained": p["knn_top1_untrained"]}))  # fmt: skip
+            continue
         # one pretraining seed: the interval joins the probe-query bootstrap (paired against init 0)
         # with the spread of the untrained baseline over its inits, as independent normal errors
         lo_q, hi_q = p["knn_gain_ci95_vs_seed0"]
@@ -38,8 +46,7 @@ def ssl_claims(m: dict[str, dict[str, Any]], profile: str, pre: PretrainParams) 
         se_inits = p["knn_gain_std_over_init_seeds"] / math.sqrt(pre.baseline_seeds)
         half = 1.96 * math.hypot(se_queries, se_inits)
         out.append(claim(
-            f"ssl_knn_gain_{method}", f"{method} pretraining learns features: kNN top-1 above the untrained backbone's",
-            [p["knn_gain"]], f"untrained backbone, kNN top-1 {p['knn_top1_untrained']:.3f} (chance {p['knn_chance']:.2f})", profile,
+            f"ssl_knn_gain_{method}", statement, [p["knn_gain"]], baseline, profile,
             [pre.seed], "one pretraining seed: normal interval from a paired bootstrap over probe queries and the "
             "spread of the untrained baseline over its init seeds", (p["knn_gain"] - half, p["knn_gain"] + half),
             {"knn_top1": p["knn_top1"], "knn_top1_untrained": p["knn_top1_untrained"]},

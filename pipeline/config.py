@@ -105,6 +105,7 @@ class PretrainParams(Section):
     """Shared by every SSL method."""
 
     seed: NonNegInt = 0
+    extra_seeds: list[NonNegInt] = []  # more pretraining runs, only for the kNN-gain claim's interval over seeds
     width: Annotated[int, Field(ge=4, le=128)] = 32
     channels: Literal[1, 3] = 3
     crop_size: Annotated[int, Field(ge=8, le=512)] = 32
@@ -125,6 +126,8 @@ class PretrainParams(Section):
     def _ranges(self) -> PretrainParams:
         _check_range("scale", self.scale, 1e-3, 1.0)
         _check_range("instance_scale", self.instance_scale, 1e-3, 1.0)
+        if self.seed in self.extra_seeds or len(set(self.extra_seeds)) != len(self.extra_seeds):
+            raise ValueError(f"extra_seeds must be distinct and differ from seed ({self.seed}), got {self.extra_seeds}")
         return self
 
 

@@ -46,6 +46,14 @@ def main() -> None:
         out = f"models/backbone_{args.method}.pt"
         save_torch(out, {"state_dict": backbone.state_dict(), "spec": backbone.spec(), "method": args.method})
         run.log_models(out, *servables(out), register=args.register)
+        if params.pretrain.extra_seeds:  # the same study again from other seeds: the claim's interval over seeds
+            gains = {params.pretrain.seed: metrics["knn_gain"]}
+            for seed in params.pretrain.extra_seeds:
+                again = params.model_copy(update={"pretrain": params.pretrain.model_copy(update={"seed": seed})})
+                other = backbone_from_state(pretrain(again, args.method, args.data, args.storage), params.pretrain.model_dump())
+                gains[seed] = evaluate_backbone(other, again, args.data)["knn_gain"]
+                print(f"{stage}: seed {seed}: knn_gain {gains[seed]:+.3f}")
+            metrics["knn_gain_per_seed"] = {str(k): v for k, v in gains.items()}
         write_json(f"plots/pretrain_{args.method}.json", history)
         png = plot_history(
             history, ["loss", "z_std", "knn_top1"], f"plots/pretrain_{args.method}.png", stage,

@@ -105,6 +105,12 @@ def test_study_claims_sign_and_judge_each_effect():
     assert all(c["profile"] == "default" and {"statement", "baseline", "ci_method", "seeds"} <= set(c) for c in claims.values())
     table = markdown(list(claims.values()))
     assert "| `stylize_beats_identity` | +0.0177 |" in table and table.count("\n") == 2 + len(claims)
+    # pretrain.extra_seeds: the kNN gain's interval is a t interval over the pretraining seeds
+    m = _metrics([0.18, 0.19, 0.17], [0.08, 0.085, 0.082], [0.2, 0.18, 0.19], [0.3, 0.25, 0.28])
+    m["pretrain_swav"]["knn_gain_per_seed"] = {"0": 0.05, "1": 0.04, "2": 0.06}
+    swav = {c["id"]: c for c in study_claims(m, params)}["ssl_knn_gain_swav"]
+    assert swav["seeds"] == [0, 1, 2] and swav["per_seed"] == [0.05, 0.04, 0.06] and swav["ci_method"].startswith("t over pretraining seeds")
+    assert swav["value"] == pytest.approx(0.05) and swav["ci95"][0] == pytest.approx(0.05 - 4.303 * 0.01 / 3**0.5, abs=1e-3) and swav["holds"]
 
 
 def test_claims_stage_names_the_missing_metrics_file(tmp_path):

@@ -67,3 +67,7 @@ def test_translation_and_git_params_are_checked():
         parse_params(tiny_raw(prepare={"digits_lt": {"transform": "blur"}}))
     with pytest.raises(UserError, match=r"distributed.num_workers: Input should be greater than 0"):
         parse_params(tiny_raw(distributed={"num_workers": 0}))
+    with pytest.raises(UserError, match=r"pretrain: .*extra_seeds must be distinct and differ from seed \(0\), got \[1, 0\]"):
+        parse_params(tiny_raw(pretrain={"extra_seeds": [1, 0]}))
+    with pytest.raises(UserError, match=r"extra_seeds must be distinct .* got \[2, 2\]"):
+        parse_params(tiny_raw(pretrain={"extra_seeds": [2, 2]}))

@@ -42,8 +42,9 @@ def _run(cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | No
     return out
 
 
-def copy_repo(dest: Path) -> Path:
-    """The project's files (tracked and not ignored) in a fresh git repo at ``dest``."""
+def copy_repo(dest: Path, **overrides: dict) -> Path:
+    """The project's files (tracked and not ignored) in a fresh git repo at ``dest``, with the tiny
+    params (and ``overrides``)."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
     ).stdout.decode().split("\0")
@@ -52,7 +53,7 @@ def copy_repo(dest: Path) -> Path:
         if src.is_file() and not f.startswith(("data/", "models/", "metrics/", "plots/", "checkpoints/")):
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / f)
-    (dest / "params.yaml").write_text(yaml.safe_dump(tiny_raw(), sort_keys=False))
+    (dest / "params.yaml").write_text(yaml.safe_dump(tiny_raw(**overrides), sort_keys=False))
     _run(["git", "init", "-q"], dest)
     _run(["git", "add", "-A"], dest)
     _run(["git", "commit", "-qm", "tiny"], dest)
@@ -61,7 +62,7 @@ def copy_repo(dest: Path) -> Path:
 
 @pytest.mark.timeout(3000)  # the whole DAG (24 stages) at tiny size: 10 to 20 minutes on 2 cores, beside the rest of the suite
 def test_dvc_repro_end_to_end(tmp_path):
-    repo = copy_repo(tmp_path / "repo")
+    repo = copy_repo(tmp_path / "repo", pretrain={"extra_seeds": [1]})
     # every stage joins one private Ray cluster (RAY_ADDRESS), as on a real cluster; it also
     # saves each stage the start-up of its own Ray instance
     with local_cluster(num_cpus=4) as cluster:
@@ -116,6 +117,10 @@ def test_dvc_repro_end_to_end(tmp_path):
         lo, hi = c["ci95"]
         assert lo <= c["value"] <= hi and c["holds"] == (lo > 0), c["id"]
     assert len(by_id["colorize_ssl_beats_scratch_swav"]["per_seed"]) == 2 and len(by_id["stylize_beats_identity"]["per_seed"]) == 6
+    for method in ("simsiam", "swav"):  # pretrain.extra_seeds [1]: two pretraining runs, a t interval over them
+        gains = json.loads((repo / f"metrics/pretrain_{method}.json").read_text())["knn_gain_per_seed"]
+        ssl = by_id[f"ssl_knn_gain_{method}"]
+        assert list(gains) == ["0", "1"] and ssl["per_seed"] == list(gains.values()) and ssl["ci_method"].startswith("t over pretraining seeds")
     assert len(by_id["git_lowers_tail_ekld"]["per_seed"]) == 2 and by_id["munit_style_alive"]["ci_method"].endswith("one MUNIT run")
     assert "| `ace_zero_shot_beats_identity` |" in (repo / "metrics/claims.md").read_text()
     prep = json.loads((repo / "metrics/prepare.json").read_text())
