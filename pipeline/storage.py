@@ -40,21 +40,24 @@ def storage_uri() -> str | None:
     return uri.rstrip("/") or None
 
 
-def filesystem(uri: str):  # -> tuple[pyarrow.fs.FileSystem, str]
-    """The pyarrow file system of ``uri`` and the path inside it."""
+def filesystem(uri: str | Path):  # -> tuple[pyarrow.fs.FileSystem, str]
+    """The pyarrow file system of ``uri`` and the path inside it (a local path: the local file
+    system and the absolute path)."""
     import pyarrow.fs as pafs
 
     from pipeline.errors import UserError
 
+    if not is_uri(uri):
+        return pafs.LocalFileSystem(), str(Path(uri).resolve())
     try:
         return pafs.FileSystem.from_uri(uri)
     except (ValueError, OSError) as exc:
         raise UserError(f"{ENV}: cannot open {uri}: {str(exc).splitlines()[0]}") from None
 
 
-def list_files(folder: str, pattern: str):  # -> tuple[pyarrow.fs.FileSystem, list[str]]
-    """The file system of the URI ``folder`` and the sorted paths (in it) of the files directly in
-    ``folder`` whose name matches ``pattern`` (fnmatch)."""
+def list_files(folder: str | Path, pattern: str):  # -> tuple[pyarrow.fs.FileSystem, list[str]]
+    """The file system of ``folder`` (a URI or a local path) and the sorted paths (in it) of the
+    files directly in ``folder`` whose name matches ``pattern`` (fnmatch); none for a missing folder."""
     import fnmatch
 
     import pyarrow.fs as pafs
@@ -112,18 +115,13 @@ def publish_results(paths: Iterable[str | Path], dest: str) -> list[str]:
     folder or URI ``dest``, keeping their relative paths, and write ``_COMPLETE`` (listing them) last,
     so a reader can tell a finished copy from one cut short. Returns the relative paths copied.
     A missing path is a one-line error before anything is written."""
-    import pyarrow.fs as pafs
-
     from pipeline.errors import UserError
 
     paths = [Path(p) for p in paths]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise UserError(f"nothing to publish at {', '.join(missing)} (run the study first)")
-    if is_uri(dest):
-        fs, root = filesystem(dest)
-    else:
-        fs, root = pafs.LocalFileSystem(), str(Path(dest).resolve())
+    fs, root = filesystem(dest)
     fs.create_dir(root, recursive=True)
     copied = []
     for p in paths:

@@ -39,7 +39,7 @@ from pipeline import distributed, translate
 from pipeline.config import DistributedParams, Params, SweepDimension
 from pipeline.errors import UserError
 from pipeline.invariance import classify, munit
-from pipeline.storage import filesystem, is_uri, join, sweep_storage
+from pipeline.storage import filesystem, join, sweep_storage
 from pipeline.tracking import ChildRuns, StageRun
 
 
@@ -185,8 +185,8 @@ class TrialRuns(tune.Callback):
     It keeps no MLflow state itself: Tune pickles its callbacks with the experiment and
     ``Tuner.restore`` brings back that copy, whose parent run is gone; events go to :data:`_LIVE`."""
 
-    def __init__(self, fixed: dict[str, Any], max_reports: int, metric: str) -> None:
-        self.fixed, self.max_reports, self.metric = fixed, max_reports, metric
+    def __init__(self, fixed: dict[str, Any], max_reports: int) -> None:
+        self.fixed, self.max_reports = fixed, max_reports
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         index = trial_index(trial.trial_id)
@@ -235,8 +235,8 @@ def latest_sweep(storage: str | Path, stage: str) -> str:
     """The newest sweep of ``stage`` under ``storage`` (or the storage URI) that Tune can restore."""
     import pyarrow.fs as pafs
 
-    root = str(sweep_storage(storage))
-    fs, path = filesystem(root) if is_uri(root) else (pafs.LocalFileSystem(), root)
+    root = sweep_storage(storage)
+    fs, path = filesystem(root)
     names = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
                    if i.type == pafs.FileType.Directory and i.base_name.startswith(f"sweep_{stage}_"))  # fmt: skip
     for name in reversed(names):
@@ -269,15 +269,14 @@ def run(params: Params, stage: str, parent: StageRun, job: Job, storage: str | P
     space = search_space(params, stage)
     section = getattr(params, spec.section)
     current = {k: getattr(section, k) for k in space}
-    sweep_root = sweep_storage(storage)
     trainable = tune.with_resources(tune.with_parameters(_trial, job=job), {"cpu": sw.trial_cpus, "gpu": 0})
+    connect(params)
     if resume:
         path = resume
-        connect(params)
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        path = str(join(sweep_root, f"sweep_{stage}_{time.strftime('%Y%m%d-%H%M%S')}"))
-        connect(params)
+        sweep_root, name = sweep_storage(storage), f"sweep_{stage}_{time.strftime('%Y%m%d-%H%M%S')}"
+        path = str(join(sweep_root, name))
         fixed = {"stage": stage, "encoder": sw.encoder, spec.section: section.model_dump()}
         tuner = tune.Tuner(
             trainable,
@@ -290,8 +289,7 @@ def run(params: Params, stage: str, parent: StageRun, job: Job, storage: str | P
                                         grace_period=min(sw.grace_period, job.max_reports), reduction_factor=sw.reduction_factor),
                 search_alg=BasicVariantGenerator(points_to_evaluate=[current], max_concurrent=sw.max_concurrent, random_state=sw.seed),
             ),  # fmt: skip
-            run_config=tune.RunConfig(name=Path(str(path)).name, storage_path=sweep_root, callbacks=[TrialRuns(fixed, job.max_reports, spec.metric)],
-                                      verbose=1),  # fmt: skip
+            run_config=tune.RunConfig(name=name, storage_path=sweep_root, callbacks=[TrialRuns(fixed, job.max_reports)], verbose=1),
         )
     parent.set_tags({"sweep.tune_experiment": path, "sweep.resumed": str(bool(resume))})
     _LIVE = LiveSweep(ChildRuns(parent), bool(resume), {})

@@ -119,16 +119,11 @@ def write_set(folder: Path, records: Iterable[Record], rows_per_shard: int = 409
 def read_table(folder: str | Path, split: str | None = None, columns: list[str] | None = None) -> pa.Table:
     """All rows of a set (optionally one split) as one Arrow table; ``folder`` is a local path or a
     storage URI (``s3://...``, read through pyarrow's file systems)."""
-    pattern = f"{split}-*.parquet" if split else "*.parquet"
-    if storage.is_uri(folder):
-        fs, files = storage.list_files(str(folder), pattern)
-        read = {"filesystem": fs}
-    else:
-        files, read = sorted(Path(folder).glob(pattern)), {}
+    fs, files = storage.list_files(folder, f"{split}-*.parquet" if split else "*.parquet")
     if not files:
         what = f"split '{split}' of " if split else ""
         raise UserError(f"no shards for {what}{folder} (run the 'prepare' stage first)")
-    return pa.concat_tables(pq.read_table(f, columns=columns, schema=SCHEMA, **read) for f in files)
+    return pa.concat_tables(pq.read_table(f, columns=columns, schema=SCHEMA, filesystem=fs) for f in files)
 
 
 def read_images(folder: str | Path, split: str) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
