@@ -80,13 +80,17 @@ def stylize_claims(m: dict[str, dict[str, Any]], profile: str) -> list[dict[str,
     seeds = sorted({int(seed) for enc in encoders for seed in st[enc]["per_seed"]})
     runs = {f"{enc}/{seed}": row for enc in encoders for seed, row in st[enc]["per_seed"].items()}
     method = f"t over {len(runs)} runs (stylize@{{{','.join(encoders)}}} x seeds)"
+
+    def oracle(key: str) -> str:  # the renderer's colour step on the photo (translate_report's "palette" row)
+        return f"; palette oracle {st['palette'][key]:.4f}" if "palette" in st else ""
+
     return [
         claim("stylize_beats_identity", "CycleGAN translates photo to painting: test L1 to the painted twins below the identity's",
-              [identity["l1_rgb"] - r["l1_rgb"] for r in runs.values()], f"identity, L1 {identity['l1_rgb']:.4f}", profile, seeds, method,
+              [identity["l1_rgb"] - r["l1_rgb"] for r in runs.values()], f"identity, L1 {identity['l1_rgb']:.4f}{oracle('l1_rgb')}", profile, seeds, method,
               detail={"l1_rgb": {k: r["l1_rgb"] for k, r in runs.items()}}),
         claim("stylize_kid_below_identity", "CycleGAN outputs look like the paintings: KID to the painted twins below the identity's",
               [identity["kid"] - r["kid"] for r in runs.values()], f"identity, KID {identity['kid']:.4f} (paintings against paintings "
-              f"{identity.get('kid_paintings_split_half', float('nan')):.4f})", profile, seeds, method,
+              f"{identity.get('kid_paintings_split_half', float('nan')):.4f}){oracle('kid')}", profile, seeds, method,
               detail={"kid": {k: r["kid"] for k, r in runs.items()}}),
     ]  # fmt: skip
 

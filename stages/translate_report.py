@@ -1,5 +1,5 @@
 """DVC stage ``translate_report``: the colorization and style-transfer tables, beside their trivial
-baselines (ab = 0; identity), in metrics/colorize.json, metrics/stylize.json and a markdown table
+baselines (ab = 0; identity) and, for style transfer, an oracle (the renderer's colour step), in metrics/colorize.json, metrics/stylize.json and a markdown table
 in the layout of seed 002's Table I."""
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ import json
 from pathlib import Path
 
 from pipeline.config import load_params
+from pipeline.data.painting import palette_rgb
 from pipeline.errors import UserError, run_cli
 from pipeline.io import atomic_file, write_json
 from pipeline.plots import bar_chart
 from pipeline.tracking import stage_run
-from pipeline.translate import ENCODERS, GANS, evaluate_colorization, evaluate_stylization
+from pipeline.translate import ENCODERS, GANS, evaluate_colorization, evaluate_painter, evaluate_stylization
 
 ROW_NAMES = {"scratch": "scratch", "simsiam": "SimSiam", "swav": "SwAV", "cgan": "cGAN", "cyclegan": "CycleGAN"}
 COLS = ("l1_ab", "l1_rgb", "psnr", "ssim", "fd", "kid")
@@ -28,8 +29,9 @@ def read_variant(path: Path) -> dict:
 
 def display_name(key: str, gan: str = "cyclegan") -> str:
     """'simsiam-cgan' -> 'SimSiam + cGAN'; 'ab0' -> 'ab = 0'; 'swav' (stylize) -> 'SwAV + CycleGAN'."""
-    if key in ("ab0", "identity"):
-        return {"ab0": "ab = 0 (no colour)", "identity": "identity (output = input)"}[key]
+    trivial = {"ab0": "ab = 0 (no colour)", "identity": "identity (output = input)", "palette": "palette oracle (the renderer's colour step)"}
+    if key in trivial:
+        return trivial[key]
     enc, _, g = key.partition("-")
     return f"{ROW_NAMES[enc]} + {ROW_NAMES[g or gan]}"
 
@@ -58,7 +60,9 @@ def main() -> None:
             for enc in ENCODERS:
                 colorize[f"{enc}-{gan}"] = read_variant(root / f"colorize_{enc}_{gan}.json")
         identity = {k: v for k, v in evaluate_stylization(None, params, args.data).items() if k != "samples"}
-        stylize = {"identity": identity, **{e: read_variant(root / f"stylize_{e}.json") for e in ENCODERS}}
+        pp = params.prepare.painting
+        palette = evaluate_painter(lambda rgb: palette_rgb(rgb, pp.saturation, pp.levels), params, args.data)
+        stylize = {"identity": identity, "palette": palette, **{e: read_variant(root / f"stylize_{e}.json") for e in ENCODERS}}
         notes = {"l1_ab_scale": "mean |ab_pred - ab_true| / 110 over pixels (network scale)",
                  "l1_rgb_scale": "mean absolute error of RGB in [0, 1]",
                  "fd_kid_features": params.translate.fd_features,

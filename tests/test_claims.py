@@ -44,7 +44,7 @@ def _metrics(ssl_l1: list[float], stylize_l1: list[float], zero: list[float], fi
     pre = {"knn_gain": 0.05, "knn_gain_ci95_vs_seed0": [0.02, 0.09], "knn_gain_std_over_init_seeds": 0.01,
            "knn_top1": 0.6, "knn_top1_untrained": 0.55, "knn_chance": 0.1}  # fmt: skip
     cgan = lambda v: {"per_seed": {s: {"l1_ab": x} for s, x in zip(seeds, v)}}  # noqa: E731
-    stylize = {"identity": {"l1_rgb": 0.10, "kid": 0.05, "kid_paintings_split_half": 0.0},
+    stylize = {"identity": {"l1_rgb": 0.10, "kid": 0.05, "kid_paintings_split_half": 0.0}, "palette": {"l1_rgb": 0.04, "kid": 0.001},
                **{e: {"per_seed": {s: {"l1_rgb": x, "kid": 0.04 + x} for s, x in zip(seeds, stylize_l1)}} for e in ("scratch", "simsiam", "swav")}}  # fmt: skip
     ace = {"table": {"identity": {"l1_rgb": 0.10}, "ace_zero_shot": {"l1_rgb": float(np.mean(zero))}, "ace_floor": {"l1_rgb": 0.05}},
            "per_seed": {s: {"zero_shot_gain_over_identity_l1": 0.10 - z, "finetune_gain_over_zero_shot_l1": z - f,
@@ -99,6 +99,7 @@ def test_study_claims_sign_and_judge_each_effect():
     assert claims["colorize_ssl_beats_scratch_simsiam"]["value"] == pytest.approx(0.02) and claims["colorize_ssl_beats_scratch_simsiam"]["holds"]
     assert claims["colorize_ssl_beats_scratch_swav"]["value"] < 0 and not claims["colorize_ssl_beats_scratch_swav"]["holds"]
     assert claims["stylize_beats_identity"]["holds"] and len(claims["stylize_beats_identity"]["per_seed"]) == 9
+    assert claims["stylize_beats_identity"]["baseline"] == "identity, L1 0.1000; palette oracle 0.0400"  # the oracle row is no stylizer run
     assert claims["stylize_kid_below_identity"]["value"] < 0 and not claims["stylize_kid_below_identity"]["holds"]
     assert not claims["ace_zero_shot_beats_identity"]["holds"] and claims["ace_zero_shot_beats_identity"]["value"] == pytest.approx(-0.09)
     assert not claims["ace_finetune_beats_zero_shot"]["holds"]

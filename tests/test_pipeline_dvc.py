@@ -84,7 +84,7 @@ def test_dvc_repro_end_to_end(tmp_path):
         assert {"l1_ab", "l1_rgb", "psnr", "ssim", "fd", "kid"} <= set(table[name]), name
     assert table["simsiam-cgan"]["world_size"] == 2 and table["notes"]["fd_kid_features"] == "random_resnet"
     styl = json.loads((repo / "metrics/stylize.json").read_text())
-    assert set(styl) == {"identity", "scratch", "simsiam", "swav", "notes"} and "cycle_l1" in styl["swav"]
+    assert set(styl) == {"identity", "palette", "scratch", "simsiam", "swav", "notes"} and "cycle_l1" in styl["swav"]
     assert "| SimSiam + cGAN |" in (repo / "metrics/translation_table.md").read_text()
     for png in ("colorize_l1_ab.png", "colorize_swav_cyclegan_samples.png", "stylize_scratch.png"):
         assert (repo / "plots" / png).stat().st_size > 1000, png

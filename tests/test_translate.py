@@ -15,7 +15,8 @@ from pipeline.models import evaluating
 from pipeline.models.gan import ImagePool, PatchDiscriminator, adversarial_loss
 from pipeline.models.resnet import ResNet18
 from pipeline.models.unet import ResNetUNet, load_backbone
-from pipeline.translate import check_stylizer, evaluate_stylization
+from pipeline.data.painting import palette_rgb
+from pipeline.translate import check_stylizer, evaluate_painter, evaluate_stylization
 from pipeline.translate import data as D
 from pipeline.translate import training as T
 from pipeline.translate.cyclegan import cyclegan_step
@@ -213,6 +214,18 @@ def test_colorizers_start_near_ab0_and_stylizers_far_from_the_identity(tiny_data
     with torch.no_grad():
         assert float((g(x) - x).abs().mean()) > 0.1  # a random image, as CycleGAN starts: not the identity, a lasso trap
     assert cfg["translate"]["steps_per_epoch"] == 2  # stylize.steps_per_epoch overrides the shared budget
+
+
+def test_the_palette_oracle_beats_the_identity_and_neutral_settings_are_the_identity(tiny_data, tiny_params):
+    """The renderer's colour step alone brings a photo closer to its painted twin than the photo is
+    (the colours are part of the style); at saturation 1 and 256 levels it changes nothing."""
+    pp = tiny_params.prepare.painting
+    identity = evaluate_painter(lambda rgb: rgb, tiny_params, tiny_data)
+    oracle = evaluate_painter(lambda rgb: palette_rgb(rgb, pp.saturation, pp.levels), tiny_params, tiny_data)
+    assert identity["moved"] == 0 and identity["l1_rgb"] == pytest.approx(evaluate_stylization(None, tiny_params, tiny_data)["l1_rgb"])
+    assert oracle["l1_rgb"] < 0.8 * identity["l1_rgb"] and oracle["moved"] > 0.01
+    rgb = torch.rand(2, 3, 8, 8)
+    assert torch.allclose(palette_rgb(rgb, 1.0, 256), rgb, atol=0.5 / 255 + 1e-6)
 
 
 def test_job_config_carries_one_seed():

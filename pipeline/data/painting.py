@@ -16,10 +16,11 @@ exact painted twin.
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from pipeline.color import LUMA
-from pipeline.data.transforms import kuwahara, posterize
+from pipeline.data.transforms import kuwahara, posterize, to_tensor
 
 
 def stroke_directions(luma: np.ndarray, sigma: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
@@ -50,6 +51,18 @@ def saturate(image: np.ndarray, factor: float) -> np.ndarray:
     return grey + factor * (image - grey)
 
 
+def palette(image: np.ndarray, saturation: float, levels: int) -> np.ndarray:
+    """Step 3 on float RGB (H, W, 3) in [0, 255]: raise the saturation, then quantise -> uint8 (H, W, 3)."""
+    return posterize(np.clip(saturate(image, saturation), 0, 255).round().astype(np.uint8), levels)
+
+
+def palette_rgb(rgb: torch.Tensor, saturation: float, levels: int) -> torch.Tensor:
+    """:func:`palette` alone on RGB (N, 3, H, W) in [0, 1] -> the same: the painting's colours
+    without its strokes and ink (the oracle of a stylizer that learns the colours only)."""
+    photos = (rgb.permute(0, 2, 3, 1).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    return to_tensor([palette(im.astype(np.float64), saturation, levels) for im in photos])
+
+
 def edge_darkening(image: np.ndarray, strength: float, sigma: float = 0.8) -> np.ndarray:
     """Darken float RGB where a difference of Gaussians of luminance is negative (the dark side of a contour)."""
     luma = image @ np.asarray(LUMA)
@@ -62,5 +75,5 @@ def painterly(image: np.ndarray, radius: int, stroke_length: int, saturation: fl
     """uint8 (H, W, 3) photo -> uint8 (H, W, 3) painting (steps in the module docstring)."""
     flat = kuwahara(image, radius).astype(np.float64)
     stroked = brush_strokes(flat, stroke_length)
-    palette = posterize(np.clip(saturate(stroked, saturation), 0, 255).round().astype(np.uint8), levels)
-    return np.clip(edge_darkening(palette.astype(np.float64), edges).round(), 0, 255).astype(np.uint8)
+    coloured = palette(stroked, saturation, levels)
+    return np.clip(edge_darkening(coloured.astype(np.float64), edges).round(), 0, 255).astype(np.uint8)

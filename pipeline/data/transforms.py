@@ -1,6 +1,7 @@
-"""Image transforms applied once, where data is prepared: patch cutting, the painterly filter, the
-nuisance transforms (per image, in numpy), and image-to-tensor conversion. The batched, on-device
-augmentation of the training loops is :mod:`pipeline.data.augment`.
+"""Image transforms applied once, where data is prepared: patch cutting, the filters of the
+painterly rendering (:mod:`pipeline.data.painting`), the nuisance transforms (per image, in
+numpy), and image-to-tensor conversion. The batched, on-device augmentation of the training
+loops is :mod:`pipeline.data.augment`.
 
 Every random transform takes an explicit ``numpy.random.Generator``, so a seed fixes it.
 """
@@ -84,11 +85,6 @@ def posterize(image: np.ndarray, levels: int) -> np.ndarray:
     """Quantise each channel to ``levels`` evenly spaced values."""
     step = 255.0 / (levels - 1)
     return (np.round(image.astype(np.float64) / step) * step).clip(0, 255).astype(np.uint8)
-
-
-def paint(image: np.ndarray, radius: int, levels: int) -> np.ndarray:
-    """The deterministic painterly filter: Kuwahara smoothing, then colour quantisation."""
-    return posterize(kuwahara(image, radius), levels)
 
 
 # ----------------------------------------------------------------------------- nuisances

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,14 @@ def evaluate_stylization(models: dict[str, nn.Module] | None, params: Params, da
         scores["cycle_l1"] = l1(back, rgb)
     scores["samples"] = (x, pred, photo_to_domain(target_rgb, "stylize"))
     return scores
+
+
+def evaluate_painter(paint: Callable[[torch.Tensor], torch.Tensor], params: Params, data_root: str | Path) -> dict[str, Any]:
+    """A fixed photo -> painting map (RGB (N, 3, H, W) in [0, 1] -> the same), scored like a
+    stylizer: for the oracles that know the renderer (see :func:`pipeline.data.painting.palette_rgb`)."""
+    rgb, target_rgb = painted_twins(data_root)
+    pred_rgb = paint(rgb)
+    return {**score_paintings(pred_rgb, target_rgb, params), "moved": l1(pred_rgb, rgb)}
 
 
 MIN_MOVE = 1e-3  # mean |G(x) - x| in RGB [0, 1]: below a tenth of a grey level per pixel is no translation
