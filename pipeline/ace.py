@@ -401,16 +401,14 @@ def train(
     params: Params, mode: str, data_root: str | Path, backbone: ResNet18, storage: str | Path, init_states: dict[int, dict[str, Any]] | None = None
 ) -> dict[int, dict[str, Any]]:
     """Train ACE (or fine-tune the model of each seed in ``init_states``) through Ray Train, once per
-    seed of ``ace.seeds`` (each its own resumable run); returns {seed: final state}."""
+    seed of ``ace.seeds``, the seeds one after the other in one resumable run; returns {seed: final state}."""
     sets = ["photos", "painting"] if mode == "finetune" else ["photos"]
-    states = {}
-    for seed in params.ace.seeds:
-        if init_states is not None and seed not in init_states:
-            raise UserError(f"ace_finetune: the ACE to start from has no model of seed {seed} (it has {sorted(init_states)}): rerun `dvc repro ace`")
-        config = job_config(params, mode, data_root, backbone, None if init_states is None else init_states[seed], seed)
-        name = distributed.run_name(f"ace_{mode}", run_key(config), train_loop, [Path(data_root) / s for s in sets])
-        states[seed] = distributed.fit(train_loop, config, params.distributed, name, storage)
-    return states
+    missing = sorted(set(params.ace.seeds) - set(init_states)) if init_states is not None else []
+    if missing:
+        raise UserError(f"ace_finetune: the ACE to start from has no model of seed {missing[0]} (it has {sorted(init_states)}): rerun `dvc repro ace`")
+    configs = [job_config(params, mode, data_root, backbone, None if init_states is None else init_states[seed], seed) for seed in params.ace.seeds]
+    name = distributed.run_name(f"ace_{mode}", {"seeds": [run_key(c) for c in configs]}, train_loop, [Path(data_root) / s for s in sets])
+    return dict(zip(params.ace.seeds, distributed.fit_seeds(train_loop, configs, params.distributed, name, storage)))
 
 
 def save_ace(path: str | Path, params: Params, backbone: ResNet18, states: dict[int, dict[str, Any]], mode: str) -> None:

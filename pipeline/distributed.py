@@ -1,7 +1,8 @@
 """The one home of Ray Train (and of the process-group calls the training loops need).
 
 Driver side: :func:`fit` runs a per-worker loop as a ``TorchTrainer`` and returns the state
-dict of its final checkpoint. It runs on a local Ray instance by default and on an existing
+dict of its final checkpoint; :func:`fit_seeds` runs the loop once per config (one per seed), one
+after the other in one worker group, so that a stage of several seeds starts its workers once. It runs on a local Ray instance by default and on an existing
 cluster when ``RAY_ADDRESS`` is set. Each run is named by a hash of its config and of the
 library code, so running the same config again resumes from (or returns) its last
 checkpoint, and a changed config or code starts fresh.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -61,6 +63,21 @@ class _PlainSession:
 
 
 _plain: _PlainSession | None = None
+
+
+class _Sequence:
+    """What :func:`load_state` and :func:`report` use while :func:`fit_seeds` runs one of its
+    configs: the finished configs' final states ride along in every checkpoint, and ``last`` is
+    the state this config last reported (its resume state until it reports). Its reports carry
+    ``sequence_index``, the config's place in the sequence."""
+
+    def __init__(self, finished: list[dict[str, Any] | None], resume: dict[str, Any] | None) -> None:
+        self.finished, self.resume, self.last = finished, resume, resume
+        self.index = len(finished)
+
+
+_sequence: _Sequence | None = None
+SEQUENCE_KEY = "sequence"
 
 
 def default_device() -> torch.device:
@@ -127,6 +144,12 @@ def load_state() -> dict[str, Any] | None:
     """The state dict of the checkpoint this worker resumes from, or None on a fresh start."""
     if _plain is not None:
         return None
+    if _sequence is not None:
+        return _sequence.resume
+    return _checkpoint_state()
+
+
+def _checkpoint_state() -> dict[str, Any] | None:
     import ray.train
 
     ckpt = ray.train.get_checkpoint()
@@ -147,12 +170,34 @@ def report(metrics: dict[str, Any], state: dict[str, Any] | None, w: Worker) -> 
     import ray.train
 
     metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}
+    if _sequence is not None:
+        metrics["sequence_index"] = _sequence.index
+        if state is not None:
+            _sequence.last = state
+            state = {SEQUENCE_KEY: {"finished": _sequence.finished, "current": state}}
     if state is not None and w.is_main:
         with tempfile.TemporaryDirectory() as d:
             torch.save(state, Path(d) / STATE_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
     else:
         ray.train.report(metrics, checkpoint=None)
+
+
+def _run_sequence(loop: Callable[[dict[str, Any]], None], config: dict[str, Any]) -> None:
+    """Per-worker: ``loop`` on each of ``config["configs"]`` in turn, skipping those the
+    checkpoint resumed from has finished and resuming the one it was in."""
+    global _sequence
+    saved = _checkpoint_state()
+    progress = saved[SEQUENCE_KEY] if saved is not None else {"finished": [], "current": None}
+    finished, resume = list(progress["finished"]), progress["current"]
+    for one in config["configs"][len(finished) :]:
+        _sequence = _Sequence(list(finished), resume)
+        try:
+            loop(one)
+            finished.append(_sequence.last)
+        finally:
+            _sequence = None
+        resume = None
 
 
 # ----------------------------------------------------------------------------- driver side
@@ -345,3 +390,19 @@ def fit(
         raise RuntimeError(f"training run {name} finished without a checkpoint")
     with result.checkpoint.as_directory() as d:
         return load_torch(Path(d) / STATE_FILE)
+
+
+def fit_seeds(loop: Callable[[dict[str, Any]], None], configs: list[dict[str, Any]], params: DistributedParams, name: str,
+              storage: str | Path) -> list[dict[str, Any]]:  # fmt: skip
+    """Run ``loop`` on each of ``configs`` one after the other in one Ray Train worker group (as
+    :func:`fit` does for one); return their final state dicts in order.
+
+    A config trains exactly as it would in a run of its own (each loop seeds its own random
+    state), without starting the workers again. Every checkpoint holds the finished configs'
+    final states, so a restart resumes inside the config it was in.
+    """
+    final = fit(functools.partial(_run_sequence, loop), {"configs": configs}, params, name, storage)[SEQUENCE_KEY]
+    states = [*final["finished"], final["current"]]
+    if len(states) != len(configs):
+        raise RuntimeError(f"training run {name} finished {len(states)} of {len(configs)} configs")
+    return states

@@ -139,13 +139,16 @@ def train_loop(config: dict[str, Any]) -> None:
         run.report(row, ("loss", "z_std", "knn_top1"), model=core, optimizer=opt)
 
 
-def pretrain(params: Params, method: str, data_root: str | Path, storage: str | Path) -> dict[str, Any]:
-    """Train ``method`` through Ray Train; return the final state (model, history, starts, ...)."""
+def pretrain(params: Params, method: str, data_root: str | Path, storage: str | Path) -> list[dict[str, Any]]:
+    """Train ``method`` through Ray Train from ``pretrain.seed`` and then each of
+    ``pretrain.extra_seeds``, one after the other in one resumable run; return their final states
+    (model, history, starts, ...) in that order."""
     for name, split in (("photos_full", "train"), ("probe", "bank"), ("probe", "query")):
         read_table(Path(data_root) / name, split, columns=["label"])  # fail here, with one line, not in a worker
-    config = job_config(params, method, data_root)
-    name = distributed.run_name(method, config, train_loop, [Path(data_root) / "photos_full", Path(data_root) / "probe"])
-    return distributed.fit(train_loop, config, params.distributed, name, storage)
+    seeds = [params.pretrain.seed, *params.pretrain.extra_seeds]
+    configs = [job_config(params.model_copy(update={"pretrain": params.pretrain.model_copy(update={"seed": s})}), method, data_root) for s in seeds]
+    name = distributed.run_name(method, {"seeds": configs}, train_loop, [Path(data_root) / "photos_full", Path(data_root) / "probe"])
+    return distributed.fit_seeds(train_loop, configs, params.distributed, name, storage)
 
 
 def backbone_from_state(state: dict[str, Any], pre: dict[str, Any]) -> ResNet18:

@@ -30,7 +30,7 @@ def main() -> None:
               "distributed": params.distributed.model_dump()}  # fmt: skip
 
     with stage_run(stage, logged, params.tracking.experiment) as run:
-        state = pretrain(params, args.method, args.data, args.storage)
+        state, *others = pretrain(params, args.method, args.data, args.storage)
         history = state["history"]
         if not all(math.isfinite(r["loss"]) for r in history):
             raise UserError(f"{stage}: the loss became NaN or infinite; lower {args.method}.lr")
@@ -46,12 +46,11 @@ def main() -> None:
         out = f"models/backbone_{args.method}.pt"
         save_torch(out, {"state_dict": backbone.state_dict(), "spec": backbone.spec(), "method": args.method})
         run.log_models(out, *servables(out), register=args.register)
-        if params.pretrain.extra_seeds:  # the same study again from other seeds: the claim's interval over seeds
+        if others:  # the same study again from pretrain.extra_seeds: the claim's interval over seeds
             gains = {params.pretrain.seed: metrics["knn_gain"]}
-            for seed in params.pretrain.extra_seeds:
+            for seed, other in zip(params.pretrain.extra_seeds, others):
                 again = params.model_copy(update={"pretrain": params.pretrain.model_copy(update={"seed": seed})})
-                other = backbone_from_state(pretrain(again, args.method, args.data, args.storage), params.pretrain.model_dump())
-                gains[seed] = evaluate_backbone(other, again, args.data)["knn_gain"]
+                gains[seed] = evaluate_backbone(backbone_from_state(other, params.pretrain.model_dump()), again, args.data)["knn_gain"]
                 print(f"{stage}: seed {seed}: knn_gain {gains[seed]:+.3f}")
             metrics["knn_gain_per_seed"] = {str(k): v for k, v in gains.items()}
         write_json(f"plots/pretrain_{args.method}.json", history)

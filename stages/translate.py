@@ -1,5 +1,5 @@
 """DVC stages ``colorize@<encoder>-<gan>`` and ``stylize@<encoder>``: train one translation variant
-on Ray Train with the transplanted backbone once per seed of ``translate.seeds``, score each on the
+on Ray Train with the transplanted backbone once per seed of ``translate.seeds`` (one run), score each on the
 test photos (a stylizer stuck at the identity stops the stage), log them to MLflow."""
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -31,21 +32,28 @@ def sinkhorn_shards(config: dict[str, Any]) -> None:
 
 
 def killed_once(config: dict[str, Any]) -> None:
-    """The real loop ``config['loop']``; on its first attempt rank 1 SIGKILLs itself mid-run.
+    """The real loop ``config['loop']``; on its first attempt rank 1 SIGKILLs itself mid-run
+    (only in a config that names a ``kill_marker``).
 
-    It waits until the controller has registered a checkpoint (its snapshot file appears),
-    so that a restart must resume from it rather than from scratch.
+    It waits until the controller has registered a checkpoint of this loop, so that a restart
+    must resume from it rather than from scratch: in a :func:`distributed.fit_seeds` sequence, one
+    reported with ``sequence_index`` equal to the config's ``kill_in_sequence``.
     """
     w = distributed.worker()
-    marker = Path(config["kill_marker"])
-    if w.rank == 1 and not marker.exists():
+    if "kill_marker" in config and w.rank == 1 and not Path(config["kill_marker"]).exists():
+        marker, snapshot = Path(config["kill_marker"]), Path(config["run_dir"]) / "checkpoint_manager_snapshot.json"
+
+        def latest_index() -> int | None:
+            try:
+                return json.loads(snapshot.read_text())["latest_checkpoint_result"]["metrics"].get("sequence_index", -1)
+            except (OSError, ValueError, KeyError, TypeError):  # not written yet, or caught mid-write
+                return None
 
         def kill_after_first_checkpoint() -> None:
-            run_dir = Path(config["run_dir"])
-            while not (run_dir / "checkpoint_manager_snapshot.json").exists():
+            while latest_index() != config.get("kill_in_sequence", -1):
                 time.sleep(0.02)
             marker.write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)
 
         threading.Thread(target=kill_after_first_checkpoint, daemon=True).start()
-    LOOPS[config["loop"]]({k: v for k, v in config.items() if k not in ("kill_marker", "run_dir", "loop")})
+    LOOPS[config["loop"]]({k: v for k, v in config.items() if k not in ("kill_marker", "run_dir", "loop", "kill_in_sequence")})

@@ -111,10 +111,10 @@ def test_changed_prepare_parameter_retrains_pretrain(ray_local, tiny_params, tin
                                             "distributed": tiny_params.distributed.model_copy(update={"num_workers": 1})})  # fmt: skip
     root = tmp_path / "prepared"
     shutil.copytree(tiny_data, root)
-    first = pretrain.pretrain(params, "simsiam", root, tmp_path / "runs")
+    [first] = pretrain.pretrain(params, "simsiam", root, tmp_path / "runs")
     prep = params.prepare.model_copy(update={"photos": params.prepare.photos.model_copy(update={"max_side": 80})})
     write_set(root / "photos_full", build_photo_sets(prep, sources.BadImages("fail")).sets["photos_full"])
-    second = pretrain.pretrain(params, "simsiam", root, tmp_path / "runs")
+    [second] = pretrain.pretrain(params, "simsiam", root, tmp_path / "runs")
     assert len(list((tmp_path / "runs").iterdir())) == 2, "the changed data must start a run of its own"
     assert second["starts"] == [0] and second["history"][0]["loss"] != first["history"][0]["loss"]
 
@@ -128,18 +128,27 @@ def _killed_and_clean(loop: str, config: dict, params, tmp_path) -> tuple[dict, 
     return resumed, clean
 
 
-def test_translation_resumes_and_repeats_the_uninterrupted_run(ray_local, tiny_params, tiny_data, tmp_path):
+def test_seeds_in_one_run_resume_inside_the_second_and_repeat_runs_of_their_own(ray_local, tiny_params, tiny_data, tmp_path):
+    """fit_seeds: two stylizer seeds in one worker group, rank 1 killed in the middle of the second
+    seed, give exactly the weights and losses of two uninterrupted runs of one seed each."""
     from pipeline import translate
     from pipeline.models.resnet import ResNet18
 
     tr = tiny_params.translate.model_copy(update={"epochs": 3, "steps_per_epoch": 2})
     params = tiny_params.model_copy(update={"translate": tr})
-    config = translate.job_config(params, "stylize", "scratch", "cyclegan", tiny_data, ResNet18(tiny_params.pretrain.width, 3))
-    resumed, clean = _killed_and_clean("translate", config, params, tmp_path)
-    assert len(resumed["starts"]) == 2 and resumed["starts"][1] >= 1
-    assert [r["loss_g"] for r in resumed["history"]] == [r["loss_g"] for r in clean["history"]]
-    for k, v in clean["models"]["G"].items():
-        assert torch.equal(resumed["models"]["G"][k], v), k
+    backbone = ResNet18(tiny_params.pretrain.width, 3)
+    configs = [translate.job_config(params, "stylize", "scratch", "cyclegan", tiny_data, backbone, seed) for seed in (0, 1)]
+    kill = {"kill_marker": str(tmp_path / "killed"), "run_dir": str(tmp_path / "runs" / "k"), "kill_in_sequence": 1}
+    resumed = distributed.fit_seeds(ray_loops.killed_once, [{**configs[0], "loop": "translate"}, {**configs[1], **kill, "loop": "translate"}],
+                                    params.distributed, "k", tmp_path / "runs")  # fmt: skip
+    assert (tmp_path / "killed").exists(), "the worker was never killed"
+    alone = [distributed.fit(translate.train_loop, c, params.distributed, f"s{i}", tmp_path / "runs") for i, c in enumerate(configs)]
+    assert resumed[0]["starts"] == [0] and len(resumed[1]["starts"]) == 2 and resumed[1]["starts"][1] >= 1, [r["starts"] for r in resumed]
+    assert alone[0]["history"][0]["loss_g"] != alone[1]["history"][0]["loss_g"], "the seeds must differ"
+    for got, want in zip(resumed, alone):
+        assert [r["loss_g"] for r in got["history"]] == [r["loss_g"] for r in want["history"]]
+        for k, v in want["models"]["G"].items():
+            assert torch.equal(got["models"]["G"][k], v), k
 
 
 def test_classifiers_resume_mid_seed_and_repeat_the_uninterrupted_run(ray_local, tiny_params, tiny_data, tmp_path):

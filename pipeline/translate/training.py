@@ -209,17 +209,15 @@ def run_key(config: dict[str, Any]) -> dict[str, Any]:
 def train(
     params: Params, task: str, encoder: str, gan: str, data_root: str | Path, storage: str | Path, backbone_path: str | Path | None = None
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Train one variant through Ray Train, once per seed of ``translate.seeds`` (each its own
-    resumable run); returns [(config, final state)] in seed order."""
+    """Train one variant through Ray Train once per seed of ``translate.seeds``, the seeds one after
+    the other in one resumable run; returns [(config, final state)] in seed order."""
     check_inputs(params, task, data_root)
     backbone = encoder_backbone(encoder, backbone_path)
     sets = ["photos", "painting"] if task == "stylize" else ["photos"]
-    runs = []
-    for seed in params.translate.seeds:
-        config = job_config(params, task, encoder, gan, data_root, backbone, seed)
-        name = distributed.run_name(config["variant"].replace("@", "_"), run_key(config), train_loop, [Path(data_root) / s for s in sets])
-        runs.append((config, distributed.fit(train_loop, config, params.distributed, name, storage)))
-    return runs
+    configs = [job_config(params, task, encoder, gan, data_root, backbone, seed) for seed in params.translate.seeds]
+    key = {"seeds": [run_key(c) for c in configs]}
+    name = distributed.run_name(configs[0]["variant"].replace("@", "_"), key, train_loop, [Path(data_root) / s for s in sets])
+    return list(zip(configs, distributed.fit_seeds(train_loop, configs, params.distributed, name, storage)))
 
 
 def generators_from_state(config: dict[str, Any], state: dict[str, Any]) -> dict[str, nn.Module]:
