@@ -67,9 +67,13 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def save_torch(path: str | Path, obj: dict[str, Any]) -> None:
-    """``torch.save`` atomically; keep ``obj`` to tensors and plain types so it loads with weights_only."""
-    with atomic_file(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` atomically; keep ``obj`` to tensors and plain types so it loads with weights_only.
+
+    The same ``obj`` gives the same bytes: saved to a path, torch names the archive's inner folder
+    after the (random) temporary file, so a rerun would change the file's hash and DVC would retrain
+    every stage downstream of identical weights."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def file_digest(path: str | Path) -> str:

@@ -14,7 +14,7 @@ from pipeline.data.shards import Record, decode_png, read_images, read_table, wr
 from pipeline.data.painting import brush_strokes, edge_darkening, painterly, saturate
 from pipeline.data.transforms import apply_nuisance, draw_nuisance, kuwahara, posterize, random_patches
 from pipeline.errors import UserError
-from pipeline.io import atomic_dir, write_json
+from pipeline.io import atomic_dir, load_torch, save_torch, write_json
 
 from .conftest import tiny_raw
 
@@ -279,6 +279,17 @@ def test_atomic_dir_keeps_old_output_on_failure(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+
+
+def test_the_same_weights_save_to_the_same_bytes(tmp_path):
+    """A rerun that trains the same weights must leave the file's hash (DVC's view of it) alone."""
+    import torch
+
+    obj = {"state_dict": {"w": torch.arange(6.0).reshape(2, 3)}, "method": "scratch"}
+    save_torch(tmp_path / "a.pt", obj)
+    save_torch(tmp_path / "b.pt", obj)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert torch.equal(load_torch(tmp_path / "b.pt")["state_dict"]["w"], obj["state_dict"]["w"])
 
 
 def test_a_user_folder_splits_by_its_test_subfolder_or_a_seeded_fraction(tmp_path):
