@@ -1,10 +1,12 @@
 """How far MUNIT's styles move the `dil` nuisance: the ink area (fraction of pixels >= 128) of each
 tail-class training image, spread over 4 random MUNIT styles against 4 fresh draws of the true
-nuisance on its clean image. Run in a workspace of the `dil` run (models/munit.pt, data/prepared)."""
+nuisance on its clean image, as many as ``augment.per_image``. Run in a workspace of the `dil` run
+(params.yaml, models/munit.pt, data/prepared)."""
 
 import numpy as np
 import torch
 
+from pipeline.config import load_params
 from pipeline.data.shards import decode_png, read_table
 from pipeline.data.transforms import apply_nuisance, draw_nuisance
 from pipeline.invariance.munit import load_digits, load_munit, tail_classes, to_uint8
@@ -14,7 +16,9 @@ def ink(image: np.ndarray) -> float:
     return float((image >= 128).mean())
 
 
-def main(threshold: int = 20, n: int = 4) -> None:
+def main() -> None:
+    augment = load_params("params.yaml").augment
+    threshold, n = augment.threshold, augment.per_image
     model = load_munit("models/munit.pt").eval()
     x, labels, _ = load_digits("data/prepared", "train")
     clean = [decode_png(b) for b in read_table("data/prepared/digits_lt", "train", ["clean"]).column("clean").to_pylist()]
