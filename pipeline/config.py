@@ -208,6 +208,7 @@ class StylizeParams(Section):
     train_fraction: Fraction = 1.0
     steps_per_epoch: PosInt | None = 50  # None = translate.steps_per_epoch
     batch_size: PosInt | None = 4  # None = cyclegan.batch_size
+    precise_bn: bool = True  # BatchNorm running statistics recomputed over each generator's training domain every epoch
 
 
 class MunitParams(Section):

@@ -11,7 +11,7 @@ from pipeline.color import grey_of, lab_to_net, lab_to_rgb, net_to_lab, rgb_to_l
 from pipeline.errors import UserError
 from pipeline.io import save_torch
 from pipeline.metrics.image import frechet_distance, kernel_inception_distance, psnr, ssim
-from pipeline.models import evaluating
+from pipeline.models import evaluating, recompute_batchnorm
 from pipeline.models.gan import ImagePool, PatchDiscriminator, adversarial_loss
 from pipeline.models.resnet import ResNet18
 from pipeline.models.unet import ResNetUNet, load_backbone
@@ -105,6 +105,24 @@ def test_evaluating_runs_in_eval_mode_without_grad_and_restores_the_mode():
     with pytest.raises(RuntimeError), evaluating(net):
         raise RuntimeError("boom")
     assert not net.training  # an eval-mode module stays in eval mode, even after an error
+
+
+def test_recompute_batchnorm_sets_the_running_statistics_of_the_images_it_sees():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1), torch.nn.BatchNorm2d(2))
+    with torch.no_grad():
+        for _ in range(5):  # running stats of another distribution, as training leaves them
+            net(torch.randn(2, 3, 8, 8) * 0.1)
+    net.eval()
+    images = torch.randn(96, 3, 8, 8) * 2 + 3
+    with torch.no_grad():
+        conv = net[0](images)
+    recompute_batchnorm(net, images, batch=32)
+    bn = net[1]
+    chunks = [net[0](images[i : i + 32]).detach() for i in range(0, 96, 32)]  # equal chunks: the average of the chunk statistics
+    assert torch.allclose(bn.running_mean, conv.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(bn.running_var, torch.stack([c.var((0, 2, 3)) for c in chunks]).mean(0), atol=1e-4)
+    assert not net.training and bn.momentum == 0.1 and net[4].num_batches_tracked == 3
 
 
 def test_adversarial_losses():
@@ -247,6 +265,7 @@ def test_stylize_overrides_the_cyclegan_batch_and_steps_colorize_keeps_them():
     assert (sty["cyclegan"]["batch_size"], sty["translate"]["steps_per_epoch"]) == (6, 3)
     assert (col["cyclegan"]["batch_size"], col["translate"]["steps_per_epoch"]) == (params.cyclegan.batch_size, params.translate.steps_per_epoch)
     assert params.cyclegan.batch_size != 6 and params.translate.steps_per_epoch != 3
+    assert sty["precise_bn"] and "precise_bn" not in col  # colorize keeps the momentum estimate
 
 
 def test_stylizer_guard_stops_a_generator_that_returns_its_input(tiny_data):

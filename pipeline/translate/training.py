@@ -24,7 +24,7 @@ from pipeline.errors import UserError
 from pipeline.io import state_digest
 from pipeline.loop import Bundle, Schedule, TrainingRun, seed_for
 from pipeline.metrics.image import l1
-from pipeline.models import evaluating
+from pipeline.models import evaluating, recompute_batchnorm
 from pipeline.models.gan import ImagePool, PatchDiscriminator
 from pipeline.models.resnet import ResNet18
 from pipeline.models.unet import DomainGenerator, load_backbone
@@ -145,6 +145,10 @@ def train_loop(config: dict[str, Any]) -> None:
                 else:
                     run.meter.add(cyclegan_step(wrapped, (opt_g, opt_d), x, y, config, pools))
         row = run.summary(epoch, tr["steps_per_epoch"], tr["steps_per_epoch"] * batch, lr=lr)
+        if config.get("precise_bn"):  # on every rank: SyncBatchNorm (GPU) all-reduces its statistics
+            for k, images in (("G", train_x), ("F", train_y)):
+                if k in cores:
+                    recompute_batchnorm(cores[k], images)
         if w.is_main:
             cpu = {k: copy.deepcopy(v).cpu() for k, v in cores.items()}
             row["val_l1"] = validation_metric(cpu, data, task)
@@ -194,6 +198,7 @@ def job_config(
         "colorize": params.colorize.model_dump(),
         "cyclegan": {**params.cyclegan.model_dump(),
                      **({"batch_size": params.stylize.batch_size} if task == "stylize" and params.stylize.batch_size else {})},
+        **({"precise_bn": True} if task == "stylize" and params.stylize.precise_bn else {}),
         "backbone_spec": backbone.spec(),
         "backbone_state": backbone.state_dict(),
         "cpus_per_worker": params.distributed.cpus_per_worker,
