@@ -16,7 +16,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.ops import roi_align
 
 from pipeline.color import to_gray
 from pipeline.data.transforms import NUISANCES
@@ -98,6 +97,8 @@ def crop_resize(images: torch.Tensor, index: torch.Tensor, boxes: torch.Tensor, 
 
     One ``roi_align`` call for the batch; each output pixel averages ceil(box side / size)^2
     bilinear samples of its cell, so a shrink is area-averaged (anti-aliased). -> (n, C, size, size)."""
+    from torchvision.ops import roi_align  # here, not at the top: torchvision's import costs every process that never crops ~2.5 s
+
     rois = torch.cat([index[:, None].to(images.dtype), boxes.to(images.dtype)], 1)
     return roi_align(images, rois, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True).clamp_(0, 1)
 
