@@ -189,7 +189,7 @@ def test_ray_job_submit_sweep_on_two_nodes(tmp_path, tiny_data, s3):
     port = free_port()
     mlflow_bin = str(Path(sys.executable).parent / "mlflow")
     server = subprocess.Popen([mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--default-artifact-root",
-                               str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port)],
+                               str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
                               stdout=(tmp_path / "mlflow.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
     try:
