@@ -18,7 +18,7 @@ from pipeline.translate import ENCODERS, GANS, evaluate_colorization, evaluate_p
 
 ROW_NAMES = {"scratch": "scratch", "simsiam": "SimSiam", "swav": "SwAV", "cgan": "cGAN", "cyclegan": "CycleGAN"}
 COLS = ("l1_ab", "l1_rgb", "psnr", "ssim", "fd", "kid")
-STYLE_COLS = ("l1_rgb", "psnr", "ssim", "fd", "kid", "cycle_l1")
+STYLE_COLS = ("l1_rgb", "l1_luma", "l1_chroma", "psnr", "ssim", "fd", "kid", "cycle_l1")
 
 
 def read_variant(path: Path) -> dict:
@@ -65,6 +65,7 @@ def main() -> None:
         stylize = {"identity": identity, "palette": palette, **{e: read_variant(root / f"stylize_{e}.json") for e in ENCODERS}}
         notes = {"l1_ab_scale": "mean |ab_pred - ab_true| / 110 over pixels (network scale)",
                  "l1_rgb_scale": "mean absolute error of RGB in [0, 1]",
+                 "l1_luma_chroma": "l1_rgb split: L1 of the luminance, and L1 of RGB minus luminance (the colours)",
                  "fd_kid_features": params.translate.fd_features,
                  "test_split": "patches of the held-out source photos (prepare.photos.test_sources)",
                  "seeds": f"every variant is the mean over translate.seeds {params.translate.seeds}; per_seed keeps each",

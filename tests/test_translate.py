@@ -7,10 +7,10 @@ import pytest
 import torch
 from skimage.color import rgb2lab
 
-from pipeline.color import grey_of, lab_to_net, lab_to_rgb, net_to_lab, rgb_to_lab
+from pipeline.color import grey_of, lab_to_net, lab_to_rgb, net_to_lab, rgb_to_lab, to_gray
 from pipeline.errors import UserError
 from pipeline.io import save_torch
-from pipeline.metrics.image import frechet_distance, kernel_inception_distance, psnr, ssim
+from pipeline.metrics.image import frechet_distance, kernel_inception_distance, l1, l1_luma_chroma, psnr, ssim
 from pipeline.models import evaluating, recompute_batchnorm
 from pipeline.models.gan import ImagePool, PatchDiscriminator, adversarial_loss
 from pipeline.models.resnet import ResNet18
@@ -156,6 +156,17 @@ def test_psnr_and_ssim_reference_points():
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     assert ssim(x, x) == pytest.approx(1.0)
     assert psnr((x + 0.1).clamp(0, 1), x) < psnr((x + 0.01).clamp(0, 1), x)
+
+
+def test_l1_split_puts_brightness_in_luma_and_hue_in_chroma():
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
+    assert l1_luma_chroma(x + 0.1, x) == pytest.approx((0.1, 0.0), abs=1e-6)  # brighter, same colours
+    grey = to_gray(x).expand(-1, 3, -1, -1)
+    luma, chroma = l1_luma_chroma(grey, x)  # same brightness, colours gone
+    assert luma == pytest.approx(0.0, abs=1e-6) and chroma == pytest.approx(l1(grey, x))
+    y = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    luma, chroma = l1_luma_chroma(y, x)
+    assert l1(y, x) <= luma + chroma + 1e-6 and chroma > 0 and luma > 0  # per channel, rgb = luma + chroma
 
 
 def _tiny_config(task: str, gan: str, tiny_data, **over):

@@ -11,10 +11,18 @@ import torch
 from scipy import linalg
 from skimage.metrics import structural_similarity
 
+from pipeline.color import to_gray
 
 
 def l1(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float((pred - target).abs().mean())
+
+
+def l1_luma_chroma(pred: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+    """The RGB L1 of (N, 3, H, W) images in [0, 1] split in two: the L1 of their luminance (brightness,
+    texture, contours) and the L1 of what is left per channel, RGB minus luminance (the colours)."""
+    yp, yt = to_gray(pred), to_gray(target)
+    return l1(yp, yt), l1(pred - yp, target - yt)
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:

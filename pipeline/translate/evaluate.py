@@ -14,7 +14,7 @@ from torch import nn
 from pipeline.color import grey_of
 from pipeline.config import Params
 from pipeline.errors import UserError
-from pipeline.metrics.image import batched, image_scores, kernel_inception_distance, l1
+from pipeline.metrics.image import batched, image_scores, kernel_inception_distance, l1, l1_luma_chroma
 from pipeline.models.features import feature_net
 from pipeline.plots import rgb_images
 from pipeline.translate.data import domain_to_rgb, load_test, painted_twins, photo_to_domain
@@ -44,10 +44,12 @@ def evaluate_colorization(models: dict[str, nn.Module] | None, params: Params, d
 
 
 def score_paintings(pred_rgb: torch.Tensor, target_rgb: torch.Tensor, params: Params) -> dict[str, float]:
-    """L1, PSNR, SSIM, FD, KID of translated test photos against their painted twins."""
+    """L1 (and its luminance and colour parts), PSNR, SSIM, FD, KID of translated test photos
+    against their painted twins."""
     tr = params.translate
     feats = feature_net(tr.fd_features, target_rgb, tr.inception_weights)
-    return image_scores(pred_rgb, target_rgb, feats, tr.kid_subset_size, tr.kid_subsets)
+    luma, chroma = l1_luma_chroma(pred_rgb, target_rgb)
+    return {**image_scores(pred_rgb, target_rgb, feats, tr.kid_subset_size, tr.kid_subsets), "l1_luma": luma, "l1_chroma": chroma}
 
 
 def evaluate_stylization(models: dict[str, nn.Module] | None, params: Params, data_root: str | Path) -> dict[str, Any]:
