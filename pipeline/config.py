@@ -274,6 +274,7 @@ class ClassifyParams(Section):
 class TrackingParams(Section):
     experiment: Annotated[str, Field(min_length=1)] = "ssl-i2i"
     profile: Annotated[str, Field(min_length=1)] = "default"
+    log_models: bool = True
 
 
 class AceParams(Section):

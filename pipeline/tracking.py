@@ -78,9 +78,11 @@ def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
 class StageRun:
     """An open MLflow run of one stage; create it with :func:`stage_run`."""
 
-    def __init__(self, stage: str, run_id: str) -> None:
+    def __init__(self, stage: str, run_id: str, log_models: bool = True, register: str | None = None) -> None:
         self.stage = stage
         self.run_id = run_id
+        self.models_on = log_models
+        self.register = register
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log every numeric value of ``metrics`` (nested keys are dotted)."""
@@ -110,18 +112,22 @@ class StageRun:
 
         mlflow.log_dict(obj, name)
 
-    def log_models(self, path: str | Path, servables: Mapping[str, tuple[Any, tuple[Any, ...]]], metadata: Mapping[str, Any],
-                   register: str | None = None) -> dict[str, str]:  # fmt: skip
+    def log_models(self, path: str | Path, servables: Mapping[str, tuple[Any, tuple[Any, ...]]], metadata: Mapping[str, Any]) -> dict[str, str]:
         """Log each {name: (torch module, example inputs)} of the model file ``path`` as an MLflow
-        PyTorch model called ``name``; return {name: model URI}.
+        PyTorch model called ``name``; return {name: model URI}. With ``tracking.log_models: false``
+        (:func:`stage_run`'s ``log_models``) only a tag says so, and nothing is returned.
 
         The models are ``torch.export`` programs (MLflow's 'pt2' format: no pickle) with the example
         as input example, a tensor signature whose batch, height and width are free, and the model
         file itself beside them (``extra_files``: what ``stages.predict`` loads, with
-        ``weights_only``). ``register`` also registers them in the Model Registry: as ``register``,
-        or ``<register>-<name>`` when there is more than one.
+        ``weights_only``). The run's ``register`` also registers them in the Model Registry: as
+        ``register``, or ``<register>-<name>`` when there is more than one.
         """
         import mlflow
+
+        if not self.models_on:
+            mlflow.set_tag(f"models.{Path(path).stem}", "not logged (tracking.log_models: false)")
+            return {}
         import numpy as np
         import torch
         from mlflow.models import ModelSignature
@@ -137,7 +143,7 @@ class StageRun:
                 output = module(*inputs)
             names = ["image", "style"][: len(inputs)]
             signature = ModelSignature(Schema([spec(t, n) for t, n in zip(inputs, names)]), Schema([spec(output, "output")]))
-            registered = None if register is None else register if len(servables) == 1 else f"{register}-{name}"
+            registered = None if self.register is None else self.register if len(servables) == 1 else f"{self.register}-{name}"
             info = mlflow.pytorch.log_model(
                 module, name=name, input_example=tuple(t.numpy() for t in inputs), signature=signature, serialization_format="pt2",
                 extra_files=[str(path)], pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"], registered_model_name=registered,
@@ -207,9 +213,17 @@ def add_register_option(parser: argparse.ArgumentParser) -> None:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, params: Mapping[str, Any], experiment: str = "ssl-i2i") -> Iterator[StageRun]:
-    """Open an MLflow run named after the DVC stage, log params and tags, end it FINISHED or FAILED."""
+def stage_run(stage: str, params: Mapping[str, Any], experiment: str = "ssl-i2i", log_models: bool = True,
+              register: str | None = None) -> Iterator[StageRun]:  # fmt: skip
+    """Open an MLflow run named after the DVC stage, log params and tags, end it FINISHED or FAILED.
+
+    ``log_models`` and ``register`` are what :meth:`StageRun.log_models` does with the stage's
+    model file (``tracking.log_models`` and the ``--register`` option); a name to register with
+    the models off stops the stage here, before any work."""
     import mlflow
+
+    if register is not None and not log_models:
+        raise UserError(f"--register {register} needs the MLflow models: set tracking.log_models: true")
 
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_experiment(experiment)
@@ -219,7 +233,7 @@ def stage_run(stage: str, params: Mapping[str, Any], experiment: str = "ssl-i2i"
         items = list(flat.items())
         for i in range(0, len(items), 100):
             mlflow.log_params(dict(items[i : i + 100]))
-        yield StageRun(stage, run.info.run_id)
+        yield StageRun(stage, run.info.run_id, log_models, register)
 
 
 class ChildRuns:

@@ -43,7 +43,7 @@ def main() -> None:
     if args.mode == "finetune":
         logged["ace_finetune"] = params.ace_finetune.model_dump()
 
-    with stage_run(stage, logged, params.tracking.experiment) as run:
+    with stage_run(stage, logged, params.tracking.experiment, params.tracking.log_models, args.register) as run:
         init_states = None if init is None else {seed: m.state_dict() for seed, m in init.items()}
         states = ace.train(params, args.mode, args.data, backbone, args.storage or f"checkpoints/{stage}", init_states)
         for seed, state in states.items():
@@ -51,7 +51,7 @@ def main() -> None:
                 raise UserError(f"{stage}: a loss became NaN or infinite (seed {seed}); lower ace.lr")
         out = args.out or f"models/{stage}.pt"
         ace.save_ace(out, params, backbone, states, args.mode)
-        run.log_models(out, *servables(out), register=args.register)
+        run.log_models(out, *servables(out))
         first = min(states)
         history = states[first]["history"]  # the curves shown are the first seed's
         run.log_history(history)

@@ -28,12 +28,12 @@ def main() -> None:
     args = ap.parse_args()
     params = load_params(args.params)
     pre = params.pretrain
-    with stage_run("backbone_scratch", {"pretrain": pre.model_dump()}, params.tracking.experiment) as run:
+    with stage_run("backbone_scratch", {"pretrain": pre.model_dump()}, params.tracking.experiment, params.tracking.log_models, args.register) as run:
         torch.manual_seed(pre.seed)  # the pretraining loops build their backbone first after this seed
         backbone = ResNet18(pre.width, pre.channels)
         metrics = evaluate_backbone(backbone, params, args.data)
         save_torch(args.out, {"state_dict": backbone.state_dict(), "spec": backbone.spec(), "method": "scratch"})
-        run.log_models(args.out, *servables(args.out), register=args.register)
+        run.log_models(args.out, *servables(args.out))
         run.finish({**metrics, "method": "scratch"})
         print(f"backbone_scratch: knn_top1 {metrics['knn_top1']:.3f} (chance {metrics['knn_chance']:.2f})")
 

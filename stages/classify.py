@@ -29,12 +29,12 @@ def main() -> None:
     stage = f"classify@{args.method}"
     logged = {"classify": params.classify.model_dump(), "distributed": params.distributed.model_dump(),
               "transform": params.prepare.digits_lt.transform}  # fmt: skip
-    with stage_run(stage, logged, params.tracking.experiment) as run:
+    with stage_run(stage, logged, params.tracking.experiment, params.tracking.log_models, args.register) as run:
         state = train(params, args.method, args.data, args.augmented, args.storage or f"checkpoints/classify_{args.method}")
         history = state["history"]
         out = f"models/classify_{args.method}.pt"
         save_torch(out, {"seeds": state["done"], "width": params.classify.width, "method": args.method})
-        run.log_models(out, *servables(out), register=args.register)
+        run.log_models(out, *servables(out))
         run.log_history(history, step_key="step")
         write_json(f"plots/classify_{args.method}.json", history)
         png = plot_history([{**r, "epoch": r["step"]} for r in history], ["loss", "train_acc", "lr"], f"plots/classify_{args.method}.png",

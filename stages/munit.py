@@ -31,7 +31,7 @@ def main() -> None:
     params = load_params(args.params)
     mp = params.munit
     logged = {"munit": mp.model_dump(), "distributed": params.distributed.model_dump()}
-    with stage_run("munit", logged, params.tracking.experiment) as run:
+    with stage_run("munit", logged, params.tracking.experiment, params.tracking.log_models, args.register) as run:
         state = train(params, args.data, args.storage)
         history = state["history"]
         if not all(math.isfinite(r["loss_g"]) for r in history):
@@ -56,7 +56,7 @@ def main() -> None:
                    "loss_g": history[-1]["loss_g"], "loss_d": history[-1]["loss_d"], "epochs": len(history),
                    "world_size": state["world_size"], "resumed_at_epochs": state["starts"][1:]}  # fmt: skip
         save_torch(args.out, {"state_dict": model.state_dict(), "munit": mp.model_dump()})
-        run.log_models(args.out, *servables(args.out), register=args.register)
+        run.log_models(args.out, *servables(args.out))
         run.log_history(history)
         write_json("plots/munit.json", history)
         png = plot_history(history, ["loss_g", "loss_d", "recon_l1", "style_diversity"], "plots/munit.png", "munit",

@@ -29,7 +29,7 @@ def main() -> None:
     logged = {"pretrain": params.pretrain.model_dump(), args.method: getattr(params, args.method).model_dump(),
               "distributed": params.distributed.model_dump()}  # fmt: skip
 
-    with stage_run(stage, logged, params.tracking.experiment) as run:
+    with stage_run(stage, logged, params.tracking.experiment, params.tracking.log_models, args.register) as run:
         state, *others = pretrain(params, args.method, args.data, args.storage)
         history = state["history"]
         if not all(math.isfinite(r["loss"]) for r in history):
@@ -45,7 +45,7 @@ def main() -> None:
         run.log_history(history)
         out = f"models/backbone_{args.method}.pt"
         save_torch(out, {"state_dict": backbone.state_dict(), "spec": backbone.spec(), "method": args.method})
-        run.log_models(out, *servables(out), register=args.register)
+        run.log_models(out, *servables(out))
         if others:  # the same study again from pretrain.extra_seeds: the claim's interval over seeds
             gains = {params.pretrain.seed: metrics["knn_gain"]}
             for seed, other in zip(params.pretrain.extra_seeds, others):

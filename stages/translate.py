@@ -50,7 +50,7 @@ def main() -> None:
               "cyclegan": params.cyclegan.model_dump(), args.task: getattr(params, args.task).model_dump(),
               "encoder": args.encoder, "gan": args.gan}  # fmt: skip
 
-    with stage_run(stage, logged, params.tracking.experiment) as run:
+    with stage_run(stage, logged, params.tracking.experiment, params.tracking.log_models, args.register) as run:
         runs = train(params, args.task, args.encoder, args.gan, args.data, args.storage, args.backbone)
         evaluate = evaluate_colorization if args.task == "colorize" else evaluate_stylization
         per_seed, first_samples = {}, None
@@ -67,7 +67,7 @@ def main() -> None:
                               "resumed_at_epochs": state["starts"][1:]}  # fmt: skip
         out = args.out or f"models/{tag}.pt"
         save_translator(out, runs, args.encoder)
-        run.log_models(out, *servables(out), register=args.register)
+        run.log_models(out, *servables(out))
         config, state = runs[0]
         history = state["history"]  # the curves shown are the first seed's; every seed's scores are kept
         metrics = {**mean_over_seeds(list(per_seed.values())), "seeds": [int(s) for s in per_seed], "per_seed": per_seed,

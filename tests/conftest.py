@@ -17,6 +17,9 @@ from pipeline.config import parse_params
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Ray Train's controller polls its workers every 2 s by default: at test size that wait is most of a
+# run. It reaches the controllers of the stages and clusters the tests start through the environment.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 TINY = {
     "prepare": {

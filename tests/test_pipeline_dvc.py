@@ -62,7 +62,8 @@ def copy_repo(dest: Path, **overrides: dict) -> Path:
 
 @pytest.mark.timeout(3000)  # the whole DAG (24 stages) at tiny size: 10 to 20 minutes on 2 cores, beside the rest of the suite
 def test_dvc_repro_end_to_end(tmp_path):
-    repo = copy_repo(tmp_path / "repo", pretrain={"extra_seeds": [1]})
+    # the MLflow models (torch.export, ~15 s each) are left out here: test_predict logs one of every kind
+    repo = copy_repo(tmp_path / "repo", pretrain={"extra_seeds": [1]}, tracking={"log_models": False})
     # every stage joins one private Ray cluster (RAY_ADDRESS), as on a real cluster; it also
     # saves each stage the start-up of its own Ray instance
     with local_cluster(num_cpus=4) as cluster:
@@ -146,19 +147,15 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert cyc.data.params["cyclegan.cycle"] == "10.0" and "l1_ab" in cyc.data.metrics
     assert len(mlflow.MlflowClient(uri).get_metric_history(cyc.info.run_id, "val_l1")) == 2
 
-    # every trained network is a DVC output and an MLflow model of its stage's run
+    # every trained network is a DVC output; its MLflow model is left out by tracking.log_models: false, and the run says so
     kinds = {"backbone_simsiam": "backbone", "backbone_scratch": "backbone", "colorize_swav_cgan": "colorizer", "colorize_scratch_cyclegan": "colorizer",
              "stylize_simsiam": "stylizer", "munit": "munit", "classify_git": "classifier", "ace": "ace", "ace_finetune": "ace"}  # fmt: skip
     for name, kind in kinds.items():
         model = load_model(repo / f"models/{name}.pt")
         assert model.kind == kind and model.seeds == ([0] if kind in ("backbone", "munit") else [0, 1]), name
     exp_id = mlflow.get_experiment_by_name("ssl-i2i").experiment_id
-    logged = mlflow.search_logged_models(experiment_ids=[exp_id], output_format="list")
-    assert {(m.name, m.source_run_id) for m in logged} >= {("stylize", by_name["stylize@swav"].info.run_id), ("unstylize", by_name["stylize@swav"].info.run_id),
-                                                            ("colorize", by_name["colorize@simsiam-cgan"].info.run_id), ("classify", by_name["classify@oracle"].info.run_id),
-                                                            ("restyle", by_name["munit"].info.run_id), ("embed", by_name["pretrain@swav"].info.run_id),
-                                                            ("stylize_like", by_name["ace_finetune"].info.run_id)}  # fmt: skip
-    assert len(logged) == 3 + 6 + 2 * 3 + 1 + 4 + 2  # backbones, colorizers, stylizers (both directions), MUNIT, classifiers, ACE
+    assert mlflow.search_logged_models(experiment_ids=[exp_id], output_format="list") == []
+    assert by_name["stylize@swav"].data.tags["models.stylize_swav"] == "not logged (tracking.log_models: false)"
     # predict on the user's own files: a folder the test writes, digits from the prepared test split
     user = tmp_path / "user"
     (user / "photos").mkdir(parents=True)
@@ -188,8 +185,7 @@ def test_dvc_repro_end_to_end(tmp_path):
     ace_out = _run([*predict, "stylize", "--model", "models/ace.pt", "--style", str(user / "photos"), "--input", str(user / "photos" / "cat.jpg"),
                     "--output", str(user / "ace")], repo)  # fmt: skip
     assert "predict stylize: 1 images" in ace_out.stdout and (user / "ace" / "cat.png").is_file()
-    run_uri = f"runs:/{by_name['classify@oracle'].info.run_id}/classify"
-    _run([*predict, "classify", "--model", run_uri, "--input", str(user / "digits"), "--output", str(user / "digits.csv")], repo, env={"MLFLOW_TRACKING_URI": uri})
+    _run([*predict, "classify", "--model", "models/classify_oracle.pt", "--input", str(user / "digits"), "--output", str(user / "digits.csv")], repo)
     rows = list(csv.DictReader(open(user / "digits.csv")))
     assert len(rows) == 6 and all(abs(sum(float(r[f"p{c}"]) for c in range(10)) - 1) < 1e-3 for r in rows)
     # the report: one page, rendered in headless Chromium with no error and every image decoded

@@ -149,8 +149,8 @@ def test_stage_models_are_mlflow_models_that_predict_loads_by_uri(tmp_path, imag
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     path = classifier_file(tmp_path / "classify_erm.pt")
-    with stage_run("classify@erm", {}, "models-test") as run:
-        uris = run.log_models(path, *servables(path), register="digits")
+    with stage_run("classify@erm", {}, "models-test", register="digits") as run:
+        uris = run.log_models(path, *servables(path))
     mlflow.set_tracking_uri(uri)
     exp = mlflow.get_experiment_by_name("models-test")
     logged = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
@@ -171,3 +171,62 @@ def test_stage_models_are_mlflow_models_that_predict_loads_by_uri(tmp_path, imag
     bad = subprocess.run([sys.executable, "-m", "stages.predict", "classify", "--model", "models:/nothing/1", "--input", str(images),
                           "--output", str(tmp_path / "q.csv")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: MLflow model models:/nothing/1 not found")
+
+
+def model_files(root, params) -> dict[str, object]:
+    """One small model file of every kind, in the layout its stage writes."""
+    from pipeline.ace import ace_spec, save_ace
+    from pipeline.models.ace import build as build_ace
+    from pipeline.models.munit import MUNIT
+
+    torch.manual_seed(0)
+    backbone = ResNet18(4, 3)
+    mp = params.munit
+    munit = MUNIT(1, mp.dim, mp.style_dim, mp.n_down, mp.n_res, mp.mlp_dim)
+    save_torch(root / "backbone.pt", {"state_dict": backbone.state_dict(), "spec": backbone.spec(), "method": "scratch"})
+    save_torch(root / "munit.pt", {"state_dict": munit.state_dict(), "munit": mp.model_dump()})
+    save_ace(root / "ace.pt", params, backbone, {0: {"ace": build_ace(ace_spec(params, 0), ResNet18(4, 3))[0].state_dict()}}, "zero_shot")
+    return {"backbone": root / "backbone.pt", "colorizer": translator_file(root / "colorize.pt", "colorize"),
+            "stylizer": translator_file(root / "stylize.pt", "stylize"), "munit": root / "munit.pt",
+            "classifier": classifier_file(root / "classify.pt"), "ace": root / "ace.pt"}  # fmt: skip
+
+
+@pytest.mark.timeout(600)
+def test_every_kind_of_model_file_logs_mlflow_models_that_compute_what_its_modules_compute(tmp_path, monkeypatch, tiny_params):
+    """What each training stage logs (``tracking.log_models``): every serving module of every kind is
+    a torch.export program in MLflow whose output is the module's, on inputs other than the example."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    files = model_files(tmp_path, tiny_params)
+    assert {kind: load_model(path).kind for kind, path in files.items()} == {kind: kind for kind in files}
+    with stage_run("every-kind", {}, "models-test") as run:
+        uris = {kind: run.log_models(path, *servables(path)) for kind, path in files.items()}
+    assert {k: sorted(u) for k, u in uris.items()} == {"backbone": ["embed"], "colorizer": ["colorize"], "stylizer": ["stylize", "unstylize"],
+                                                       "munit": ["restyle"], "classifier": ["classify"], "ace": ["stylize_like"]}  # fmt: skip
+    g = torch.Generator().manual_seed(1)
+    for kind, path in files.items():
+        model = load_model(path)
+        for name, module in serving_modules(model).items():
+            example = servables(path)[0][name][1]
+            other = tuple(torch.rand(3, *t.shape[1:2], 48, 64, generator=g) if t.dim() == 4 else torch.randn(3, *t.shape[1:], generator=g)
+                          for t in example)  # fmt: skip
+            if name == "stylize_like":
+                other = (other[0], torch.rand(2, 3, 48, 64, generator=g))
+            with torch.no_grad():
+                want, got = module(*other), mlflow.pytorch.load_model(uris[kind][name])(*other)
+            assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5), (kind, name)
+
+
+def test_models_off_logs_a_tag_and_no_model_and_register_needs_them(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    path = classifier_file(tmp_path / "classify_erm.pt")
+    with stage_run("classify@erm", {}, "models-off", log_models=False) as run:
+        assert run.log_models(path, *servables(path)) == {}
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name("models-off")
+    assert mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list") == []
+    assert mlflow.get_run(run.run_id).data.tags["models.classify_erm"] == "not logged (tracking.log_models: false)"
+    with pytest.raises(UserError, match="--register digits needs the MLflow models: set tracking.log_models: true"):
+        with stage_run("classify@erm", {}, "models-off", log_models=False, register="digits"):
+            pass
