@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import spearmanr
 
 from pipeline import storage
 from pipeline import distributed
@@ -222,6 +221,8 @@ def evaluate(
     classes = sorted(class_sizes)
     tail = [c for c in classes if class_sizes[c] < threshold]
     head = [c for c in classes if class_sizes[c] >= threshold]
+    from scipy.stats import spearmanr  # here, not at the top: the training workers import this module
+
     ek = np.array([[r["ekld_by_class"][c] for c in classes] for r in per_seed])  # (seeds, classes)
     sizes = [class_sizes[c] for c in classes]
 

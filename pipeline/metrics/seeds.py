@@ -10,7 +10,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 
 def mean_over_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -30,6 +29,8 @@ def mean_over_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def t_interval(values: list[float] | np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
     """(mean, lo, hi): Student-t interval of the mean of ``values`` (n >= 2; n = 1 gives an unbounded one)."""
+    from scipy import stats  # here, not at the top: scipy.stats costs every stage process ~1.5 s of import
+
     v = np.asarray(values, np.float64)
     mean = float(v.mean())
     if len(v) < 2:
