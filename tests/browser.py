@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from .cluster import stop_group
+
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--remote-debugging-address=127.0.0.1",
          "--remote-debugging-port=0"]  # fmt: skip
@@ -99,22 +101,27 @@ def render(url: str, width: int = 1200) -> PageResult:
     import urllib.request
 
     binary = chromium()
-    with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            port_file = Path(profile) / "DevToolsActivePort"
-            deadline = time.monotonic() + 60
-            while not (port_file.is_file() and len(port_file.read_text().split()) >= 2):
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("Chromium did not open its DevTools port")
-                time.sleep(0.1)
-            port = port_file.read_text().split()[0]
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
-                target = next(t for t in json.load(r) if t["type"] == "page")
-            return asyncio.run(_drive(target["webSocketDebuggerUrl"], url, width))
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    # Its own process group: the renderer and crash handler it forks go down with it, so
+    # none is still writing into the profile while the profile is removed.
+    proc = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        port_file = Path(profile) / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not (port_file.is_file() and len(port_file.read_text().split()) >= 2):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("Chromium did not open its DevTools port")
+            time.sleep(0.1)
+        port = port_file.read_text().split()[0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+            target = next(t for t in json.load(r) if t["type"] == "page")
+        return asyncio.run(_drive(target["webSocketDebuggerUrl"], url, width))
+    finally:
+        stop_group(proc)
+        for _ in range(50):
+            shutil.rmtree(profile, ignore_errors=True)
+            if not os.path.exists(profile):
+                break
+            time.sleep(0.1)
+

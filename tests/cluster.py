@@ -79,6 +79,22 @@ def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
             proc.wait(10)
 
 
+def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM to the process group that ``proc`` leads (started with ``start_new_session``: our own
+    processes only), then SIGKILL to whatever of it is left, so no child outlives the test."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 @contextlib.contextmanager
 def local_cluster(num_cpus: int = 4, workers: int = 0, worker_cpus: int = 2) -> Iterator[dict]:
     """A head (and ``workers`` worker nodes, each with a custom resource ``node_<i>``) on 127.0.0.1;

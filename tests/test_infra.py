@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import yaml
 
 from pipeline.config import parse_params
 
+from .cluster import stop_group
 from .conftest import ROOT, deep_update
 
 INFRA = ROOT / "infra"
@@ -248,7 +248,6 @@ def test_mlflow_server_binds_localhost_and_accepts_only_the_allowed_host_names(t
         with socket.socket() as s:  # bound to loopback only
             assert s.connect_ex((socket.gethostbyname(socket.gethostname()), port)) != 0 or socket.gethostbyname(socket.gethostname()).startswith("127.")
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_group(proc)
     makefile = (ROOT / "Makefile").read_text()
     assert "MLFLOW_HOST:-127.0.0.1" in makefile and "MLFLOW_PORT:-5000" in makefile

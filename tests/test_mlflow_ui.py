@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +13,7 @@ import pytest
 
 from pipeline.tracking import ChildRuns, stage_run
 
-from .cluster import free_port
+from .cluster import free_port, stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -70,5 +68,4 @@ def test_ui_serves_runs_params_and_metrics_over_rest(tmp_path, monkeypatch):
         assert metrics["l1_ab"] == pytest.approx(0.17) and metrics["val_l1"] == pytest.approx(0.15)
         assert found["info"]["status"] == "FINISHED" and found["info"]["run_name"] == "colorize@simsiam-cgan"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers: our own process group only
-        proc.wait(30)
+        stop_group(proc)

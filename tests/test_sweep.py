@@ -5,7 +5,6 @@ its storage on a local S3 server, and logs to an MLflow server."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pipeline.errors import UserError
 from pipeline.io import save_torch
 from pipeline.models.resnet import ResNet18
 
-from .cluster import free_port, local_cluster, ray_env
+from .cluster import free_port, local_cluster, ray_env, stop_group
 from .conftest import ROOT, s3_keys, tiny_raw
 
 
@@ -243,8 +242,7 @@ def test_ray_job_submit_sweep_on_two_nodes(tmp_path, tiny_data, s3):
             history = _get(f"{api}/metrics/get-history?run_id={c['info']['run_id']}&metric_key=val_l1")["metrics"]
             assert len(history) >= 1 and [m["step"] for m in history] == list(range(1, len(history) + 1))
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
+        stop_group(server)
 
 
 def _node_ids(address: str) -> set[str]:
