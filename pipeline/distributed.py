@@ -20,8 +20,10 @@ import ast
 import contextlib
 import functools
 import hashlib
+import io
 import json
 import os
+import posixpath
 import socket
 import tempfile
 import time
@@ -78,6 +80,7 @@ class _Sequence:
 
 _sequence: _Sequence | None = None
 SEQUENCE_KEY = "sequence"
+_start: Any = None  # fit's ``start``: the checkpoint a run resumes from while it has none of its own
 
 
 def default_device() -> torch.device:
@@ -152,11 +155,18 @@ def load_state() -> dict[str, Any] | None:
 def _checkpoint_state() -> dict[str, Any] | None:
     import ray.train
 
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is None:
-        return None
-    with ckpt.as_directory() as d:
-        return load_torch(Path(d) / STATE_FILE)
+    ckpt = ray.train.get_checkpoint() or _start
+    return None if ckpt is None else read_state(ckpt)
+
+
+def read_state(ckpt: Any) -> dict[str, Any]:
+    """The state dict of a Ray Train checkpoint, read straight from its storage (local or S3).
+
+    Not through ``Checkpoint.as_directory``: for remote storage that downloads into one folder per
+    checkpoint that all processes of a machine share, and a second worker can download into it
+    again while the first is reading (torch.load then fails with "file read failed")."""
+    with ckpt.filesystem.open_input_stream(posixpath.join(ckpt.path, STATE_FILE)) as f:
+        return load_torch(io.BytesIO(f.read()))
 
 
 def report(metrics: dict[str, Any], state: dict[str, Any] | None, w: Worker) -> None:
@@ -201,6 +211,16 @@ def _run_sequence(loop: Callable[[dict[str, Any]], None], config: dict[str, Any]
 
 
 # ----------------------------------------------------------------------------- driver side
+
+
+def _from_start(loop: Callable[[dict[str, Any]], None], start: Any, config: dict[str, Any]) -> None:
+    """Per-worker: ``loop(config)``, resuming from ``start`` until the run has a checkpoint of its own."""
+    global _start
+    _start = start
+    try:
+        loop(config)
+    finally:
+        _start = None
 
 
 def _module_file(name: str, root: Path) -> Path | None:
@@ -352,6 +372,7 @@ def fit(
     storage: str | Path,
     callbacks: list[Any] | None = None,
     gpus_per_worker: float = 1.0,
+    start: Any = None,
 ) -> dict[str, Any]:
     """Run ``loop(config)`` on ``params.num_workers`` Ray Train workers; return the final state dict.
 
@@ -359,6 +380,8 @@ def fit(
     ``keep_checkpoints``, and restarts dead workers from the last checkpoint up to
     ``max_failures`` times. ``callbacks`` are Ray Train user callbacks (a Tune trial passes the
     one that forwards reports to Tune); ``gpus_per_worker`` may be a fraction when ``use_gpu``.
+    ``start`` (a ``ray.train.Checkpoint``) is where the run begins while it has no checkpoint of
+    its own: a new run ``name`` goes on from another run's checkpoint.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -367,7 +390,7 @@ def fit(
         raise UserError("distributed.use_gpu needs distributed.num_workers >= 1")
     init_ray(num_cpus=max(os.cpu_count() or 1, int(params.num_workers * params.cpus_per_worker) + 1))  # no-op inside a Tune trial
     trainer = TorchTrainer(
-        loop,
+        loop if start is None else functools.partial(_from_start, loop, start),
         train_loop_config=config,
         torch_config=TorchConfig(backend="nccl" if params.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -388,8 +411,7 @@ def fit(
         raise result.error
     if result.checkpoint is None:
         raise RuntimeError(f"training run {name} finished without a checkpoint")
-    with result.checkpoint.as_directory() as d:
-        return load_torch(Path(d) / STATE_FILE)
+    return read_state(result.checkpoint)
 
 
 def fit_seeds(loop: Callable[[dict[str, Any]], None], configs: list[dict[str, Any]], params: DistributedParams, name: str,

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -86,6 +86,6 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
     return hashlib.sha256(b"".join(t.numpy().tobytes() for t in state.values())).hexdigest()[:16]
 
 
-def load_torch(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_torch`, with ``weights_only=True``."""
+def load_torch(path: str | Path | BinaryIO) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_torch` (a path or an open binary file), with ``weights_only=True``."""
     return torch.load(path, map_location="cpu", weights_only=True)
