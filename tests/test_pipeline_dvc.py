@@ -60,7 +60,7 @@ def copy_repo(dest: Path, **overrides: dict) -> Path:
     return dest
 
 
-@pytest.mark.timeout(3000)  # the whole DAG (24 stages) at tiny size: 10 to 20 minutes on 2 cores, beside the rest of the suite
+@pytest.mark.timeout(3000)  # the whole DAG (24 stages) at tiny size: 22 to 24 minutes on 2 cores, beside the rest of the suite
 def test_dvc_repro_end_to_end(tmp_path):
     # the MLflow models (torch.export, ~15 s each) are left out here: test_predict logs one of every kind
     repo = copy_repo(tmp_path / "repo", pretrain={"extra_seeds": [1]}, tracking={"log_models": False})
