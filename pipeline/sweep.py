@@ -13,9 +13,8 @@ child run with its params, its per-report metrics and the Ray nodes it ran on, e
 
 An interrupted sweep (Ctrl-C) leaves its state under the sweep storage; ``run(..., resume=True)``
 restores the latest one (``Tuner.restore``): finished trials are kept, and an unfinished trial's
-Ray Train run goes on from the checkpoint of the last report Tune saw (a report made while Tune
-shut down is made again). ASHA's clock is the loop's ``report`` count, which a resumed run
-carries on (Tune's ``training_iteration`` would start again at 1).
+Ray Train run resumes from its own checkpoint. ASHA's clock is the loop's ``report`` count, which
+a resumed run carries on (Tune's ``training_iteration`` would start again at 1).
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ import math
 import posixpath
 import re
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +31,7 @@ from typing import Any
 
 import ray
 from ray import tune
-from ray.train import Checkpoint
-from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
+from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
@@ -152,24 +149,12 @@ class ForwardReports(TuneReportCallback):
         super().after_report(run_context, [first, *metrics[1:]], checkpoint)
 
 
-def _trial(sampled: dict[str, Any], job: Job, restored: dict[str, str | None]) -> None:
-    """One Tune trial: the stage's Train job with the sampled weights.
-
-    A trial that a resumed sweep restores (``restored``: trial id -> checkpoint path of the last
-    report Tune saw, None for none) runs a new Ray Train run from that checkpoint, not the run it
-    was cut in: that run may hold later checkpoints, of reports made while Tune shut down, which
-    Tune and ASHA never saw. So the trial makes those reports again, and ASHA decides as in an
-    uninterrupted sweep."""
+def _trial(sampled: dict[str, Any], job: Job) -> None:
+    """One Tune trial: the stage's Train job with the sampled weights."""
     config = copy.deepcopy(job.config)
     config[STAGES[job.stage].section].update(sampled)
-    trial_id = tune.get_context().get_trial_id()
-    name, start = f"{job.stage}-{trial_id}", None
-    if trial_id in restored:
-        name = f"{job.stage}-{trial_id}-resumed-{uuid.uuid4().hex[:8]}"
-        if restored[trial_id]:
-            fs, _ = filesystem(distributed.checkpoint_storage(job.storage))
-            start = Checkpoint(restored[trial_id], filesystem=fs)
-    distributed.fit(STAGES[job.stage].loop, config, job.distributed, name, job.storage, [ForwardReports()], job.gpus_per_worker, start)
+    name = f"{job.stage}-{tune.get_context().get_trial_id()}"
+    distributed.fit(STAGES[job.stage].loop, config, job.distributed, name, job.storage, [ForwardReports()], job.gpus_per_worker)
 
 
 _TRIAL_ID = re.compile(r"[0-9a-f]{5}_\d{5}")
@@ -284,12 +269,8 @@ def run(params: Params, stage: str, parent: StageRun, job: Job, storage: str | P
     space = search_space(params, stage)
     section = getattr(params, spec.section)
     current = {k: getattr(section, k) for k in space}
+    trainable = tune.with_resources(tune.with_parameters(_trial, job=job), {"cpu": sw.trial_cpus, "gpu": 0})
     connect(params)
-    restored = {}
-    if resume:  # where Tune's saved state left each unfinished trial
-        restored = {t.trial_id: (t.last_result or {}).get(CHECKPOINT_PATH_KEY)
-                    for t in tune.ExperimentAnalysis(resume).trials if t.status not in ("TERMINATED", "ERROR")}  # fmt: skip
-    trainable = tune.with_resources(tune.with_parameters(_trial, job=job, restored=restored), {"cpu": sw.trial_cpus, "gpu": 0})
     if resume:
         path = resume
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
