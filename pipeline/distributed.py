@@ -80,7 +80,6 @@ class _Sequence:
 
 _sequence: _Sequence | None = None
 SEQUENCE_KEY = "sequence"
-_start: Any = None  # fit's ``start``: the checkpoint a run resumes from while it has none of its own
 
 
 def default_device() -> torch.device:
@@ -155,7 +154,7 @@ def load_state() -> dict[str, Any] | None:
 def _checkpoint_state() -> dict[str, Any] | None:
     import ray.train
 
-    ckpt = ray.train.get_checkpoint() or _start
+    ckpt = ray.train.get_checkpoint()
     return None if ckpt is None else read_state(ckpt)
 
 
@@ -211,16 +210,6 @@ def _run_sequence(loop: Callable[[dict[str, Any]], None], config: dict[str, Any]
 
 
 # ----------------------------------------------------------------------------- driver side
-
-
-def _from_start(loop: Callable[[dict[str, Any]], None], start: Any, config: dict[str, Any]) -> None:
-    """Per-worker: ``loop(config)``, resuming from ``start`` until the run has a checkpoint of its own."""
-    global _start
-    _start = start
-    try:
-        loop(config)
-    finally:
-        _start = None
 
 
 def _module_file(name: str, root: Path) -> Path | None:
@@ -372,7 +361,6 @@ def fit(
     storage: str | Path,
     callbacks: list[Any] | None = None,
     gpus_per_worker: float = 1.0,
-    start: Any = None,
 ) -> dict[str, Any]:
     """Run ``loop(config)`` on ``params.num_workers`` Ray Train workers; return the final state dict.
 
@@ -380,8 +368,6 @@ def fit(
     ``keep_checkpoints``, and restarts dead workers from the last checkpoint up to
     ``max_failures`` times. ``callbacks`` are Ray Train user callbacks (a Tune trial passes the
     one that forwards reports to Tune); ``gpus_per_worker`` may be a fraction when ``use_gpu``.
-    ``start`` (a ``ray.train.Checkpoint``) is where the run begins while it has no checkpoint of
-    its own: a new run ``name`` goes on from another run's checkpoint.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -390,7 +376,7 @@ def fit(
         raise UserError("distributed.use_gpu needs distributed.num_workers >= 1")
     init_ray(num_cpus=max(os.cpu_count() or 1, int(params.num_workers * params.cpus_per_worker) + 1))  # no-op inside a Tune trial
     trainer = TorchTrainer(
-        loop if start is None else functools.partial(_from_start, loop, start),
+        loop,
         train_loop_config=config,
         torch_config=TorchConfig(backend="nccl" if params.use_gpu else "gloo"),
         scaling_config=ScalingConfig(

@@ -14,7 +14,9 @@ child run with its params, its per-report metrics and the Ray nodes it ran on, e
 An interrupted sweep (Ctrl-C) leaves its state under the sweep storage; ``run(..., resume=True)``
 restores the latest one (``Tuner.restore``): finished trials are kept, and an unfinished trial's
 Ray Train run resumes from its own checkpoint. ASHA's clock is the loop's ``report`` count, which
-a resumed run carries on (Tune's ``training_iteration`` would start again at 1).
+a resumed run carries on (Tune's ``training_iteration`` would start again at 1). A report the
+running trial makes while Tune shuts down is checkpointed but never reaches Tune, so ASHA may
+then judge later trials against other rung values than an uninterrupted sweep would.
 """
 
 from __future__ import annotations

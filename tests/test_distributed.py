@@ -57,9 +57,7 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, tiny_params, tiny
     assert state["world_size"] == 2
 
 
-def test_same_seed_same_run_and_rerun_resumes_and_a_new_run_starts_from_a_checkpoint(ray_local, tiny_params, tiny_data, tmp_path):
-    from ray.train import Checkpoint
-
+def test_same_seed_same_run_and_rerun_resumes(ray_local, tiny_params, tiny_data, tmp_path):
     config = job_config(tiny_params, "swav", tiny_data)
     a = distributed.fit(train_loop, config, tiny_params.distributed, "a", tmp_path / "runs")
     b = distributed.fit(train_loop, config, tiny_params.distributed, "b", tmp_path / "runs")
@@ -70,12 +68,6 @@ def test_same_seed_same_run_and_rerun_resumes_and_a_new_run_starts_from_a_checkp
     again = distributed.fit(train_loop, config, tiny_params.distributed, "a", tmp_path / "runs")
     assert again["starts"] == a["starts"] == [0]
     assert again["history"] == a["history"]
-    # a new run from a's first checkpoint (how a resumed sweep restarts a trial) trains a's last epoch
-    first = sorted((tmp_path / "runs" / "a").glob("checkpoint_*"))[0]
-    c = distributed.fit(train_loop, config, tiny_params.distributed, "c", tmp_path / "runs", start=Checkpoint(str(first)))
-    assert c["starts"] == [0, 1] and [r["loss"] for r in c["history"]] == [r["loss"] for r in a["history"]]
-    for k in a["model"]:
-        assert torch.equal(c["model"][k], a["model"][k]), k
 
 
 def test_run_name_follows_config_code_and_data(tmp_path):

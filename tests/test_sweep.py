@@ -106,10 +106,11 @@ def test_cli_errors_are_one_line(tmp_path, tiny_data):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_an_interrupted_sweep_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(tmp_path, tiny_data):
+def test_an_interrupted_sweep_resumes_where_it_stopped_and_repeats_the_uninterrupted_values(tmp_path, tiny_data):
     """`stages.sweep` stopped by Ctrl-C (SIGINT) while trial 1 trains, then `--resume`: trial 0 is not
-    run again, trial 1 goes on from its Ray Train checkpoint (ASHA's clock carries on), and the
-    summary is the one an uninterrupted sweep gives."""
+    run again, trial 1 goes on from its Ray Train checkpoint, and every report both sweeps made has
+    the same value. ASHA's later decisions may differ: a report the trial saved while Tune shut
+    down never reached ASHA (README, Sweeps)."""
     import mlflow
 
     _save_backbone(tmp_path / "models")
@@ -143,13 +144,16 @@ def test_an_interrupted_sweep_resumes_where_it_stopped_and_ends_as_an_uninterrup
     a = json.loads((tmp_path / "whole" / "metrics" / "sweep_colorize.json").read_text())
     b = json.loads((tmp_path / "cut" / "metrics" / "sweep_colorize.json").read_text())
     assert b["resumed"] and not a["resumed"] and len(b["trials"]) == 3
+    keys = ("config", "status", "reports", "history", "history_reports")
+    assert [a["trials"][0][k] for k in keys] == [b["trials"][0][k] for k in keys]  # ended before the cut: kept whole
     for ta, tb in zip(a["trials"], b["trials"], strict=True):
-        assert (ta["config"], ta["status"], ta["reports"]) == (tb["config"], tb["status"], tb["reports"])
-        # deterministic resume on CPU; a report in flight at the cut may be missing (its checkpoint is not)
-        assert tb["history"] == pytest.approx(ta["history"][-len(tb["history"]) :], rel=1e-6)
-        assert tb["history_reports"] == ta["history_reports"][-len(tb["history"]) :]
-    assert a["trials"][0]["history"] == b["trials"][0]["history"]  # trial 0 ended before the cut: kept whole
-    assert a["best"] == b["best"]
+        assert ta["config"] == tb["config"] and tb["status"] in ("FINISHED", "KILLED")
+        # deterministic resume on CPU: the same value at every report both sweeps have
+        va, vb = dict(zip(ta["history_reports"], ta["history"])), dict(zip(tb["history_reports"], tb["history"]))
+        assert va.keys() & vb.keys(), (ta, tb)
+        for report in va.keys() & vb.keys():
+            assert vb[report] == pytest.approx(va[report], rel=1e-6), (tb["trial"], report)
+    assert b["trials"][1]["history_reports"][0] > 1  # the cut trial went on from its checkpoint, not from report 1
 
     # MLflow: the resumed sweep is its own parent run; trial 0 finished before the cut and is not a child of it
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
