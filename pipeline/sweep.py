@@ -25,6 +25,7 @@ import copy
 import math
 import posixpath
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
 from pipeline import distributed, translate
-from pipeline.config import DistributedParams, Params, SweepDimension
+from pipeline.config import DistributedParams, Params, SweepDimension, SweepParams
 from pipeline.errors import UserError
 from pipeline.invariance import classify, munit
 from pipeline.storage import filesystem, join, sweep_storage
@@ -111,6 +112,23 @@ def connect(params: Params) -> None:
     sw = params.sweep
     per_trial = sw.trial_cpus + sw.workers_per_trial * sw.cpus_per_worker
     distributed.init_ray(num_cpus=max(2, math.ceil(sw.max_concurrent * per_trial)))
+
+
+def capacity_warning(sw: SweepParams, cluster: dict[str, float]) -> str | None:
+    """A one-line warning when ``sw.max_concurrent`` trials need more CPUs or GPUs than ``cluster``
+    (``ray.cluster_resources()``) has, else None. Tune reserves only a trial's driver
+    (``trial_cpus``); its Ray Train workers are asked for after it starts. On a cluster that does
+    not grow, trials that started therefore hold their drivers and wait forever for workers."""
+    per_trial = {"CPU": sw.trial_cpus + sw.workers_per_trial * sw.cpus_per_worker, "GPU": sw.workers_per_trial * sw.gpus_per_worker}
+    for resource, need in per_trial.items():
+        have = cluster.get(resource, 0.0)
+        if need > 0 and sw.max_concurrent * need > have + 1e-9:
+            fit = int((have + 1e-9) // need)
+            advice = f"set sweep.max_concurrent: {fit}" if fit else "give each trial fewer workers (sweep.workers_per_trial)"
+            return (f"warning: {sw.max_concurrent} concurrent trial(s) need {sw.max_concurrent * need:g} {resource} "
+                    f"({need:g} each: the driver and {sw.workers_per_trial} workers) and the Ray cluster has {have:g} now; "
+                    f"unless it autoscales, {advice} or the trials wait forever for their workers")  # fmt: skip
+    return None
 
 
 def build_job(params: Params, stage: str, data_root: str | Path, models_root: str | Path, storage: str | Path) -> Job:
@@ -273,6 +291,8 @@ def run(params: Params, stage: str, parent: StageRun, job: Job, storage: str | P
     current = {k: getattr(section, k) for k in space}
     trainable = tune.with_resources(tune.with_parameters(_trial, job=job), {"cpu": sw.trial_cpus, "gpu": 0})
     connect(params)
+    if warning := capacity_warning(sw, ray.cluster_resources()):
+        print(warning, file=sys.stderr, flush=True)
     if resume:
         path = resume
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)

@@ -4,6 +4,7 @@ its process id (never `ray stop`, which would kill every Ray process on the mach
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -79,6 +80,30 @@ def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
             proc.wait(10)
 
 
+def _alive_nodes(dashboard_port: int) -> int:
+    """How many nodes the cluster's state API lists as ALIVE (0 while it does not answer)."""
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        with urllib.request.urlopen(f"http://127.0.0.1:{dashboard_port}/api/v0/nodes?limit=100", timeout=20) as resp:
+            return sum(n["state"] == "ALIVE" for n in json.load(resp)["data"]["result"]["result"])
+    return 0
+
+
+def _join_worker(base: Path, index: int, gcs_port: int, address: str, cpus: int, dashboard_port: int, attempts: int = 3) -> subprocess.Popen:
+    """Start worker node ``index`` and wait until the cluster lists it ALIVE. On a loaded machine
+    `ray start` can give up on its own raylet (30 s, fixed in Ray) and exit, leaving the cluster a
+    node short (a sweep then waits forever for CPUs); such a start is retried in a fresh temp dir."""
+    for attempt in range(attempts):
+        tag = f"w{index}" if attempt == 0 else f"w{index}-{attempt}"
+        proc = start_node(base / tag, gcs_port, address, cpus, base / f"{tag}.log", f'{{"node_{index + 1}": 1}}')
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _alive_nodes(dashboard_port) >= index + 2:  # the head, the workers before this one, and this one
+                return proc
+            time.sleep(1)
+        stop(proc)
+    raise RuntimeError(f"worker node {index} did not join the Ray cluster in {attempts} attempts (logs: {base}/w{index}*.log)")
+
+
 def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:
     """SIGTERM to the process group that ``proc`` leads (started with ``start_new_session``: our own
     processes only), then SIGKILL to whatever of it is left, so no child outlives the test."""
@@ -106,9 +131,13 @@ def local_cluster(num_cpus: int = 4, workers: int = 0, worker_cpus: int = 2) -> 
     try:
         _wait_for_port(port, procs[0], 120)
         _wait_for_http(f"http://127.0.0.1:{dashboard}/api/version", procs[0], 120)  # slow to come up on a loaded machine
+        deadline = time.monotonic() + 120
+        while _alive_nodes(dashboard) < 1:
+            if procs[0].poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the Ray head did not come up (log: {base / 'head.log'})")
+            time.sleep(1)
         for i in range(workers):
-            procs.append(start_node(base / f"w{i}", port, address, worker_cpus, base / f"worker{i}.log", f'{{"node_{i + 1}": 1}}'))
-        time.sleep(3 + 2 * workers)
+            procs.append(_join_worker(base, i, port, address, worker_cpus, dashboard))
         yield {"address": address, "dashboard": f"http://127.0.0.1:{dashboard}", "base": base, "procs": procs}
     finally:
         for p in reversed(procs):

@@ -65,6 +65,19 @@ def test_best_trial_prefers_the_deepest_rung_then_the_metric():
     )
 
 
+def test_a_sweep_warns_when_its_concurrent_trials_cannot_all_get_their_workers():
+    """Tune reserves a trial's driver only: 2 trials of driver 1 + 1 worker on 2 CPUs would each
+    hold a driver and wait forever for a worker (seen when a test cluster came up a node short)."""
+    sw = parse_params(tiny_raw(sweep={"max_concurrent": 2, "trial_cpus": 1.0, "workers_per_trial": 1, "cpus_per_worker": 1.0})).sweep
+    assert sweep.capacity_warning(sw, {"CPU": 4.0}) is None
+    cpu = sweep.capacity_warning(sw, {"CPU": 2.0})
+    assert "need 4 CPU" in cpu and "has 2 now" in cpu and "sweep.max_concurrent: 1" in cpu
+    assert "fewer workers" in sweep.capacity_warning(sw, {"CPU": 1.0})
+    gpu = parse_params(tiny_raw(sweep={"max_concurrent": 2, "workers_per_trial": 2, "gpus_per_worker": 0.5})).sweep
+    assert sweep.capacity_warning(gpu, {"CPU": 6.0, "GPU": 2.0}) is None
+    assert "need 2 GPU" in sweep.capacity_warning(gpu, {"CPU": 6.0, "GPU": 1.0})
+
+
 def test_unreachable_ray_address_fails_after_a_bounded_wait():
     port = free_port()  # nothing listens there
     t0 = time.monotonic()
