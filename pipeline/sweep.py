@@ -231,6 +231,23 @@ class TrialRuns(tune.Callback):
         self._end(trial, "FAILED")
 
 
+class ReleaseOrphanedGroups(tune.Callback):
+    """Tune callback: every ``every_s`` seconds of the sweep's loop, remove the placement groups that
+    stopped trials' Ray Train runs left behind (:func:`distributed.release_orphaned_placement_groups`),
+    which would otherwise keep later trials' workers waiting forever."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.every_s, self._last = every_s, -math.inf
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every_s and now >= self._last:  # a restored copy carries another process's clock
+            return
+        self._last = now
+        if released := distributed.release_orphaned_placement_groups():
+            print(f"sweep: released {released} placement group(s) a stopped trial's Ray Train run left behind", flush=True)
+
+
 def trial_records(grid: Any, metric: str, max_reports: int) -> list[dict[str, Any]]:
     """Per trial, in sweep order, from Tune's results (so a resumed sweep counts the trials that
     finished before it): config, ``metric`` history as (report, value), Ray nodes and end status.
@@ -311,7 +328,7 @@ def run(params: Params, stage: str, parent: StageRun, job: Job, storage: str | P
                                         grace_period=min(sw.grace_period, job.max_reports), reduction_factor=sw.reduction_factor),
                 search_alg=BasicVariantGenerator(points_to_evaluate=[current], max_concurrent=sw.max_concurrent, random_state=sw.seed),
             ),  # fmt: skip
-            run_config=tune.RunConfig(name=name, storage_path=sweep_root, callbacks=[TrialRuns(fixed, job.max_reports)], verbose=1),
+            run_config=tune.RunConfig(name=name, storage_path=sweep_root, callbacks=[TrialRuns(fixed, job.max_reports), ReleaseOrphanedGroups()], verbose=1),
         )
     parent.set_tags({"sweep.tune_experiment": path, "sweep.resumed": str(bool(resume))})
     _LIVE = LiveSweep(ChildRuns(parent), bool(resume), {})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import cloudpickle
 import pytest
 import torch
@@ -43,6 +45,40 @@ def test_state_api_inside_the_local_instance_finds_it_beside_another_ray_instanc
 
     with local_cluster(num_cpus=1):
         assert ray_local.get(nodes_seen_by_a_worker.remote()) == [ray_local.get_runtime_context().get_node_id()]
+
+
+def test_placement_groups_whose_creating_actor_died_are_released_and_no_others(ray_local):
+    """A Ray Train controller killed with its Tune trial can leave its worker group's placement
+    group behind; the sweep releases such groups. A live actor's group and the driver's stay."""
+    from ray._private.state import actors
+    from ray.util.placement_group import PlacementGroup, placement_group, placement_group_table, remove_placement_group
+
+    @ray_local.remote(num_cpus=0)
+    class Controller:
+        def reserve(self) -> str:
+            pg = placement_group([{"CPU": 1}])
+            ray_local.get(pg.ready())
+            return pg.id.hex()
+
+    dying, living = Controller.remote(), Controller.remote()
+    orphan, kept = ray_local.get([dying.reserve.remote(), living.reserve.remote()])
+    own = placement_group([{"CPU": 0.5}])
+    ray_local.get(own.ready())
+    try:
+        ray_local.kill(dying)
+        deadline = time.monotonic() + 60
+        while actors(dying._actor_id.hex())["State"] != "DEAD":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert placement_group_table()[orphan]["state"] == "CREATED"  # Ray keeps it for the job's lifetime
+        assert distributed.release_orphaned_placement_groups() >= 1
+        states = placement_group_table()
+        assert (states[orphan]["state"], states[kept]["state"], states[own.id.hex()]["state"]) == ("REMOVED", "CREATED", "CREATED")
+        assert distributed.release_orphaned_placement_groups() == 0
+    finally:
+        for pg in (own, PlacementGroup(ray_local.PlacementGroupID(bytes.fromhex(kept)))):
+            remove_placement_group(pg)
+        ray_local.kill(living)
 
 
 def test_killed_worker_resumes_from_last_checkpoint(ray_local, tiny_params, tiny_data, tmp_path):
