@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,29 +27,6 @@ def ray_env() -> dict[str, str]:
     env.update(RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"), RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
     return env
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ray start exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"Ray head did not open port {port} in {timeout} s")
-
-
-def _wait_for_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    """Wait until ``url`` answers (the head's dashboard, which serves `ray job submit`)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ray start exited with {proc.returncode}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2):
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"Ray dashboard did not answer at {url} in {timeout} s")
 
 
 def start_node(
@@ -88,20 +64,23 @@ def _alive_nodes(dashboard_port: int) -> int:
     return 0
 
 
-def _join_worker(base: Path, index: int, gcs_port: int, address: str, cpus: int, dashboard_port: int, attempts: int = 3) -> subprocess.Popen:
-    """Start worker node ``index`` and wait until the cluster lists it ALIVE. On a loaded machine
-    `ray start` can give up on its own raylet (30 s, fixed in Ray) and exit, leaving the cluster a
-    node short (a sweep then waits forever for CPUs); such a start is retried in a fresh temp dir."""
+def _start_until_alive(
+    start, nodes: int, dashboard_port: int | None, what: str, logs: str, timeout: float = 120, attempts: int = 3
+) -> tuple[subprocess.Popen, int]:
+    """Start a node with ``start(attempt) -> (process, dashboard port)`` and wait until the cluster's
+    state API lists ``nodes`` nodes ALIVE. On a loaded machine `ray start` can give up on its own
+    raylet (30 s, fixed in Ray) and exit, head or worker alike; such a start is retried (``start``
+    gives each attempt a fresh temp dir and, for a head, fresh ports)."""
     for attempt in range(attempts):
-        tag = f"w{index}" if attempt == 0 else f"w{index}-{attempt}"
-        proc = start_node(base / tag, gcs_port, address, cpus, base / f"{tag}.log", f'{{"node_{index + 1}": 1}}')
-        deadline = time.monotonic() + 120
+        proc, dashboard = start(attempt)
+        dashboard = dashboard_port or dashboard
+        deadline = time.monotonic() + timeout
         while proc.poll() is None and time.monotonic() < deadline:
-            if _alive_nodes(dashboard_port) >= index + 2:  # the head, the workers before this one, and this one
-                return proc
+            if _alive_nodes(dashboard) >= nodes:
+                return proc, dashboard
             time.sleep(1)
-        stop(proc)
-    raise RuntimeError(f"worker node {index} did not join the Ray cluster in {attempts} attempts (logs: {base}/w{index}*.log)")
+        stop_group(proc)  # with whatever it had started
+    raise RuntimeError(f"{what} did not come up in {attempts} attempts (logs: {logs})")
 
 
 def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:
@@ -125,19 +104,26 @@ def local_cluster(num_cpus: int = 4, workers: int = 0, worker_cpus: int = 2) -> 
     """A head (and ``workers`` worker nodes, each with a custom resource ``node_<i>``) on 127.0.0.1;
     yields the GCS ``address`` and the ``dashboard`` URL (the job server of `ray job submit`)."""
     base = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    temp_dir, port, dashboard = base / "r", free_port(), free_port()
-    procs = [start_node(temp_dir, port, None, num_cpus, base / "head.log", dashboard_port=dashboard)]
-    address = f"127.0.0.1:{port}"
-    try:
-        _wait_for_port(port, procs[0], 120)
-        _wait_for_http(f"http://127.0.0.1:{dashboard}/api/version", procs[0], 120)  # slow to come up on a loaded machine
-        deadline = time.monotonic() + 120
-        while _alive_nodes(dashboard) < 1:
-            if procs[0].poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the Ray head did not come up (log: {base / 'head.log'})")
-            time.sleep(1)
+    procs: list[subprocess.Popen] = []
+    port = 0
+
+    def head(attempt: int) -> tuple[subprocess.Popen, int]:
+        nonlocal port
+        port, dashboard, tag = free_port(), free_port(), f"-{attempt}" if attempt else ""
+        return start_node(base / f"r{tag}", port, None, num_cpus, base / f"head{tag}.log", dashboard_port=dashboard), dashboard
+
+    try:  # the head's dashboard (the state API and `ray job submit`'s server) is slow to come up on a loaded machine
+        proc, dashboard = _start_until_alive(head, 1, None, "the Ray head", f"{base}/head*.log", timeout=300)
+        procs.append(proc)
+        address = f"127.0.0.1:{port}"
         for i in range(workers):
-            procs.append(_join_worker(base, i, port, address, worker_cpus, dashboard))
+
+            def worker(attempt: int, i: int = i) -> tuple[subprocess.Popen, int]:
+                tag = f"w{i}" if attempt == 0 else f"w{i}-{attempt}"  # its own temp dir: see start_node
+                return start_node(base / tag, port, address, worker_cpus, base / f"{tag}.log", f'{{"node_{i + 1}": 1}}'), dashboard
+
+            # the head, the workers before this one, and this one
+            procs.append(_start_until_alive(worker, i + 2, dashboard, f"worker node {i}", f"{base}/w{i}*.log")[0])
         yield {"address": address, "dashboard": f"http://127.0.0.1:{dashboard}", "base": base, "procs": procs}
     finally:
         for p in reversed(procs):
