@@ -12,7 +12,7 @@ from pipeline.data.longtail import assign_counts, class_counts, exp_counts, zipf
 from pipeline.data.prepare import _paint, build_digits_lt, build_photo_sets, split_photos
 from pipeline.data.shards import Record, decode_png, read_images, read_table, write_set
 from pipeline.data.painting import brush_strokes, edge_darkening, painterly, saturate
-from pipeline.data.transforms import apply_nuisance, draw_nuisance, kuwahara, posterize, random_patches
+from pipeline.data.transforms import apply_nuisance, draw_nuisance, kuwahara, posterize, random_patches, to_tensor
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir, load_torch, save_torch, write_json
 
@@ -44,6 +44,21 @@ def test_parquet_round_trip(tmp_path):
 def test_missing_shards_name_the_stage(tmp_path):
     with pytest.raises(UserError, match="run the 'prepare' stage"):
         read_table(tmp_path / "nothing", "train")
+
+
+def test_images_become_plain_nchw_tensors_so_cpu_convolutions_avoid_the_nhwc_path():
+    """A permuted (H, W, C) array is channels_last in memory, and PyTorch's CPU convolutions then run
+    oneDNN's nhwc kernels, whose 1x1 stride-2 backward hangs or returns wrong weight gradients when
+    the input has fewer channels than the SIMD block (oneDNN issue 6035; a test's ResNet shortcut
+    with 4 input channels spun for 30 minutes)."""
+    import torch
+
+    images = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    x = to_tensor(images)
+    assert x.shape == (2, 3, 8, 8) and x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x[1, 2], torch.from_numpy(images[1, :, :, 2]).float() / 255)
+    shortcut = torch.nn.Conv2d(3, 8, 1, 2, bias=False)
+    assert shortcut(x).is_contiguous()  # the convolution keeps the plain layout
 
 
 def test_rotation_angles_are_uniform_over_the_circle():

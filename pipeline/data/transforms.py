@@ -126,5 +126,7 @@ def apply_nuisance(image: np.ndarray, params: dict[str, Any]) -> np.ndarray:
 def to_tensor(images: list[np.ndarray] | np.ndarray, channels: int = 3) -> torch.Tensor:
     """uint8 images (N of (H, W[, 3])) of one size -> float (N, channels, H, W) in [0, 1]."""
     arr = np.stack([im if im.ndim == 3 else np.repeat(im[..., None], 3, -1) for im in images])
-    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
+    # contiguous: a permuted view is channels_last in memory, which sends CPU convolutions to oneDNN's
+    # nhwc kernels, whose 1x1 stride-2 backward hangs with few input channels (oneDNN issue 6035)
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
     return to_gray(x) if channels == 1 else x
