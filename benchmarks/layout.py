@@ -12,7 +12,6 @@ warm-up; per setting the median seconds per step and the ratio to NCHW. Writes
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
