@@ -64,16 +64,13 @@ def _alive_nodes(dashboard_port: int) -> int:
     return 0
 
 
-def _start_until_alive(
-    start, nodes: int, dashboard_port: int | None, what: str, logs: str, timeout: float = 120, attempts: int = 3
-) -> tuple[subprocess.Popen, int]:
+def _start_until_alive(start, nodes: int, what: str, logs: str, timeout: float = 120, attempts: int = 3) -> tuple[subprocess.Popen, int]:
     """Start a node with ``start(attempt) -> (process, dashboard port)`` and wait until the cluster's
     state API lists ``nodes`` nodes ALIVE. On a loaded machine `ray start` can give up on its own
     raylet (30 s, fixed in Ray) and exit, head or worker alike; such a start is retried (``start``
     gives each attempt a fresh temp dir and, for a head, fresh ports)."""
     for attempt in range(attempts):
         proc, dashboard = start(attempt)
-        dashboard = dashboard_port or dashboard
         deadline = time.monotonic() + timeout
         while proc.poll() is None and time.monotonic() < deadline:
             if _alive_nodes(dashboard) >= nodes:
@@ -113,7 +110,7 @@ def local_cluster(num_cpus: int = 4, workers: int = 0, worker_cpus: int = 2) -> 
         return start_node(base / f"r{tag}", port, None, num_cpus, base / f"head{tag}.log", dashboard_port=dashboard), dashboard
 
     try:  # the head's dashboard (the state API and `ray job submit`'s server) is slow to come up on a loaded machine
-        proc, dashboard = _start_until_alive(head, 1, None, "the Ray head", f"{base}/head*.log", timeout=300)
+        proc, dashboard = _start_until_alive(head, 1, "the Ray head", f"{base}/head*.log", timeout=300)
         procs.append(proc)
         address = f"127.0.0.1:{port}"
         for i in range(workers):
@@ -123,7 +120,7 @@ def local_cluster(num_cpus: int = 4, workers: int = 0, worker_cpus: int = 2) -> 
                 return start_node(base / tag, port, address, worker_cpus, base / f"{tag}.log", f'{{"node_{i + 1}": 1}}'), dashboard
 
             # the head, the workers before this one, and this one
-            procs.append(_start_until_alive(worker, i + 2, dashboard, f"worker node {i}", f"{base}/w{i}*.log")[0])
+            procs.append(_start_until_alive(worker, i + 2, f"worker node {i}", f"{base}/w{i}*.log")[0])
         yield {"address": address, "dashboard": f"http://127.0.0.1:{dashboard}", "base": base, "procs": procs}
     finally:
         for p in reversed(procs):

@@ -54,7 +54,7 @@ def test_a_node_whose_start_exits_is_started_again_until_it_is_listed_alive(stat
         return proc, port
 
     states[:] = ["ALIVE", "DEAD"]  # the head, and a node that died before: not counted
-    proc, dashboard = _start_until_alive(start, 2, None, "worker node 0", "w0*.log", timeout=20)
+    proc, dashboard = _start_until_alive(start, 2, "worker node 0", "w0*.log", timeout=20)
     try:
         assert len(started) == 2 and proc is started[1] and dashboard == port and proc.poll() is None
         assert started[0].returncode == 1
@@ -73,5 +73,5 @@ def test_a_node_that_never_comes_up_fails_with_one_line_naming_its_logs(state_ap
         return _exits_at_once(), port
 
     with pytest.raises(RuntimeError, match=r"^worker node 0 did not come up in 3 attempts \(logs: /tmp/x/w0\*\.log\)$"):
-        _start_until_alive(start, 2, None, "worker node 0", "/tmp/x/w0*.log", timeout=20)
+        _start_until_alive(start, 2, "worker node 0", "/tmp/x/w0*.log", timeout=20)
     assert attempts == [0, 1, 2]
