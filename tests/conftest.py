@@ -20,6 +20,12 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Ray Train's controller polls its workers every 2 s by default: at test size that wait is most of a
 # run. It reaches the controllers of the stages and clusters the tests start through the environment.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+# One torch (OpenMP) thread per process: `pytest -n 2` already runs a process per core, and the
+# Ray workers the tests start (one thread each, at Ray's niceness 15) share those cores. With
+# torch's default of a thread per core the suite took 32 min on 2 cores, with one 16 min
+# (`benchmarks/oversubscription.py` shows why). Set before anything imports torch; reaches the
+# stages and clusters the tests start through the environment.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TINY = {
     "prepare": {
