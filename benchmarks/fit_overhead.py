@@ -39,7 +39,7 @@ SETTINGS = {"hc2_w2": ("2.0", 2), "hc0.2_w2": ("0.2", 2), "hc0.2_w1": ("0.2", 1)
 WORK_STEPS = 40
 
 
-def _busy_cpu_s() -> float:
+def busy_cpu_s() -> float:
     """CPU seconds the whole machine has spent outside idle and iowait (Linux /proc/stat)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
@@ -81,9 +81,9 @@ def child(workers: int) -> dict:
     distributed.init_ray()
     with tempfile.TemporaryDirectory() as storage:
         distributed.fit(_empty_loop, {}, params, "warm", storage)
-        t0, c0 = time.perf_counter(), _busy_cpu_s()
+        t0, c0 = time.perf_counter(), busy_cpu_s()
         distributed.fit(_empty_loop, {}, params, "empty", storage)
-        empty_s, empty_cpu_s = time.perf_counter() - t0, _busy_cpu_s() - c0
+        empty_s, empty_cpu_s = time.perf_counter() - t0, busy_cpu_s() - c0
         work_s = float(distributed.fit(_work_loop, {"steps": WORK_STEPS}, params, "work", storage)["work_s"])
     return {"empty_fit_s": empty_s, "empty_fit_cpu_s": empty_cpu_s, "work_s": work_s}
 

@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from fit_overhead import busy_cpu_s  # this directory: the script's own path entry
+
 from pipeline.io import write_json
 
 WORKER = """
@@ -48,12 +50,6 @@ for _ in range(int(sys.argv[1])):
     model(x).square().mean().backward()
 print(time.perf_counter() - start)
 """
-
-
-def busy_cpu_s() -> float:
-    """CPU seconds the whole machine has spent outside idle and iowait (Linux /proc/stat)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def run_mix(procs: int, niced: int, threads: int, steps: int) -> dict[str, float]:
