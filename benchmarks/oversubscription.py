@@ -37,7 +37,7 @@ from fit_overhead import busy_cpu_s  # this directory: the script's own path ent
 from pipeline.io import write_json
 
 WORKER = """
-import os, sys, time, torch
+import sys, time, torch
 from pipeline.models.classifier import ResNet20
 torch.manual_seed(0)
 model, x = ResNet20(10, 3, 8), torch.rand(32, 3, 32, 32)
@@ -86,7 +86,7 @@ def main() -> None:
     median = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
     alone = median[f"alone_t{cores}"]["wall_s"]
     for name, (procs, niced, _) in settings.items():
-        median[name]["efficiency"] = (procs + niced) * alone / median[name]["wall_s"] if procs + niced > 1 else 1.0
+        median[name]["efficiency"] = (procs + niced) * alone / median[name]["wall_s"]
     mix = median[f"mix_t{cores}"]
     ratios = {name: {"wall_s": m["wall_s"] / mix["wall_s"], "cpu_s": m["cpu_s"] / mix["cpu_s"]} for name, m in median.items() if name.startswith("mix")}
     for name, m in median.items():
