@@ -145,10 +145,10 @@ def stages_table(runs: Sequence[Mapping[str, Any]]) -> str:
         params = "\n".join(f"{k} = {v}" for k, v in sorted(r["params"].items()))
         rows.append(
             f"<tr><td>{html.escape(r['stage'])}</td><td><code>{html.escape(r['run_id'])}</code></td><td>{html.escape(r['status'])}</td>"
-            f"<td>{r['wall_s']:.0f} s</td><td><code>{html.escape(r['commit'][:10])}</code></td>"
+            f"<td>{r['wall_s']:.0f} s</td><td><code>{html.escape(r['commit'][:10])}</code></td><td>{html.escape(r['cpu_capability'])}</td>"
             f"<td><details><summary>{len(r['params'])} params</summary><pre>{html.escape(params)}</pre></details></td></tr>"
         )  # fmt: skip
-    head = "".join(f"<th>{h}</th>" for h in ("stage", "MLflow run id", "status", "wall time", "git commit", "params"))
+    head = "".join(f"<th>{h}</th>" for h in ("stage", "MLflow run id", "status", "wall time", "git commit", "CPU kernels", "params"))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 

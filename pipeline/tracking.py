@@ -46,6 +46,25 @@ def dvc_tags() -> dict[str, str]:
     return {tag: os.environ[var] for var, tag in names.items() if os.environ.get(var)}
 
 
+def host_tags() -> dict[str, str]:
+    """The machine that runs the stage (its Ray workers too, unless they are on a cluster): CPU
+    model, torch's CPU kernel level, torch version and GPU. Float rounding, and so a seeded run's
+    exact figures, differ between CPUs whose kernel level or caches differ; these tags tell such
+    runs apart in the MLflow UI."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
+        cpu = models[0] if models else cpu
+    tags = {"host.cpu": cpu, "host.cpu_capability": torch.backends.cpu.get_cpu_capability(), "host.torch": torch.__version__}
+    if torch.cuda.is_available():
+        tags["host.gpu"] = torch.cuda.get_device_name(0)
+    return tags
+
+
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
     out: dict[str, Any] = {}
@@ -185,7 +204,7 @@ def model_file_from_uri(uri: str, dest: str | Path) -> Path:
 def stage_runs(experiment: str) -> list[dict[str, Any]]:
     """The latest finished run of every stage (by its ``dvc.stage`` tag; sweep trials and failed or
     killed runs left out) in ``experiment``, in start order: {stage, run_id, status, wall_s, commit,
-    params}. Empty when there is none."""
+    cpu_capability, params}. Empty when there is none."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri())
@@ -202,7 +221,8 @@ def stage_runs(experiment: str) -> list[dict[str, Any]]:
     for stage, run in sorted(latest.items(), key=lambda kv: kv[1].info.start_time):
         end = run.info.end_time or run.info.start_time
         out.append({"stage": stage, "run_id": run.info.run_id, "status": run.info.status, "wall_s": (end - run.info.start_time) / 1000,
-                    "commit": run.data.tags.get("git.commit", "unknown"), "params": dict(run.data.params)})  # fmt: skip
+                    "commit": run.data.tags.get("git.commit", "unknown"),
+                    "cpu_capability": run.data.tags.get("host.cpu_capability", "unknown"), "params": dict(run.data.params)})  # fmt: skip
     return out
 
 
@@ -227,7 +247,7 @@ def stage_run(stage: str, params: Mapping[str, Any], experiment: str = "ssl-i2i"
 
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_experiment(experiment)
-    tags = {"dvc.stage": stage, "git.commit": git_commit(), "mlflow.source.git.commit": git_commit(), **dvc_tags()}
+    tags = {"dvc.stage": stage, "git.commit": git_commit(), "mlflow.source.git.commit": git_commit(), **dvc_tags(), **host_tags()}
     with mlflow.start_run(run_name=stage, tags=tags) as run:
         flat = {k: str(v)[:6000] for k, v in flatten(params).items()}
         items = list(flat.items())

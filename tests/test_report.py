@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from pipeline.report import PLOTS, build, markdown_to_html
 from pipeline.tracking import stage_run, stage_runs
@@ -33,6 +34,7 @@ def test_stage_runs_keep_the_latest_run_of_each_stage(tmp_path, monkeypatch):
     runs = stage_runs("report-test")
     assert [r["stage"] for r in runs] == ["prepare", "pretrain@simsiam"]
     assert runs[1]["params"] == {"lr": "0.2"} and runs[1]["status"] == "FINISHED" and runs[1]["wall_s"] >= 0
+    assert runs[1]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert stage_runs("no-such-experiment") == []
 
 
@@ -42,7 +44,8 @@ def test_report_of_the_committed_run_renders_in_headless_chromium(tmp_path, monk
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     with stage_run("claims", {"profile": "default"}, "report-test"):
         pass
-    page = build(tmp_path, stage_runs("report-test"), "study", "abc123", "default")
+    runs = stage_runs("report-test")
+    page = build(tmp_path, runs, "study", "abc123", "default")
     (tmp_path / "index.html").write_text(page)
     result = render((tmp_path / "index.html").as_uri())
     (tmp_path / "report.png").write_bytes(result.screenshot)
@@ -52,7 +55,7 @@ def test_report_of_the_committed_run_renders_in_headless_chromium(tmp_path, monk
     assert all(i["complete"] and i["width"] > 0 and i["height"] > 0 for i in result.images), result.images
     claims = json.loads((tmp_path / "metrics/claims.json").read_text())["claims"]
     assert all(f"<code>{c['id']}</code>" in page for c in claims)
-    assert "<td>claims</td>" in page and "oracle (oracle: true nuisance re-drawn)" in page
+    assert "<td>claims</td>" in page and f"<td>{runs[0]['cpu_capability']}</td>" in page and "oracle (oracle: true nuisance re-drawn)" in page
     assert result.screenshot[:8] == b"\x89PNG\r\n\x1a\n" and len(result.screenshot) > 50_000
 
 

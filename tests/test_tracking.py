@@ -2,6 +2,7 @@ import json
 
 import mlflow
 import pytest
+import torch
 
 from pipeline.tracking import flatten, metrics_path, stage_run
 
@@ -26,6 +27,9 @@ def test_stage_run_logs_params_history_tags_and_metrics_file(store, tmp_path):
     assert found.info.run_name == "pretrain@simsiam"
     assert found.data.params["pretrain.width"] == "8"
     assert found.data.tags["dvc.stage"] == "pretrain@simsiam" and "git.commit" in found.data.tags
+    # float rounding differs between CPU kernel levels: the run says which one computed it
+    assert found.data.tags["host.cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert found.data.tags["host.torch"] == torch.__version__ and found.data.tags["host.cpu"]
     assert found.data.metrics["nested.a"] == 2.0
     history = client.get_metric_history(found.info.run_id, "loss")
     assert sorted((m.step, m.value) for m in history) == [(0, 1.0), (1, 0.5)]
