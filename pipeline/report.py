@@ -1,5 +1,5 @@
 """The study on one self-contained HTML page: claims, every results table beside its baselines, the
-key plots (inlined as PNG data), and per stage its MLflow run, wall time, git commit and params.
+key plots (inlined as PNG data), and per stage its MLflow run, wall time, git commit, CPU kernel level and params.
 
 :func:`build` takes the folder holding ``metrics/`` and ``plots/`` and a list of stage runs (see
 ``pipeline.tracking.stage_runs``); it reads only files, so a missing one leaves its section out
