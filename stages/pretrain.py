@@ -63,7 +63,8 @@ def main() -> None:
         run.finish(metrics, step=len(history))  # the final probe sits one step after the last epoch
         print(
             f"{stage}: knn_top1 {metrics['knn_top1']:.3f} vs untrained {metrics['knn_top1_untrained']:.3f} "
-            f"(gain {metrics['knn_gain']:+.3f}, 95% CI {metrics['knn_gain_ci95_vs_seed0']}) chance {metrics['knn_chance']:.2f}"
+            f"(gain {metrics['knn_gain']:+.3f}; over untrained init 0 {metrics['knn_gain_vs_seed0']:+.3f}, 95% CI "
+            f"{metrics['knn_gain_ci95_vs_seed0']}) chance {metrics['knn_chance']:.2f}"
         )
 
 

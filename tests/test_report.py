@@ -53,6 +53,9 @@ def test_report_of_the_committed_run_renders_in_headless_chromium(tmp_path, monk
     present = [p for p, _ in PLOTS if (tmp_path / p).is_file()]
     assert len(present) >= 8 and len(result.images) == len(present)
     assert all(i["complete"] and i["width"] > 0 and i["height"] > 0 for i in result.images), result.images
+    simsiam = json.loads((tmp_path / "metrics/pretrain_simsiam.json").read_text())
+    lo, hi = simsiam["knn_gain_ci95_vs_seed0"]  # the interval sits beside the gain it bounds
+    assert f"{simsiam['knn_gain_vs_seed0']:+.4f} [{lo:+.4f}, {hi:+.4f}]" in page
     claims = json.loads((tmp_path / "metrics/claims.json").read_text())["claims"]
     assert all(f"<code>{c['id']}</code>" in page for c in claims)
     assert "<td>claims</td>" in page and f"<td>{runs[0]['cpu_capability']}</td>" in page and "oracle (oracle: true nuisance re-drawn)" in page
