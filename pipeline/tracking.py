@@ -247,7 +247,8 @@ def stage_run(stage: str, params: Mapping[str, Any], experiment: str = "ssl-i2i"
 
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_experiment(experiment)
-    tags = {"dvc.stage": stage, "git.commit": git_commit(), "mlflow.source.git.commit": git_commit(), **dvc_tags(), **host_tags()}
+    commit = git_commit()
+    tags = {"dvc.stage": stage, "git.commit": commit, "mlflow.source.git.commit": commit, **dvc_tags(), **host_tags()}
     with mlflow.start_run(run_name=stage, tags=tags) as run:
         flat = {k: str(v)[:6000] for k, v in flatten(params).items()}
         items = list(flat.items())
