@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -31,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.io import write_json
+from pipeline.tracking import host_tags
 from pipeline.models.classifier import ResNet20
 
 
@@ -78,9 +78,8 @@ def main() -> None:
             times[k].append(seconds_per_step(step, x, y, args.steps))
     med = {k: statistics.median(v) for k, v in times.items()}
     saved = med["eager"] - med["compiled"]
-    out = {"device": "cpu", "threads": args.threads, "batch": args.batch, "machine": platform.processor() or platform.machine(),
-           "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__, "rounds": args.rounds,
-           "steps": args.steps, "compile_s": compile_s, "step_s": med, "speedup": med["eager"] / med["compiled"],
+    out = {"device": "cpu", "threads": args.threads, "batch": args.batch, **host_tags(), "rounds": args.rounds, "steps": args.steps,
+           "compile_s": compile_s, "step_s": med, "speedup": med["eager"] / med["compiled"],
            "break_even_steps": compile_s / saved if saved > 0 else None, "rounds_s": times}  # fmt: skip
     write_json(Path(__file__).parent / "results" / "compile_cpu.json", out)
     shutil.rmtree(os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
