@@ -209,6 +209,7 @@ class StylizeParams(Section):
     steps_per_epoch: PosInt | None = 50  # None = translate.steps_per_epoch
     batch_size: PosInt | None = 4  # None = cyclegan.batch_size
     precise_bn: bool = True  # BatchNorm running statistics recomputed over each generator's training domain every epoch
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.98  # generators scored and saved as this moving average of their weights (0 = the last weights)
 
 
 class MunitParams(Section):

@@ -14,7 +14,8 @@ from pipeline.io import write_json
 from pipeline.metrics.seeds import mean_over_seeds
 from pipeline.plots import image_grid, plot_history
 from pipeline.tracking import add_register_option, stage_run
-from pipeline.translate import ENCODERS, GANS, check_stylizer, evaluate_colorization, evaluate_stylization, generators_from_state, sample_rows, train
+from pipeline.translate import (ENCODERS, GANS, check_stylizer, evaluate_colorization, evaluate_stylization, generators_from_state, sample_rows,
+                              served_weights, train)
 
 TASKS = ("colorize", "stylize")
 
@@ -66,7 +67,7 @@ def main() -> None:
             per_seed[str(seed)] = {**scores, "val_l1_last_epoch": history[-1]["val_l1"], "steps_per_s": history[-1]["steps_per_s"],
                               "resumed_at_epochs": state["starts"][1:]}  # fmt: skip
         out = args.out or f"models/{tag}.pt"
-        save_translator(out, runs, args.encoder)
+        save_translator(out, [(config, {**state, "models": served_weights(state)}) for config, state in runs], args.encoder)
         run.log_models(out, *servables(out))
         config, state = runs[0]
         history = state["history"]  # the curves shown are the first seed's; every seed's scores are kept

@@ -185,6 +185,9 @@ def test_seeds_in_one_run_resume_inside_the_second_and_repeat_runs_of_their_own(
         assert [r["loss_g"] for r in got["history"]] == [r["loss_g"] for r in want["history"]]
         for k, v in want["models"]["G"].items():
             assert torch.equal(got["models"]["G"][k], v), k
+        assert "averages" in want  # stylize.ema_decay: the served weights are the moving average
+        for k, v in translate.served_weights(want)["G"].items():
+            assert torch.equal(translate.served_weights(got)["G"][k], v), k
 
 
 def test_classifiers_resume_mid_seed_and_repeat_the_uninterrupted_run(ray_local, tiny_params, tiny_data, tmp_path):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 from skimage.color import rgb2lab
 
+from pipeline import distributed
 from pipeline.color import grey_of, lab_to_net, lab_to_rgb, net_to_lab, rgb_to_lab, to_gray
 from pipeline.errors import UserError
 from pipeline.io import save_torch
@@ -204,6 +207,32 @@ def test_cyclegan_step_updates_both_generators_and_frozen_encoder_stays(tiny_dat
     assert any(not torch.equal(a, b) for a, b in zip(dec_before, m["F"].unet.out.parameters()))
     T.set_lrs(opt_g, opt_d, 1, cfg["translate"])  # after the freeze the encoder trains
     assert {g["role"]: g["lr"] for g in opt_g.param_groups}["encoder"] > 0
+
+
+def test_stylizers_are_served_as_the_moving_average_of_their_weights_and_a_resumed_run_repeats_it(tiny_data, monkeypatch):
+    _, cfg = _tiny_config("stylize", "cyclegan", tiny_data, epochs=2)
+    assert cfg["ema_decay"] == 0.98
+    states = []
+    report = distributed.report
+    monkeypatch.setattr(distributed, "report", lambda m, st, w: (states.append(copy.deepcopy(st)), report(m, st, w))[1])
+    full = distributed.run_plain(T.train_loop, cfg)
+    served = T.served_weights(full)
+    trained = full["models"]
+    assert int(full["averages"]["G"]["n_averaged"]) == 4  # 2 epochs x 2 steps
+    for k in ("G", "F"):
+        moved = [name for name, v in trained[k].items() if v.is_floating_point() and "running" not in name and not torch.equal(v, served[k][name])]
+        assert moved, f"{k}: the served weights are the trained ones"
+    assert all(torch.equal(v, served["D_X"][n]) for n, v in trained["D_X"].items())  # discriminators as trained
+    g = T.generators_from_state(cfg, full)["G"]
+    assert all(torch.equal(v, served["G"][n]) for n, v in g.state_dict().items())
+    # resumed after epoch 1 from its checkpoint: the same average at the end, bit for bit
+    monkeypatch.setattr(distributed, "report", report)
+    monkeypatch.setattr(distributed, "load_state", lambda: copy.deepcopy(states[0]))
+    resumed = distributed.run_plain(T.train_loop, cfg)
+    assert resumed["starts"] == [0, 1]
+    assert all(torch.equal(v, T.served_weights(resumed)["G"][n]) for n, v in served["G"].items())
+    no_average = T.job_config(parse_params(tiny_raw(stylize={"ema_decay": 0})), "stylize", "scratch", "cyclegan", tiny_data, ResNet18(4, 3))
+    assert "ema_decay" not in no_average
 
 
 def test_train_subset_is_seeded_and_disjoint_from_validation():

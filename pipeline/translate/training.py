@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pipeline import storage
 from pipeline import distributed
@@ -85,6 +86,22 @@ def set_lrs(opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, epoch: i
     return schedule.apply(opt_g, epoch)
 
 
+def weight_averages(gens: dict[str, nn.Module], decay: float) -> dict[str, AveragedModel]:
+    """An exponential moving average of each generator's weights (``decay`` per step; BatchNorm
+    buffers are not averaged: precise BN sets them). GAN weights oscillate from step to step as
+    the discriminators chase them; the average is what the stage scores and saves."""
+    return {k: AveragedModel(g, multi_avg_fn=get_ema_multi_avg_fn(decay)) for k, g in gens.items()}
+
+
+def served_weights(state: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
+    """The weights a run's final state serves: the generators' moving averages where the run kept
+    them (``averages``), else the trained weights; the discriminators as trained."""
+    served = dict(state["models"])
+    for k, avg in state.get("averages", {}).items():
+        served[k] = {name.removeprefix("module."): v for name, v in avg.items() if name.startswith("module.")}
+    return served
+
+
 def translate_batched(gen: nn.Module, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """Run a generator in eval mode over (N, 3, H, W) in chunks."""
     with evaluating(gen):
@@ -113,8 +130,11 @@ def train_loop(config: dict[str, Any]) -> None:
     opt_g = generator_optimizer(gens, tr)
     opt_d = torch.optim.Adam([p for d in discs for p in d.parameters()], lr=tr["lr"], betas=tuple(tr["betas"]))
 
+    averages = weight_averages({k: models[k] for k in ("G", "F") if k in models}, config["ema_decay"]) if config.get("ema_decay") else {}
     run = TrainingRun(w, tr["epochs"], config["variant"], profile=config.get("profile", False))
-    run.restore(models=Bundle(models), opt_g=opt_g, opt_d=opt_d)
+    run.restore(models=Bundle(models), opt_g=opt_g, opt_d=opt_d, **({"averages": Bundle(averages)} if averages else {}))
+    for avg in averages.values():
+        avg.to(w.device)
     wrapped = {k: distributed.prepare_model(mod, w) for k, mod in models.items()}
     cores = {k: distributed.unwrap(mod) for k, mod in wrapped.items()}
 
@@ -144,17 +164,21 @@ def train_loop(config: dict[str, Any]) -> None:
                     run.meter.add(cgan_step(wrapped, (opt_g, opt_d), x, y, config))
                 else:
                     run.meter.add(cyclegan_step(wrapped, (opt_g, opt_d), x, y, config, pools))
+            for k, avg in averages.items():
+                avg.update_parameters(cores[k])
         row = run.summary(epoch, tr["steps_per_epoch"], tr["steps_per_epoch"] * batch, lr=lr)
+        served = {**cores, **{k: avg.module for k, avg in averages.items()}}
         if config.get("precise_bn"):  # on every rank: SyncBatchNorm (GPU) all-reduces its statistics
             for k, images in (("G", train_x), ("F", train_y)):
-                if k in cores:
-                    recompute_batchnorm(cores[k], images)
+                if k in served:
+                    recompute_batchnorm(served[k], images)
         if w.is_main:
-            cpu = {k: copy.deepcopy(v).cpu() for k, v in cores.items()}
+            cpu = {k: copy.deepcopy(v).cpu() for k, v in served.items()}
             row["val_l1"] = validation_metric(cpu, data, task)
             if task == "colorize":
                 row["val_l1_ab0"] = l1(torch.zeros_like(data["val_Y"][:, 1:]), data["val_Y"][:, 1:])
-        run.report(row, ("loss_g", "loss_d", "val_l1"), models=Bundle(cores), opt_g=opt_g, opt_d=opt_d)
+        run.report(row, ("loss_g", "loss_d", "val_l1"), models=Bundle(cores), opt_g=opt_g, opt_d=opt_d,
+                   **({"averages": Bundle(averages)} if averages else {}))
 
 
 # ----------------------------------------------------------------------------- driver side
@@ -199,6 +223,7 @@ def job_config(
         "cyclegan": {**params.cyclegan.model_dump(),
                      **({"batch_size": params.stylize.batch_size} if task == "stylize" and params.stylize.batch_size else {})},
         **({"precise_bn": True} if task == "stylize" and params.stylize.precise_bn else {}),
+        **({"ema_decay": params.stylize.ema_decay} if task == "stylize" and params.stylize.ema_decay else {}),
         "backbone_spec": backbone.spec(),
         "backbone_state": backbone.state_dict(),
         "cpus_per_worker": params.distributed.cpus_per_worker,
@@ -228,7 +253,8 @@ def train(
 def generators_from_state(config: dict[str, Any], state: dict[str, Any]) -> dict[str, nn.Module]:
     backbone = ResNet18(config["backbone_spec"]["width"], config["backbone_spec"]["in_channels"])
     models = build_models(config, backbone)
+    weights = served_weights(state)
     for k, mod in models.items():
-        mod.load_state_dict(state["models"][k])
+        mod.load_state_dict(weights[k])
         mod.eval()
     return models
