@@ -1,5 +1,6 @@
 """Stage ``efficiency_report`` of studies/data_efficiency: cGAN colorization ab L1 against the
-fraction of photo train patches, one line per encoder, beside the ab = 0 baseline."""
+fraction of photo train patches, one line per encoder with its 95 % t interval over seeds, beside
+the ab = 0 baseline."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from pipeline.config import load_params
 from pipeline.errors import UserError, run_cli
+from pipeline.metrics.seeds import t_interval
 from pipeline.plots import line_plot
 from pipeline.tracking import stage_run
 from pipeline.translate import ENCODERS, evaluate_colorization
@@ -24,20 +26,26 @@ def main() -> None:
     params = load_params(args.params)
     with stage_run("efficiency_report", {"fractions": args.fractions}, params.tracking.experiment) as run:
         table: dict[str, dict[str, float]] = {}
+        half: dict[str, dict[str, float]] = {}  # 95 % t interval half-width over seeds (0 for one seed)
         for enc in ENCODERS:
             for f in args.fractions:
                 path = Path(args.metrics) / f"colorize_{enc}_cgan_f{f}.json"
                 if not path.is_file():
                     raise UserError(f"{path} not found: run `dvc repro studies/data_efficiency/dvc.yaml`")
-                table.setdefault(enc, {})[str(f)] = json.loads(path.read_text())["l1_ab"]
+                m = json.loads(path.read_text())
+                table.setdefault(enc, {})[str(f)] = m["l1_ab"]
+                seeds = [r["l1_ab"] for r in m.get("per_seed", {}).values()]
+                mean, _, hi = t_interval(seeds)
+                half.setdefault(enc, {})[str(f)] = hi - mean if len(seeds) > 1 else 0.0
         ab0 = evaluate_colorization(None, params, args.data)["l1_ab"]
         png = line_plot(
             {enc: (args.fractions, [table[enc][str(f)] for f in args.fractions]) for enc in ENCODERS},
             "plots/colorize_data_efficiency.png", "fraction of photo train patches", "test ab L1 (ab/110)",
-            "cGAN colorization: data efficiency", {"ab = 0 (no colour)": ab0}, logx=True,
+            "cGAN colorization: data efficiency (95 % CI over seeds)", {"ab = 0 (no colour)": ab0}, logx=True,
+            errors={enc: [half[enc][str(f)] for f in args.fractions] for enc in ENCODERS},
         )  # fmt: skip
         run.log_artifact(png, "plots")
-        run.finish({"l1_ab": table, "l1_ab_ab0": ab0, "fractions": args.fractions}, step=0, name="colorize_efficiency")
+        run.finish({"l1_ab": table, "l1_ab_ci95_half_width": half, "l1_ab_ab0": ab0, "fractions": args.fractions}, step=0, name="colorize_efficiency")
         for enc in ENCODERS:
             print(f"{enc:8s} " + "  ".join(f"f={f}: {table[enc][str(f)]:.4f}" for f in args.fractions) + f"  (ab=0: {ab0:.4f})")
 
