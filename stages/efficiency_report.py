@@ -35,8 +35,7 @@ def main() -> None:
                 m = json.loads(path.read_text())
                 table.setdefault(enc, {})[str(f)] = m["l1_ab"]
                 seeds = [r["l1_ab"] for r in m.get("per_seed", {}).values()]
-                mean, _, hi = t_interval(seeds)
-                half.setdefault(enc, {})[str(f)] = hi - mean if len(seeds) > 1 else 0.0
+                half.setdefault(enc, {})[str(f)] = t_interval(seeds)[2] - m["l1_ab"] if len(seeds) > 1 else 0.0
         ab0 = evaluate_colorization(None, params, args.data)["l1_ab"]
         png = line_plot(
             {enc: (args.fractions, [table[enc][str(f)] for f in args.fractions]) for enc in ENCODERS},
