@@ -1,5 +1,6 @@
 # make repro: set up, then run the whole study with `dvc repro` (PROFILE=gpu: `dvc exp run` with infra/profiles/gpu.yaml).
 # make test:  set up, then run the test suite.
+# make lint:  ruff check and ruff format --check (CI runs it before the tests).
 # make sweep STAGE=colorize|cyclegan|munit|classify: a Ray Tune (ASHA) sweep of that stage's loss weights.
 # make predict TASK=... MODEL=... IN=... OUT=...: apply a trained model to your own images (see the target below).
 VENV   ?= .venv
@@ -10,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup repro test ui bench efficiency sweep predict lock
+.PHONY: setup repro test lint ui bench efficiency sweep predict lock
 
 setup: $(VENV)/.installed
 
@@ -31,6 +32,10 @@ endif
 
 test: setup
 	python -m pytest -q -n 2 --dist worksteal --durations=15
+
+lint: setup
+	ruff check .
+	ruff format --check .
 
 ui: setup
 	@uri="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}"; \

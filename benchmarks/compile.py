@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.io import write_json
-from pipeline.tracking import host_tags
 from pipeline.models.classifier import ResNet20
+from pipeline.tracking import host_tags
 
 
 def sgd_step(model: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor], None]:
@@ -46,7 +46,9 @@ def sgd_step(model: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor], N
     return step
 
 
-def seconds_per_step(step: Callable[[torch.Tensor, torch.Tensor], None], x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
+def seconds_per_step(
+    step: Callable[[torch.Tensor, torch.Tensor], None], x: torch.Tensor, y: torch.Tensor, steps: int
+) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         step(x, y)

@@ -61,7 +61,9 @@ def _work_loop(config: dict) -> None:
 
     w = distributed.worker()
     torch.manual_seed(0)
-    model = distributed.prepare_model(torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256)), w)
+    model = distributed.prepare_model(
+        torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256)), w
+    )
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     t0 = time.perf_counter()
     for _ in range(config["steps"]):
@@ -101,8 +103,15 @@ def main() -> None:
     runs: dict[str, list[dict]] = {name: [] for name in SETTINGS}
     for r in range(args.rounds):
         for name, (interval, workers) in SETTINGS.items():
-            env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": interval, "RAY_ADDRESS": "", "PYTHONPATH": str(root)}
-            out = subprocess.run([sys.executable, __file__, "--child", str(workers)], env=env, cwd=root, capture_output=True, text=True)
+            env = {
+                **os.environ,
+                "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": interval,
+                "RAY_ADDRESS": "",
+                "PYTHONPATH": str(root),
+            }
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", str(workers)], env=env, cwd=root, capture_output=True, text=True
+            )
             if out.returncode != 0:
                 raise SystemExit(f"{name} failed:\n{out.stderr[-3000:]}")
             runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -121,7 +130,9 @@ def main() -> None:
     out = Path(args.out) / "fit_overhead_cpu.json"
     write_json(out, result)
     for name, m in med.items():
-        print(f"{name}: empty fit {m['empty_fit_s']:.1f} s wall, {m['empty_fit_cpu_s']:.1f} CPU s; work {m['work_s']:.2f} s")
+        print(
+            f"{name}: empty fit {m['empty_fit_s']:.1f} s wall, {m['empty_fit_cpu_s']:.1f} CPU s; work {m['work_s']:.2f} s"
+        )
     print(f"-> {out}")
 
 

@@ -65,7 +65,9 @@ def main() -> None:
     }
     out = Path(args.out) / "import_cost_cpu.json"
     write_json(out, result)
-    print(f"import {args.module}: {lazy:.2f} s, with torchvision.ops first {eager:.2f} s ({lazy / eager:.2f}x); wrote {out}")
+    print(
+        f"import {args.module}: {lazy:.2f} s, with torchvision.ops first {eager:.2f} s ({lazy / eager:.2f}x); wrote {out}"
+    )
 
 
 if __name__ == "__main__":

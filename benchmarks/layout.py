@@ -47,7 +47,10 @@ def main() -> None:
     }
     results = {}
     for name, (model, nhwc_array) in cases.items():
-        layouts = {"nchw": nhwc_array.permute(0, 3, 1, 2).contiguous(), "channels_last_view": nhwc_array.permute(0, 3, 1, 2)}
+        layouts = {
+            "nchw": nhwc_array.permute(0, 3, 1, 2).contiguous(),
+            "channels_last_view": nhwc_array.permute(0, 3, 1, 2),
+        }
         times: dict[str, list[float]] = {k: [] for k in layouts}
         for x in layouts.values():
             step_seconds(model, x, 1)  # warm-up
@@ -55,7 +58,9 @@ def main() -> None:
             for k, x in layouts.items():
                 times[k].append(step_seconds(model, x, args.steps))
         med = {k: statistics.median(v) for k, v in times.items()}
-        results[name] = {k: {"step_s": med[k], "ratio_to_nchw": med[k] / med["nchw"], "rounds_s": times[k]} for k in layouts}
+        results[name] = {
+            k: {"step_s": med[k], "ratio_to_nchw": med[k] / med["nchw"], "rounds_s": times[k]} for k in layouts
+        }
         print(name, {k: f"{med[k] * 1000:.1f} ms ({med[k] / med['nchw']:.2f}x)" for k in layouts})
     out = {"device": "cpu", "threads": args.threads, "machine": platform.processor() or platform.machine(),
            "torch": torch.__version__, "rounds": args.rounds, "steps": args.steps, "results": results}  # fmt: skip

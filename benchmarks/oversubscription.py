@@ -67,7 +67,12 @@ def run_mix(procs: int, niced: int, threads: int, steps: int) -> dict[str, float
         p.stdin.flush()
     loops = [float(p.communicate()[0]) for p in plain + nice]
     wall = time.perf_counter() - start
-    return {"wall_s": wall, "cpu_s": busy_cpu_s() - cpu0, "loop_s_plain": max(loops[:procs]), "loop_s_niced": max(loops[procs:], default=0.0)}
+    return {
+        "wall_s": wall,
+        "cpu_s": busy_cpu_s() - cpu0,
+        "loop_s_plain": max(loops[:procs]),
+        "loop_s_niced": max(loops[procs:], default=0.0),
+    }
 
 
 def main() -> None:
@@ -88,9 +93,15 @@ def main() -> None:
     for name, (procs, niced, _) in settings.items():
         median[name]["efficiency"] = (procs + niced) * alone / median[name]["wall_s"]
     mix = median[f"mix_t{cores}"]
-    ratios = {name: {"wall_s": m["wall_s"] / mix["wall_s"], "cpu_s": m["cpu_s"] / mix["cpu_s"]} for name, m in median.items() if name.startswith("mix")}
+    ratios = {
+        name: {"wall_s": m["wall_s"] / mix["wall_s"], "cpu_s": m["cpu_s"] / mix["cpu_s"]}
+        for name, m in median.items()
+        if name.startswith("mix")
+    }
     for name, m in median.items():
-        print(f"{name}: wall {m['wall_s']:.1f} s, cpu {m['cpu_s']:.1f} s, niced process {m['loop_s_niced']:.1f} s, efficiency {m['efficiency']:.2f}")
+        print(
+            f"{name}: wall {m['wall_s']:.1f} s, cpu {m['cpu_s']:.1f} s, niced process {m['loop_s_niced']:.1f} s, efficiency {m['efficiency']:.2f}"
+        )
     out = {"device": "cpu", "cores": cores, "machine": platform.processor() or platform.machine(), "procs": args.procs, "rounds": args.rounds,
            "steps": args.steps, "median": median, "ratio_to_mix_default_threads": ratios, "runs": runs}  # fmt: skip
     write_json(Path(__file__).parent / "results" / "oversubscription_cpu.json", out)

@@ -47,14 +47,22 @@ def main() -> None:
         raise SystemExit("--seeds must be at least 2")
     params = load_params(args.params)
     tr = params.translate.model_copy(update={"epochs": args.epochs, "steps_per_epoch": args.steps})
-    params = params.model_copy(update={"translate": tr, "stylize": params.stylize.model_copy(update={"steps_per_epoch": None})})
+    params = params.model_copy(
+        update={"translate": tr, "stylize": params.stylize.model_copy(update={"steps_per_epoch": None})}
+    )
     gan = "cgan" if args.stage == "colorize" else "cyclegan"
     backbone = ResNet18(params.pretrain.width, params.pretrain.channels)
-    configs = [translate.job_config(params, args.stage, "scratch", gan, args.data, backbone, seed) for seed in range(args.seeds)]
+    configs = [
+        translate.job_config(params, args.stage, "scratch", gan, args.data, backbone, seed)
+        for seed in range(args.seeds)
+    ]
     distributed.init_ray()  # both ways find Ray started
     with tempfile.TemporaryDirectory() as storage:
         t0 = time.perf_counter()
-        alone = [distributed.fit(translate.train_loop, c, params.distributed, f"seed{i}", storage) for i, c in enumerate(configs)]
+        alone = [
+            distributed.fit(translate.train_loop, c, params.distributed, f"seed{i}", storage)
+            for i, c in enumerate(configs)
+        ]
         per_seed_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         together = distributed.fit_seeds(translate.train_loop, configs, params.distributed, "all", storage)

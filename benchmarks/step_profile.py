@@ -41,7 +41,16 @@ from pipeline.invariance import classify, munit
 from pipeline.io import write_json
 from pipeline.models.resnet import ResNet18
 
-STAGES = ("pretrain_simsiam", "pretrain_swav", "colorize_cgan", "stylize_cyclegan", "munit", "classify_erm", "classify_oracle", "ace")
+STAGES = (
+    "pretrain_simsiam",
+    "pretrain_swav",
+    "colorize_cgan",
+    "stylize_cyclegan",
+    "munit",
+    "classify_erm",
+    "classify_oracle",
+    "ace",
+)
 
 
 def with_epochs(params: Params, epochs: int) -> Params:
@@ -133,7 +142,9 @@ def main() -> None:
         raise SystemExit("--epochs must be at least 2 (the first is not timed)")
     params = with_epochs(load_params(args.params), args.epochs)
     device = distributed.default_device()
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    dev_name = (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    )
     peak = peak_tflops(device)
     print(f"device {device.type} ({dev_name}), {os.cpu_count()} cores, peak {peak:.3f} TFLOP/s", flush=True)
     stages = {}

@@ -33,8 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from pipeline import storage
-from pipeline import distributed
+from pipeline import distributed, storage
 from pipeline.collectives import average_gradients
 from pipeline.config import Params
 from pipeline.data.augment import crop_flip
@@ -46,8 +45,8 @@ from pipeline.io import load_torch, save_torch, state_digest
 from pipeline.loop import Bundle, TrainingRun, seed_for
 from pipeline.metrics.image import l1
 from pipeline.models import evaluating
-from pipeline.models.gan import adversarial_loss
 from pipeline.models.ace import ACE, build
+from pipeline.models.gan import adversarial_loss
 from pipeline.models.resnet import ResNet18
 from pipeline.ssl.simsiam import simsiam_loss
 
@@ -73,7 +72,9 @@ def adaptive_instance_augmentation(h: torch.Tensor, generator: torch.Generator |
 # ----------------------------------------------------------------------------- steps
 
 
-def contrastive_step(ace: ACE, opt: torch.optim.Optimizer, x: torch.Tensor, weight: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
+def contrastive_step(
+    ace: ACE, opt: torch.optim.Optimizer, x: torch.Tensor, weight: float, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
     """SimSiam on two Adaptive-Instance-Augmentation views of ``x``; updates C and P only."""
     with torch.no_grad():
         c = ace.content(x)
@@ -112,7 +113,9 @@ def generator_update(ace: ACE, opt: torch.optim.Optimizer, loss: torch.Tensor) -
     opt.step()
 
 
-def discriminator_update(disc: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+def discriminator_update(
+    disc: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor
+) -> torch.Tensor:
     loss = 0.5 * (adversarial_loss(disc(real), True, "lsgan") + adversarial_loss(disc(fake.detach()), False, "lsgan"))
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -130,7 +133,9 @@ def own_codes(ace: ACE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return c, ace.style_of(f)
 
 
-def autoencoder_step(ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, w: dict[str, Any]) -> dict[str, torch.Tensor]:
+def autoencoder_step(
+    ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, w: dict[str, Any]
+) -> dict[str, torch.Tensor]:
     """Reconstruction + latent consistency of x decoded with another image's style + GAN, C frozen."""
     opt_ae, opt_d = opts
     c, s = own_codes(ace, x)
@@ -143,10 +148,21 @@ def autoencoder_step(ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, w:
     loss = w["recon"] * l_rec + w["content"] * l_content + w["style"] * l_style + w["gan"] * l_gan
     generator_update(ace, opt_ae, loss)
     l_d = discriminator_update(disc, opt_d, x, fakes)
-    return {k: v.detach() for k, v in (("loss_recon", l_rec), ("loss_content", l_content), ("loss_style", l_style), ("loss_gan", l_gan), ("loss_d", l_d))}
+    return {
+        k: v.detach()
+        for k, v in (
+            ("loss_recon", l_rec),
+            ("loss_content", l_content),
+            ("loss_style", l_style),
+            ("loss_gan", l_gan),
+            ("loss_d", l_d),
+        )
+    }
 
 
-def finetune_step(ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, y: torch.Tensor, w: dict[str, Any], recon: float = 0.0) -> dict[str, torch.Tensor]:
+def finetune_step(
+    ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, y: torch.Tensor, w: dict[str, Any], recon: float = 0.0
+) -> dict[str, torch.Tensor]:
     """Paper section 4.5: content of source ``x``, style of target ``y``; latent consistency + GAN only.
 
     ``recon`` > 0 adds a reconstruction anchor on both domains (not in the paper): each image of
@@ -167,7 +183,13 @@ def finetune_step(ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, y: to
         row["loss_recon"] = l_rec.detach()
     generator_update(ace, opt_ae, loss)
     l_d = discriminator_update(disc, opt_d, y, out)
-    return {"loss_content": l_content.detach(), "loss_style": l_style.detach(), "loss_gan": l_gan.detach(), "loss_d": l_d, **row}
+    return {
+        "loss_content": l_content.detach(),
+        "loss_style": l_style.detach(),
+        "loss_gan": l_gan.detach(),
+        "loss_d": l_d,
+        **row,
+    }
 
 
 # ----------------------------------------------------------------------------- monitors
@@ -200,7 +222,12 @@ def content_similarity(ace: ACE, outputs: torch.Tensor, contents: torch.Tensor) 
 def translate(ace: ACE, x: torch.Tensor, style: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """Decode the contents of ``x`` (N, 3, H, W) with one style code (style_dim,)."""
     with evaluating(ace):
-        return torch.cat([ace.decode(ace.content(x[i : i + batch]), style.expand(len(x[i : i + batch]), -1)) for i in range(0, len(x), batch)])
+        return torch.cat(
+            [
+                ace.decode(ace.content(x[i : i + batch]), style.expand(len(x[i : i + batch]), -1))
+                for i in range(0, len(x), batch)
+            ]
+        )
 
 
 def reconstruct(ace: ACE, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
@@ -215,7 +242,9 @@ def domain_style(ace: ACE, exemplars: torch.Tensor) -> torch.Tensor:
         return ace.style(exemplars).mean(0)
 
 
-def best_style_per_image(ace: ACE, x: torch.Tensor, target: torch.Tensor, start: torch.Tensor, steps: int, lr: float) -> torch.Tensor:
+def best_style_per_image(
+    ace: ACE, x: torch.Tensor, target: torch.Tensor, start: torch.Tensor, steps: int, lr: float
+) -> torch.Tensor:
     """The floor of any choice of style: each image of ``x`` (N, 3, H, W) decoded with its content and
     a style code optimised (Adam, from ``start`` (style_dim,)) to minimise its L1 to ``target``.
     Returns the decoded images. No translator picking one style per image can get closer."""
@@ -229,7 +258,9 @@ def best_style_per_image(ace: ACE, x: torch.Tensor, target: torch.Tensor, start:
         p.requires_grad_(False)
     try:
         for _ in range(steps):
-            loss = (ace.decode(content, codes) - target).abs().mean(dim=(1, 2, 3)).sum()  # a sum over images: each code its own problem
+            loss = (
+                (ace.decode(content, codes) - target).abs().mean(dim=(1, 2, 3)).sum()
+            )  # a sum over images: each code its own problem
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -313,7 +344,9 @@ def train_loop(config: dict[str, Any]) -> None:
     w = distributed.worker(config["cpus_per_worker"])
     backbone = ResNet18(config["backbone_spec"]["width"], config["backbone_spec"]["in_channels"])
     backbone.load_state_dict(config["backbone_state"])
-    torch.manual_seed(ac["seed"])  # every rank builds the same initial weights (gradients are averaged, not DDP-broadcast)
+    torch.manual_seed(
+        ac["seed"]
+    )  # every rank builds the same initial weights (gradients are averaged, not DDP-broadcast)
     ace, disc = build(ac, backbone)
     if mode == "finetune":
         ace.load_state_dict(config["init_state"])
@@ -364,7 +397,12 @@ def train_loop(config: dict[str, Any]) -> None:
 
 
 def job_config(
-    params: Params, mode: str, data_root: str | Path, backbone: ResNet18, init_state: dict[str, Any] | None = None, seed: int | None = None
+    params: Params,
+    mode: str,
+    data_root: str | Path,
+    backbone: ResNet18,
+    init_state: dict[str, Any] | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """The dict each worker receives for one seed (default: the first of ``ace.seeds``); the weights
     travel in it (no shared disk needed for them)."""
@@ -398,20 +436,34 @@ def ace_spec(params: Params, seed: int) -> dict[str, Any]:
 
 
 def train(
-    params: Params, mode: str, data_root: str | Path, backbone: ResNet18, storage: str | Path, init_states: dict[int, dict[str, Any]] | None = None
+    params: Params,
+    mode: str,
+    data_root: str | Path,
+    backbone: ResNet18,
+    storage: str | Path,
+    init_states: dict[int, dict[str, Any]] | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Train ACE (or fine-tune the model of each seed in ``init_states``) through Ray Train, once per
     seed of ``ace.seeds``, the seeds one after the other in one resumable run; returns {seed: final state}."""
     sets = ["photos", "painting"] if mode == "finetune" else ["photos"]
     missing = sorted(set(params.ace.seeds) - set(init_states)) if init_states is not None else []
     if missing:
-        raise UserError(f"ace_finetune: the ACE to start from has no model of seed {missing[0]} (it has {sorted(init_states)}): rerun `dvc repro ace`")
-    configs = [job_config(params, mode, data_root, backbone, None if init_states is None else init_states[seed], seed) for seed in params.ace.seeds]
-    name = distributed.run_name(f"ace_{mode}", {"seeds": [run_key(c) for c in configs]}, train_loop, [Path(data_root) / s for s in sets])
+        raise UserError(
+            f"ace_finetune: the ACE to start from has no model of seed {missing[0]} (it has {sorted(init_states)}): rerun `dvc repro ace`"
+        )
+    configs = [
+        job_config(params, mode, data_root, backbone, None if init_states is None else init_states[seed], seed)
+        for seed in params.ace.seeds
+    ]
+    name = distributed.run_name(
+        f"ace_{mode}", {"seeds": [run_key(c) for c in configs]}, train_loop, [Path(data_root) / s for s in sets]
+    )
     return dict(zip(params.ace.seeds, distributed.fit_seeds(train_loop, configs, params.distributed, name, storage)))
 
 
-def save_ace(path: str | Path, params: Params, backbone: ResNet18, states: dict[int, dict[str, Any]], mode: str) -> None:
+def save_ace(
+    path: str | Path, params: Params, backbone: ResNet18, states: dict[int, dict[str, Any]], mode: str
+) -> None:
     """One file for the models of every seed: {seed: weights} and what rebuilds them."""
     save_torch(path, {"seeds": {seed: st["ace"] for seed, st in states.items()}, "ace": ace_spec(params, min(states)),
                       "backbone_spec": backbone.spec(), "encoder": params.ace.encoder, "mode": mode})  # fmt: skip
@@ -421,7 +473,9 @@ def load_ace(path: str | Path) -> dict[int, ACE]:
     """The ACE models {seed: model} saved by the ace / ace_finetune stage (weights_only load)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path} not found: run `dvc repro {'ace_finetune' if 'finetune' in path.name else 'ace'}` first")
+        raise UserError(
+            f"{path} not found: run `dvc repro {'ace_finetune' if 'finetune' in path.name else 'ace'}` first"
+        )
     ckpt = load_torch(path)
     if "seeds" not in ckpt:
         raise UserError(f"{path}: not an ACE file of this version (no per-seed models): rerun `dvc repro ace`")

@@ -127,7 +127,9 @@ def invariance_claims(m: dict[str, dict[str, Any]], profile: str) -> list[dict[s
     seeds = cl["erm"]["seeds"]
     for method in ("drs", "git", "oracle"):
         if cl[method]["seeds"] != seeds:
-            raise ValueError(f"classify@{method} ran seeds {cl[method]['seeds']}, classify@erm {seeds}: the claims pair them")
+            raise ValueError(
+                f"classify@{method} ran seeds {cl[method]['seeds']}, classify@erm {seeds}: the claims pair them"
+            )
 
     def per_seed(method: str, key: str) -> list[float]:
         return cl[method][f"{key}_per_seed"]
@@ -176,5 +178,7 @@ def markdown(claims: list[dict[str, Any]]) -> str:
 
     lines = ["| claim | value | 95 % CI | holds | baseline | seeds |", "|---|---|---|---|---|---|"]
     for c in claims:
-        lines.append(f"| `{c['id']}` | {c['value']:+.4f} | {ci(c)} | {'yes' if c['holds'] else 'no'} | {c['baseline']} | {len(c['per_seed'])} |")
+        lines.append(
+            f"| `{c['id']}` | {c['value']:+.4f} | {ci(c)} | {'yes' if c['holds'] else 'no'} | {c['baseline']} | {len(c['per_seed'])} |"
+        )
     return "\n".join(lines) + "\n"

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 
 _RGB_TO_XYZ = torch.tensor(
-    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]], dtype=torch.float64
+    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]],
+    dtype=torch.float64,
 )
 _WHITE = torch.tensor([0.950456, 1.0, 1.088754], dtype=torch.float64)
 _EPS = 0.008856
@@ -42,7 +43,9 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) Lab -> (N, 3, H, W) sRGB clamped to [0, 1]."""
     fy = (lab[:, 0:1] + 16) / 116
     f = torch.cat([lab[:, 1:2] / 500 + fy, fy, fy - lab[:, 2:3] / 200], 1)
-    xyz = torch.where(f > 0.206893, f**3, (f - 16 / 116) / _KAPPA) * _WHITE.to(lab.dtype).to(lab.device).view(1, 3, 1, 1)
+    xyz = torch.where(f > 0.206893, f**3, (f - 16 / 116) / _KAPPA) * _WHITE.to(lab.dtype).to(lab.device).view(
+        1, 3, 1, 1
+    )
     lin = _mix(xyz, torch.linalg.inv(_RGB_TO_XYZ)).clamp(min=0)
     rgb = torch.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin.clamp(min=0.0031308) ** (1 / 2.4) - 0.055)
     return rgb.clamp(0, 1)

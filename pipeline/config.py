@@ -185,7 +185,9 @@ class TranslateParams(Section):
         if self.freeze_encoder_epochs > self.epochs:
             raise ValueError(f"freeze_encoder_epochs ({self.freeze_encoder_epochs}) must be <= epochs ({self.epochs})")
         if self.fd_features == "inception" and not self.inception_weights:
-            raise ValueError("fd_features 'inception' needs inception_weights (a local state-dict file; nothing is downloaded)")
+            raise ValueError(
+                "fd_features 'inception' needs inception_weights (a local state-dict file; nothing is downloaded)"
+            )
         return self
 
 
@@ -209,7 +211,9 @@ class StylizeParams(Section):
     steps_per_epoch: PosInt | None = 50  # None = translate.steps_per_epoch
     batch_size: PosInt | None = 4  # None = cyclegan.batch_size
     precise_bn: bool = True  # BatchNorm running statistics recomputed over each generator's training domain every epoch
-    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.98  # generators scored and saved as this moving average of their weights (0 = the last weights)
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = (
+        0.98  # generators scored and saved as this moving average of their weights (0 = the last weights)
+    )
 
 
 class MunitParams(Section):
@@ -265,10 +269,18 @@ class ClassifyParams(Section):
 
     @model_validator(mode="after")
     def _schedule(self) -> ClassifyParams:
-        if not self.decay_epochs or sorted(self.decay_epochs) != self.decay_epochs or self.decay_epochs[-1] >= self.epochs:
-            raise ValueError(f"decay_epochs must be increasing and below epochs ({self.epochs}), got {self.decay_epochs}")
+        if (
+            not self.decay_epochs
+            or sorted(self.decay_epochs) != self.decay_epochs
+            or self.decay_epochs[-1] >= self.epochs
+        ):
+            raise ValueError(
+                f"decay_epochs must be increasing and below epochs ({self.epochs}), got {self.decay_epochs}"
+            )
         if self.warmup_epochs >= self.decay_epochs[0]:
-            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must end before the first decay ({self.decay_epochs[0]})")
+            raise ValueError(
+                f"warmup_epochs ({self.warmup_epochs}) must end before the first decay ({self.decay_epochs[0]})"
+            )
         return self
 
 
@@ -322,7 +334,9 @@ class AceFinetuneParams(Section):
     epochs: PosInt = 3
     steps_per_epoch: PosInt = 40
     lr: PosFloat = 0.0001
-    recon: Annotated[float, Field(ge=0)] = 0.0  # reconstruction anchor on both domains (not in the paper): 0 = the paper's recipe
+    recon: Annotated[float, Field(ge=0)] = (
+        0.0  # reconstruction anchor on both domains (not in the paper): 0 = the paper's recipe
+    )
 
 
 class SweepDimension(Section):
@@ -345,19 +359,24 @@ class SweepDimension(Section):
 
 
 SWEEPABLE = ("colorize", "cyclegan", "munit", "classify")  # sweep stages; each sweeps keys of its own params section
-_SECTIONS: dict[str, type[Section]] = {"colorize": ColorizeParams, "cyclegan": CycleGanParams, "munit": MunitParams, "classify": ClassifyParams}
+_SECTIONS: dict[str, type[Section]] = {
+    "colorize": ColorizeParams,
+    "cyclegan": CycleGanParams,
+    "munit": MunitParams,
+    "classify": ClassifyParams,
+}
 
 
 class SweepParams(Section):
     """Ray Tune sweeps (``python -m stages.sweep --stage <name>``): ASHA over loss weights."""
 
     seed: NonNegInt = 0
-    num_samples: PosInt = 8                  # trials, the first one at the current params
-    max_concurrent: PosInt = 1               # trials at once (1 keeps ASHA's decisions reproducible)
-    grace_period: PosInt = 1                 # reports before ASHA may stop a trial
+    num_samples: PosInt = 8  # trials, the first one at the current params
+    max_concurrent: PosInt = 1  # trials at once (1 keeps ASHA's decisions reproducible)
+    grace_period: PosInt = 1  # reports before ASHA may stop a trial
     reduction_factor: Annotated[int, Field(ge=2)] = 2
-    trial_cpus: Annotated[float, Field(ge=0)] = 1.0   # the trial's driver (it builds the TorchTrainer)
-    workers_per_trial: PosInt = 2            # Ray Train workers of each trial
+    trial_cpus: Annotated[float, Field(ge=0)] = 1.0  # the trial's driver (it builds the TorchTrainer)
+    workers_per_trial: PosInt = 2  # Ray Train workers of each trial
     cpus_per_worker: PosFloat = 1.0
     gpus_per_worker: Annotated[float, Field(ge=0, le=8)] = 0.0  # 0 = CPU; a fraction shares a GPU
     encoder: Literal["scratch", "simsiam", "swav"] = "simsiam"  # backbone of the colorize / cyclegan sweeps
@@ -371,7 +390,9 @@ class SweepParams(Section):
             fields = {k for k, f in _SECTIONS[stage].model_fields.items() if f.annotation is float}
             for name in dims:
                 if name not in fields:
-                    raise ValueError(f"{stage}: '{name}' is not a sweepable parameter (allowed: {', '.join(sorted(fields))})")
+                    raise ValueError(
+                        f"{stage}: '{name}' is not a sweepable parameter (allowed: {', '.join(sorted(fields))})"
+                    )
         return self
 
 

@@ -86,7 +86,9 @@ def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def run_plain(loop: Callable[[dict[str, Any]], None], config: dict[str, Any], threads: int | None = None) -> dict[str, Any]:
+def run_plain(
+    loop: Callable[[dict[str, Any]], None], config: dict[str, Any], threads: int | None = None
+) -> dict[str, Any]:
     """Run ``loop(config)`` in this process as the only rank, without Ray; return its last checkpoint state."""
     global _plain
     if threads is not None:
@@ -248,7 +250,12 @@ def imported_files(module: str, root: str | Path | None = None, packages: tuple[
             for node in ast.walk(ast.parse(f.read_text())):
                 if isinstance(node, ast.Import):
                     todo += [a.name for a in node.names if a.name.split(".")[0] in top]
-                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.split(".")[0] in top:
+                elif (
+                    isinstance(node, ast.ImportFrom)
+                    and node.module
+                    and node.level == 0
+                    and node.module.split(".")[0] in top
+                ):
                     todo += [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
     return seen
 
@@ -274,7 +281,9 @@ def data_fingerprint(paths: Iterable[str | Path]) -> str:
     return h.hexdigest()
 
 
-def run_name(prefix: str, config: dict[str, Any], loop: Callable[..., Any] | None = None, inputs: Iterable[str | Path] = ()) -> str:
+def run_name(
+    prefix: str, config: dict[str, Any], loop: Callable[..., Any] | None = None, inputs: Iterable[str | Path] = ()
+) -> str:
     """``<prefix>-<hash of config, the loop's code and its input data>``.
 
     The same config, code and data resume (or return) the same run; a changed config, a change
@@ -299,7 +308,11 @@ def wait_for_cluster(address: str, timeout_s: float | None = None) -> None:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise UserError(f"RAY_ADDRESS={address} is not host:port (e.g. 127.0.0.1:6379)")
-    timeout_s = float(os.environ.get("PIPELINE_RAY_CONNECT_TIMEOUT_S", RAY_CONNECT_TIMEOUT_S)) if timeout_s is None else timeout_s
+    timeout_s = (
+        float(os.environ.get("PIPELINE_RAY_CONNECT_TIMEOUT_S", RAY_CONNECT_TIMEOUT_S))
+        if timeout_s is None
+        else timeout_s
+    )
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -307,7 +320,9 @@ def wait_for_cluster(address: str, timeout_s: float | None = None) -> None:
                 return
         except OSError as exc:
             if time.monotonic() >= deadline:
-                raise UserError(f"cannot reach the Ray cluster at RAY_ADDRESS={address} after {timeout_s:.0f} s ({exc.strerror or exc})") from None
+                raise UserError(
+                    f"cannot reach the Ray cluster at RAY_ADDRESS={address} after {timeout_s:.0f} s ({exc.strerror or exc})"
+                ) from None
             time.sleep(1)
 
 
@@ -330,7 +345,9 @@ def init_ray(num_cpus: int | None = None) -> None:
         try:
             ray.init(address=address, log_to_driver=True)
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
-            raise UserError(f"cannot reach the Ray cluster at RAY_ADDRESS={address}: {str(exc).splitlines()[0]}") from None
+            raise UserError(
+                f"cannot reach the Ray cluster at RAY_ADDRESS={address}: {str(exc).splitlines()[0]}"
+            ) from None
         return
     dashboard_port = free_port()
     ray.init(
@@ -404,7 +421,9 @@ def fit(
 
     if params.use_gpu and params.num_workers == 0:
         raise UserError("distributed.use_gpu needs distributed.num_workers >= 1")
-    init_ray(num_cpus=max(os.cpu_count() or 1, int(params.num_workers * params.cpus_per_worker) + 1))  # no-op inside a Tune trial
+    init_ray(
+        num_cpus=max(os.cpu_count() or 1, int(params.num_workers * params.cpus_per_worker) + 1)
+    )  # no-op inside a Tune trial
     trainer = TorchTrainer(
         loop,
         train_loop_config=config,
@@ -412,7 +431,10 @@ def fit(
         scaling_config=ScalingConfig(
             num_workers=params.num_workers,
             use_gpu=params.use_gpu,
-            resources_per_worker={"CPU": params.cpus_per_worker, **({"GPU": gpus_per_worker} if params.use_gpu else {})},
+            resources_per_worker={
+                "CPU": params.cpus_per_worker,
+                **({"GPU": gpus_per_worker} if params.use_gpu else {}),
+            },
         ),
         run_config=RunConfig(
             name=name,

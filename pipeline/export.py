@@ -79,7 +79,9 @@ def save_translator(path: str | Path, runs: list[tuple[dict[str, Any], dict[str,
     config = runs[0][0]
     spec = {"task": config["task"], "gan": config["gan"], "encoder": encoder, "decoder_width": config["translate"]["decoder_width"],
             "crop_size": config["translate"]["crop_size"], "backbone_spec": config["backbone_spec"]}  # fmt: skip
-    seeds = {int(c["translate"]["seed"]): {k: st["models"][k] for k in DIRECTIONS if k in st["models"]} for c, st in runs}
+    seeds = {
+        int(c["translate"]["seed"]): {k: st["models"][k] for k in DIRECTIONS if k in st["models"]} for c, st in runs
+    }
     save_torch(path, {"translator": spec, "seeds": seeds})
 
 
@@ -236,7 +238,9 @@ def example_inputs(model: ModelFile, name: str, size: int = 32, n: int = 2) -> t
     if name == "restyle":
         return torch.rand(n, 1, size, size, generator=g), torch.randn(n, model.ckpt["munit"]["style_dim"], generator=g)
     if name == "stylize_like":
-        return torch.rand(n, 3, size, size, generator=g), torch.rand(n + 1, 3, size, size, generator=g)  # any number of exemplars
+        return torch.rand(n, 3, size, size, generator=g), torch.rand(
+            n + 1, 3, size, size, generator=g
+        )  # any number of exemplars
     return (torch.rand(n, 3, size, size, generator=g),)
 
 
@@ -245,4 +249,8 @@ def servables(path: str | Path) -> tuple[dict[str, tuple[nn.Module, tuple[torch.
     and metadata {kind, seed, seeds}."""
     model = load_model(path)
     modules = serving_modules(model)
-    return {name: (m, example_inputs(model, name)) for name, m in modules.items()}, {"kind": model.kind, "seed": model.seeds[0], "seeds": model.seeds}
+    return {name: (m, example_inputs(model, name)) for name, m in modules.items()}, {
+        "kind": model.kind,
+        "seed": model.seeds[0],
+        "seeds": model.seeds,
+    }

@@ -110,7 +110,10 @@ class Meter:
             self.values.setdefault(k, []).append(v.detach() if isinstance(v, torch.Tensor) else torch.tensor(float(v)))
 
     def _host(self) -> dict[str, np.ndarray]:
-        return {k: torch.stack([t.reshape(()).to(v[0].device) for t in v]).double().cpu().numpy() for k, v in self.values.items()}
+        return {
+            k: torch.stack([t.reshape(()).to(v[0].device) for t in v]).double().cpu().numpy()
+            for k, v in self.values.items()
+        }
 
     def means(self) -> dict[str, float]:
         return {k: float(np.mean(a)) for k, a in self._host().items()}
@@ -217,7 +220,9 @@ class TrainingRun:
         if self.w.is_main:
             self.history.append(row)
 
-    def report(self, row: dict[str, Any], show: tuple[str, ...] = (), extra: dict[str, Any] | None = None, **objects: Any) -> None:
+    def report(
+        self, row: dict[str, Any], show: tuple[str, ...] = (), extra: dict[str, Any] | None = None, **objects: Any
+    ) -> None:
         """Keep ``row`` in the history, print it (rank 0) and report it from every rank; rank 0
         checkpoints each object's ``state_dict()`` (models, optimizers), the ``extra`` entries and the
         run's bookkeeping (epoch, history, starts, world size, reports).
@@ -229,7 +234,9 @@ class TrainingRun:
         state = None
         if self.w.is_main:
             shown = " ".join(f"{k} {row[k]:.4f}" for k in show if k in row)
-            print(f"[{self.name}] epoch {self.epoch + 1}/{self.total} {shown} {row['images_per_s']:.0f} img/s", flush=True)
+            print(
+                f"[{self.name}] epoch {self.epoch + 1}/{self.total} {shown} {row['images_per_s']:.0f} img/s", flush=True
+            )
             state = {k: o.state_dict() for k, o in objects.items()} | (extra or {})
             state |= {"epoch": self.epoch, "history": list(self.history), "starts": self.starts, "world_size": self.w.world_size,
                       "reports": self.reports}  # fmt: skip

@@ -75,7 +75,9 @@ def image_grid(rows: Mapping[str, Sequence[Any]], path: str | Path, title: str =
     return _save(fig, path)
 
 
-def bar_chart(values: Mapping[str, float], path: str | Path, title: str, baselines: Mapping[str, float] | None = None) -> Path:
+def bar_chart(
+    values: Mapping[str, float], path: str | Path, title: str, baselines: Mapping[str, float] | None = None
+) -> Path:
     """One bar per name, labelled dashed lines for ``baselines``."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(1.1 * len(values) + 2, 3.4))

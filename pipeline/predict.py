@@ -50,7 +50,11 @@ def find_images(inputs: Iterable[str | Path], bad: BadImages) -> list[tuple[Path
     for item in map(Path, inputs):
         if not item.exists():
             raise UserError(f"input not found: {item}")
-        files = sorted(p for p in item.rglob("*") if p.is_file() and not p.name.startswith(".")) if item.is_dir() else [item]
+        files = (
+            sorted(p for p in item.rglob("*") if p.is_file() and not p.name.startswith("."))
+            if item.is_dir()
+            else [item]
+        )
         for f in files:
             if f.suffix.lower() not in IMAGE_SUFFIXES:
                 bad(f, "not an image file type")
@@ -124,7 +128,9 @@ def square(x: torch.Tensor, size: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     s = min(h, w)
     top, left = (h - s) // 2, (w - s) // 2
-    return F.interpolate(x[..., top : top + s, left : left + s], size=(size, size), mode="area" if s >= size else "bilinear")
+    return F.interpolate(
+        x[..., top : top + s, left : left + s], size=(size, size), mode="area" if s >= size else "bilinear"
+    )
 
 
 def pick_module(model: ModelFile, task: str, seed: int | None, reverse: bool) -> tuple[str, torch.nn.Module]:
@@ -169,7 +175,10 @@ def predict(
     bad = BadFiles(on_bad_image)
     extra: tuple[torch.Tensor, ...] = ()
     if style is not None:
-        exemplars = [square(to_batch(im, dev), EXEMPLAR_SIZE) for _, im in read_images(find_images([style], bad), bad, "style exemplars")]
+        exemplars = [
+            square(to_batch(im, dev), EXEMPLAR_SIZE)
+            for _, im in read_images(find_images([style], bad), bad, "style exemplars")
+        ]
         if not exemplars:
             raise UserError(f"no readable style exemplar in {style}")
         extra = (torch.cat(exemplars),)

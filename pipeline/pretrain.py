@@ -15,8 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline import storage
-from pipeline import distributed
+from pipeline import distributed, storage
 from pipeline.color import to_gray
 from pipeline.config import Params
 from pipeline.data.augment import PhotoBank, color_jitter, crop_resize, hflip, random_resized_boxes, random_squares
@@ -63,7 +62,9 @@ def load_probe(data_root: str | Path, channels: int) -> tuple[torch.Tensor, torc
     return to_tensor(bank, channels), torch.from_numpy(bank_y), to_tensor(query, channels), torch.from_numpy(query_y)
 
 
-def make_views(bank: PhotoBank, n: int, method: str, pre: dict[str, Any], mp: dict[str, Any], g: torch.Generator) -> list[torch.Tensor]:
+def make_views(
+    bank: PhotoBank, n: int, method: str, pre: dict[str, Any], mp: dict[str, Any], g: torch.Generator
+) -> list[torch.Tensor]:
     """Views of ``n`` fresh instances (random squares of the photos), made on ``g``'s device:
     [v1, v2] (SimSiam) or [g1, g2, s1, ..] (SwAV), each (n, C, h, w) in [0, 1]."""
     k, instances = random_squares(bank.sizes, n, tuple(pre["instance_scale"]), g)
@@ -104,7 +105,9 @@ def train_loop(config: dict[str, Any]) -> None:
     steps = max(1, pre["crops_per_epoch"] // pre["batch_size"])
     base_lr = mp["lr"] * pre["batch_size"] / 256
     schedule = Schedule(base_lr, steps * pre["epochs"], pre["warmup_epochs"] * steps, "cosine")
-    opt = torch.optim.SGD(param_groups(model, method, mp), lr=base_lr, momentum=mp["momentum"], weight_decay=mp["weight_decay"])
+    opt = torch.optim.SGD(
+        param_groups(model, method, mp), lr=base_lr, momentum=mp["momentum"], weight_decay=mp["weight_decay"]
+    )
 
     run = TrainingRun(w, pre["epochs"], method, profile=config.get("profile", False))
     run.restore(model=model, optimizer=opt)
@@ -135,7 +138,13 @@ def train_loop(config: dict[str, Any]) -> None:
         row = run.summary(epoch, steps, steps * batch, lr=lr)
         if w.is_main:
             # probe a CPU copy: moving the live (DDP-wrapped) module off its device is unsafe
-            row["knn_top1"] = knn_probe(copy.deepcopy(core.backbone).cpu(), *probe[:2], *probe[2:], k=pre["knn_k"], temperature=pre["knn_temperature"]).top1
+            row["knn_top1"] = knn_probe(
+                copy.deepcopy(core.backbone).cpu(),
+                *probe[:2],
+                *probe[2:],
+                k=pre["knn_k"],
+                temperature=pre["knn_temperature"],
+            ).top1
         run.report(row, ("loss", "z_std", "knn_top1"), model=core, optimizer=opt)
 
 
@@ -146,8 +155,15 @@ def pretrain(params: Params, method: str, data_root: str | Path, storage: str | 
     for name, split in (("photos_full", "train"), ("probe", "bank"), ("probe", "query")):
         read_table(Path(data_root) / name, split, columns=["label"])  # fail here, with one line, not in a worker
     seeds = [params.pretrain.seed, *params.pretrain.extra_seeds]
-    configs = [job_config(params.model_copy(update={"pretrain": params.pretrain.model_copy(update={"seed": s})}), method, data_root) for s in seeds]
-    name = distributed.run_name(method, {"seeds": configs}, train_loop, [Path(data_root) / "photos_full", Path(data_root) / "probe"])
+    configs = [
+        job_config(
+            params.model_copy(update={"pretrain": params.pretrain.model_copy(update={"seed": s})}), method, data_root
+        )
+        for s in seeds
+    ]
+    name = distributed.run_name(
+        method, {"seeds": configs}, train_loop, [Path(data_root) / "photos_full", Path(data_root) / "probe"]
+    )
     return distributed.fit_seeds(train_loop, configs, params.distributed, name, storage)
 
 

@@ -18,13 +18,20 @@ from typing import Any
 
 #: (section title, markdown table file, what the table is measured against)
 TABLES = [
-    ("Claims of the seeds", "metrics/claims.md", "each effect over seeds with its 95 % interval; > 0 means the claim holds"),
+    (
+        "Claims of the seeds",
+        "metrics/claims.md",
+        "each effect over seeds with its 95 % interval; > 0 means the claim holds",
+    ),
     ("Translation", "metrics/translation_table.md", "baselines: ab = 0 (no colour) and the identity (output = input)"),
     ("ACE zero-shot translation", "metrics/ace_table.md", "baselines: the identity and AdaIN feature statistics"),
 ]
 #: (plot file, caption), shown when present
 PLOTS = [
-    ("plots/pretrain_simsiam.png", "SimSiam pretraining: loss, representation spread and kNN top-1 against the untrained backbone and chance"),
+    (
+        "plots/pretrain_simsiam.png",
+        "SimSiam pretraining: loss, representation spread and kNN top-1 against the untrained backbone and chance",
+    ),
     ("plots/pretrain_swav.png", "SwAV pretraining"),
     ("plots/colorize_l1_ab.png", "Colorization: ab L1 per encoder and GAN, beside ab = 0"),
     ("plots/colorize_data_efficiency.png", "Colorization data efficiency (studies/data_efficiency)"),
@@ -134,7 +141,14 @@ def invariance_table(root: Path) -> str:
                      f"{m['ekld_head']:.3f}", f"{m['ekld_tail']:.3f}", f"{m['spearman_size_ekld']:+.2f}", len(m["balanced_acc_per_seed"])])  # fmt: skip
     n_classes = len(next(iter(c["classifiers"].values()))["class_sizes"])
     note = f"<p>Chance balanced accuracy: {1 / n_classes:.2f}. Nuisance: <code>{html.escape(str(c['transform']))}</code>; tail = classes under {c['tail_threshold']} train images.</p>"
-    header = ["classifier", "balanced acc (mean ± sd over seeds)", "eKLD head", "eKLD tail", "Spearman(size, eKLD)", "seeds"]
+    header = [
+        "classifier",
+        "balanced acc (mean ± sd over seeds)",
+        "eKLD head",
+        "eKLD tail",
+        "Spearman(size, eKLD)",
+        "seeds",
+    ]
     return note + html_table(header, rows)
 
 
@@ -149,7 +163,10 @@ def stages_table(runs: Sequence[Mapping[str, Any]]) -> str:
             f"<td>{r['wall_s']:.0f} s</td><td><code>{html.escape(r['commit'][:10])}</code></td><td>{html.escape(r['cpu_capability'])}</td>"
             f"<td><details><summary>{len(r['params'])} params</summary><pre>{html.escape(params)}</pre></details></td></tr>"
         )  # fmt: skip
-    head = "".join(f"<th>{h}</th>" for h in ("stage", "MLflow run id", "status", "wall time", "git commit", "CPU kernels", "params"))
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in ("stage", "MLflow run id", "status", "wall time", "git commit", "CPU kernels", "params")
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
@@ -174,4 +191,8 @@ def build(root: str | Path, runs: Sequence[Mapping[str, Any]], title: str, commi
 
 def _section(root: Path, name: str) -> str:
     path = root / name
-    return markdown_to_html(path.read_text()) if path.is_file() else f'<p class="note">not run yet ({html.escape(name)} missing)</p>'
+    return (
+        markdown_to_html(path.read_text())
+        if path.is_file()
+        else f'<p class="note">not run yet ({html.escape(name)} missing)</p>'
+    )

@@ -119,12 +119,17 @@ def capacity_warning(sw: SweepParams, cluster: dict[str, float]) -> str | None:
     (``ray.cluster_resources()``) has, else None. Tune reserves only a trial's driver
     (``trial_cpus``); its Ray Train workers are asked for after it starts. On a cluster that does
     not grow, trials that started therefore hold their drivers and wait forever for workers."""
-    per_trial = {"CPU": sw.trial_cpus + sw.workers_per_trial * sw.cpus_per_worker, "GPU": sw.workers_per_trial * sw.gpus_per_worker}
+    per_trial = {
+        "CPU": sw.trial_cpus + sw.workers_per_trial * sw.cpus_per_worker,
+        "GPU": sw.workers_per_trial * sw.gpus_per_worker,
+    }
     for resource, need in per_trial.items():
         have = cluster.get(resource, 0.0)
         if need > 0 and sw.max_concurrent * need > have + 1e-9:
             fit = int((have + 1e-9) // need)
-            advice = f"set sweep.max_concurrent: {fit}" if fit else "give each trial fewer workers (sweep.workers_per_trial)"
+            advice = (
+                f"set sweep.max_concurrent: {fit}" if fit else "give each trial fewer workers (sweep.workers_per_trial)"
+            )
             return (f"warning: {sw.max_concurrent} concurrent trial(s) need {sw.max_concurrent * need:g} {resource} "
                     f"({need:g} each: the driver and {sw.workers_per_trial} workers) and the Ray cluster has {have:g} now; "
                     f"unless it autoscales, {advice} or the trials wait forever for their workers")  # fmt: skip
@@ -150,7 +155,11 @@ def build_job(params: Params, stage: str, data_root: str | Path, models_root: st
         reports = math.ceil(cp.epochs / cp.checkpoint_every)
     config["cpus_per_worker"] = sw.cpus_per_worker
     dist = params.distributed.model_copy(
-        update={"num_workers": sw.workers_per_trial, "cpus_per_worker": sw.cpus_per_worker, "use_gpu": sw.gpus_per_worker > 0}
+        update={
+            "num_workers": sw.workers_per_trial,
+            "cpus_per_worker": sw.cpus_per_worker,
+            "use_gpu": sw.gpus_per_worker > 0,
+        }
     )
     return Job(stage, config, reports, dist, sw.gpus_per_worker, distributed.checkpoint_storage(storage))
 
@@ -174,7 +183,9 @@ def _trial(sampled: dict[str, Any], job: Job) -> None:
     config = copy.deepcopy(job.config)
     config[STAGES[job.stage].section].update(sampled)
     name = f"{job.stage}-{tune.get_context().get_trial_id()}"
-    distributed.fit(STAGES[job.stage].loop, config, job.distributed, name, job.storage, [ForwardReports()], job.gpus_per_worker)
+    distributed.fit(
+        STAGES[job.stage].loop, config, job.distributed, name, job.storage, [ForwardReports()], job.gpus_per_worker
+    )
 
 
 _TRIAL_ID = re.compile(r"[0-9a-f]{5}_\d{5}")
@@ -245,7 +256,9 @@ class ReleaseOrphanedGroups(tune.Callback):
             return
         self._last = now
         if released := distributed.release_orphaned_placement_groups():
-            print(f"sweep: released {released} placement group(s) a stopped trial's Ray Train run left behind", flush=True)
+            print(
+                f"sweep: released {released} placement group(s) a stopped trial's Ray Train run left behind", flush=True
+            )
 
 
 def trial_records(grid: Any, metric: str, max_reports: int) -> list[dict[str, Any]]:
@@ -256,13 +269,23 @@ def trial_records(grid: Any, metric: str, max_reports: int) -> list[dict[str, An
     checkpoint was saved, so the resumed run goes on after it."""
     records = []
     for result in grid:
-        trial_id = _TRIAL_ID.search(posixpath.basename(result.path)).group(0)  # the trial's folder: <trainable>_<trial id>_...
+        trial_id = _TRIAL_ID.search(posixpath.basename(result.path)).group(
+            0
+        )  # the trial's folder: <trainable>_<trial id>_...
         df = result.metrics_dataframe
         rows = [] if df is None or metric not in df else df.dropna(subset=[metric]).to_dict("records")
-        rows = list({int(r["report"]): r for r in rows}.values())  # a report redone after a restart counts once, as last seen
+        rows = list(
+            {int(r["report"]): r for r in rows}.values()
+        )  # a report redone after a restart counts once, as last seen
         history = sorted((int(r["report"]), float(r[metric])) for r in rows)
         nodes = set().union(*(set(str(r.get("nodes", "")).split(",")) for r in rows)) - {"", "nan"} if rows else set()
-        status = "FAILED" if result.error is not None else "FINISHED" if history and history[-1][0] >= max_reports else "KILLED"
+        status = (
+            "FAILED"
+            if result.error is not None
+            else "FINISHED"
+            if history and history[-1][0] >= max_reports
+            else "KILLED"
+        )
         records.append({"trial": trial_index(trial_id), "trial_id": trial_id, "config": dict(result.config),
                         "history": history, "nodes": nodes, "status": status})  # fmt: skip
     return sorted(records, key=lambda r: r["trial"])
@@ -297,7 +320,9 @@ def exp_run_command(section: str, config: dict[str, Any]) -> str:
     return "dvc exp run " + " ".join(f"-S '{section}.{k}={v:.6g}'" for k, v in sorted(config.items()))
 
 
-def run(params: Params, stage: str, parent: StageRun, job: Job, storage: str | Path, resume: str | None = None) -> dict[str, Any]:
+def run(
+    params: Params, stage: str, parent: StageRun, job: Job, storage: str | Path, resume: str | None = None
+) -> dict[str, Any]:
     """Run the ASHA sweep of ``stage`` (or carry on the one at ``resume``, a Tune experiment path
     from :func:`latest_sweep`, from where it stopped: finished trials are kept, unfinished ones
     resume from their checkpoints); returns the summary written to ``metrics/sweep_<stage>.json``."""
@@ -324,11 +349,22 @@ def run(params: Params, stage: str, parent: StageRun, job: Job, storage: str | P
                 metric=spec.metric,
                 mode=spec.mode,
                 num_samples=sw.num_samples,
-                scheduler=ASHAScheduler(time_attr="report", max_t=job.max_reports,
-                                        grace_period=min(sw.grace_period, job.max_reports), reduction_factor=sw.reduction_factor),
-                search_alg=BasicVariantGenerator(points_to_evaluate=[current], max_concurrent=sw.max_concurrent, random_state=sw.seed),
+                scheduler=ASHAScheduler(
+                    time_attr="report",
+                    max_t=job.max_reports,
+                    grace_period=min(sw.grace_period, job.max_reports),
+                    reduction_factor=sw.reduction_factor,
+                ),
+                search_alg=BasicVariantGenerator(
+                    points_to_evaluate=[current], max_concurrent=sw.max_concurrent, random_state=sw.seed
+                ),
             ),  # fmt: skip
-            run_config=tune.RunConfig(name=name, storage_path=sweep_root, callbacks=[TrialRuns(fixed, job.max_reports), ReleaseOrphanedGroups()], verbose=1),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=sweep_root,
+                callbacks=[TrialRuns(fixed, job.max_reports), ReleaseOrphanedGroups()],
+                verbose=1,
+            ),
         )
     parent.set_tags({"sweep.tune_experiment": path, "sweep.resumed": str(bool(resume))})
     _LIVE = LiveSweep(ChildRuns(parent), bool(resume), {})
@@ -343,7 +379,9 @@ def run(params: Params, stage: str, parent: StageRun, job: Job, storage: str | P
     saved = tune.ExperimentAnalysis(path).trials
     unfinished = sw.num_samples - sum(t.status in ("TERMINATED", "ERROR") for t in saved)
     if unfinished:
-        raise UserError(f"sweep interrupted with {unfinished} trial(s) unfinished; carry on with: python -m stages.sweep --stage {stage} --resume")
+        raise UserError(
+            f"sweep interrupted with {unfinished} trial(s) unfinished; carry on with: python -m stages.sweep --stage {stage} --resume"
+        )
     records = trial_records(grid, spec.metric, job.max_reports)
     best = best_trial(records, spec.mode)
     baseline = records[0]
@@ -356,7 +394,11 @@ def run(params: Params, stage: str, parent: StageRun, job: Job, storage: str | P
         "metric": spec.metric,
         "mode": spec.mode,
         "best": {"trial": best["trial"], "config": best["config"], spec.metric: best["history"][-1][1]},
-        "baseline": {"trial": 0, "config": baseline["config"], spec.metric: baseline["history"][-1][1] if baseline["history"] else None},
+        "baseline": {
+            "trial": 0,
+            "config": baseline["config"],
+            spec.metric: baseline["history"][-1][1] if baseline["history"] else None,
+        },
         "dvc_exp_run": exp_run_command(spec.section, best["config"]),
         "trials": trials,
         "num_samples": sw.num_samples,

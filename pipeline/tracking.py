@@ -24,6 +24,7 @@ from typing import Any
 from pipeline.errors import UserError
 from pipeline.io import write_json
 
+
 def project_root() -> Path:
     """The project whose store this is: ``DVC_ROOT`` (set by DVC) or the working directory, and for
     a temporary DVC experiment workspace (``<repo>/.dvc/tmp/exps/...``) the repo that holds it."""
@@ -57,9 +58,17 @@ def host_tags() -> dict[str, str]:
 
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
-        models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
+        models = [
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ]
         cpu = models[0] if models else cpu
-    tags = {"host.cpu": cpu, "host.cpu_capability": torch.backends.cpu.get_cpu_capability(), "host.torch": torch.__version__}
+    tags = {
+        "host.cpu": cpu,
+        "host.cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "host.torch": torch.__version__,
+    }
     if torch.cuda.is_available():
         tags["host.gpu"] = torch.cuda.get_device_name(0)
     return tags
@@ -131,7 +140,9 @@ class StageRun:
 
         mlflow.log_dict(obj, name)
 
-    def log_models(self, path: str | Path, servables: Mapping[str, tuple[Any, tuple[Any, ...]]], metadata: Mapping[str, Any]) -> dict[str, str]:
+    def log_models(
+        self, path: str | Path, servables: Mapping[str, tuple[Any, tuple[Any, ...]]], metadata: Mapping[str, Any]
+    ) -> dict[str, str]:
         """Log each {name: (torch module, example inputs)} of the model file ``path`` as an MLflow
         PyTorch model called ``name``; return {name: model URI}. With ``tracking.log_models: false``
         (:func:`stage_run`'s ``log_models``) only a tag says so, and nothing is returned.
@@ -161,8 +172,12 @@ class StageRun:
             with torch.no_grad():
                 output = module(*inputs)
             names = ["image", "style"][: len(inputs)]
-            signature = ModelSignature(Schema([spec(t, n) for t, n in zip(inputs, names)]), Schema([spec(output, "output")]))
-            registered = None if self.register is None else self.register if len(servables) == 1 else f"{self.register}-{name}"
+            signature = ModelSignature(
+                Schema([spec(t, n) for t, n in zip(inputs, names)]), Schema([spec(output, "output")])
+            )
+            registered = (
+                None if self.register is None else self.register if len(servables) == 1 else f"{self.register}-{name}"
+            )
             info = mlflow.pytorch.log_model(
                 module, name=name, input_example=tuple(t.numpy() for t in inputs), signature=signature, serialization_format="pt2",
                 extra_files=[str(path)], pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"], registered_model_name=registered,
@@ -173,7 +188,11 @@ class StageRun:
         return uris
 
     def finish(
-        self, metrics: Mapping[str, Any], step: int | None = None, metrics_root: str | Path = "metrics", name: str | None = None
+        self,
+        metrics: Mapping[str, Any],
+        step: int | None = None,
+        metrics_root: str | Path = "metrics",
+        name: str | None = None,
     ) -> Path:
         """Log the final metrics (at ``step``, e.g. one past the last epoch) and write them to
         ``metrics/<stage>.json`` (or ``metrics/<name>.json``)."""
@@ -213,7 +232,9 @@ def stage_runs(experiment: str) -> list[dict[str, Any]]:
         return []
     latest: dict[str, Any] = {}
     finished = "attributes.status = 'FINISHED'"
-    for run in client.search_runs([exp.experiment_id], finished, order_by=["attributes.start_time ASC"], max_results=5000):
+    for run in client.search_runs(
+        [exp.experiment_id], finished, order_by=["attributes.start_time ASC"], max_results=5000
+    ):
         stage = run.data.tags.get("dvc.stage")
         if stage and "mlflow.parentRunId" not in run.data.tags:
             latest[stage] = run

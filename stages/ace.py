@@ -56,14 +56,26 @@ def main() -> None:
         history = states[first]["history"]  # the curves shown are the first seed's
         run.log_history(history)
         write_json(f"plots/{stage}.json", history)
-        curves = ["loss_contrastive", "content_std", "loss_recon", "style_diversity"] if args.mode == "pretrain" else ["loss_content", "loss_style", "loss_gan", "style_diversity"]
+        curves = (
+            ["loss_contrastive", "content_std", "loss_recon", "style_diversity"]
+            if args.mode == "pretrain"
+            else ["loss_content", "loss_style", "loss_gan", "style_diversity"]
+        )
         png = plot_history(history, curves, f"plots/{stage}.png", f"{stage} ({encoder} backbone, seed {first})")
         run.log_artifact(png, "plots")
-        per_seed = {str(seed): {k: v for k, v in st["history"][-1].items() if k != "epoch"} for seed, st in states.items()}
+        per_seed = {
+            str(seed): {k: v for k, v in st["history"][-1].items() if k != "epoch"} for seed, st in states.items()
+        }
         metrics = mean_over_seeds(list(per_seed.values())) | {"seeds": list(states), "per_seed": per_seed, "epochs": len(history),
                                                                "world_size": states[first]["world_size"], "encoder": encoder}  # fmt: skip
-        run.finish(metrics, step=len(history), name="ace_train" if args.mode == "pretrain" else None)  # metrics/ace.json is ace_eval's table
-        summary = " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k in ("loss_contrastive", "val_recon_l1", "val_content_std", "style_diversity", "loss_content"))
+        run.finish(
+            metrics, step=len(history), name="ace_train" if args.mode == "pretrain" else None
+        )  # metrics/ace.json is ace_eval's table
+        summary = " ".join(
+            f"{k} {v:.4f}"
+            for k, v in metrics.items()
+            if k in ("loss_contrastive", "val_recon_l1", "val_content_std", "style_diversity", "loss_content")
+        )
         print(f"{stage} (mean over seeds {list(states)}): {summary}")
 
 

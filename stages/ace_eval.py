@@ -43,7 +43,9 @@ def labels(encoder: str) -> dict[str, str]:
 def markdown(table: dict[str, dict[str, float]], encoder: str, fd_features: str) -> str:
     lines = [f"| photo -> painting (test) | L1 | PSNR | SSIM | FD ({fd_features}) | KID |", "|---|---|---|---|---|---|"]
     for key, s in table.items():
-        lines.append(f"| {labels(encoder)[key]} | {s['l1_rgb']:.4f} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['fd']:.2f} | {s['kid']:.4f} |")
+        lines.append(
+            f"| {labels(encoder)[key]} | {s['l1_rgb']:.4f} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['fd']:.2f} | {s['kid']:.4f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -51,7 +53,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--data", default="data/prepared")
-    ap.add_argument("--styles", default=None, help="style exemplars: a folder of images (default: the painting train split)")
+    ap.add_argument(
+        "--styles", default=None, help="style exemplars: a folder of images (default: the painting train split)"
+    )
     ap.add_argument("--zero-shot", default="models/ace.pt")
     ap.add_argument("--finetuned", default="models/ace_finetune.pt")
     ap.add_argument("--stylize", default="metrics/stylize.json", help="CycleGAN scores (translate_report)")
@@ -61,18 +65,28 @@ def main() -> None:
     exemplars = ace.load_exemplars(args.styles or Path(args.data) / "painting")
     zero_models, fine_models = ace.load_ace(args.zero_shot), ace.load_ace(args.finetuned)  # {seed: model}
     if set(zero_models) != set(fine_models):
-        raise UserError(f"{args.zero_shot} has seeds {sorted(zero_models)} but {args.finetuned} has {sorted(fine_models)}: rerun `dvc repro ace_finetune`")
+        raise UserError(
+            f"{args.zero_shot} has seeds {sorted(zero_models)} but {args.finetuned} has {sorted(fine_models)}: rerun `dvc repro ace_finetune`"
+        )
     rgb, target = painted_twins(args.data)
     if exemplars.shape[-2:] != rgb.shape[-2:]:
-        raise UserError(f"style exemplars are {tuple(exemplars.shape[-2:])} px but the photos are {tuple(rgb.shape[-2:])} px: give exemplars of that size")
+        raise UserError(
+            f"style exemplars are {tuple(exemplars.shape[-2:])} px but the photos are {tuple(rgb.shape[-2:])} px: give exemplars of that size"
+        )
     first = min(zero_models)
     zero, fine = zero_models[first], fine_models[first]  # the grid and the multimodal check show the first seed
     styles = ace.pick_exemplars(exemplars, ac.eval_exemplars, first)
 
-    with stage_run("ace_eval", {"ace": ac.model_dump(), "styles": args.styles or "painting train split"}, params.tracking.experiment) as run:
+    with stage_run(
+        "ace_eval",
+        {"ace": ac.model_dump(), "styles": args.styles or "painting train split"},
+        params.tracking.experiment,
+    ) as run:
         torch.manual_seed(first)
         table: dict[str, dict[str, float]] = {"identity": score_paintings(rgb, target, params)}
-        adain = ace.adain_transfer(zero, rgb, styles, ac.adain_steps, ac.adain_lr)  # the frozen backbone only: one for all seeds
+        adain = ace.adain_transfer(
+            zero, rgb, styles, ac.adain_steps, ac.adain_lr
+        )  # the frozen backbone only: one for all seeds
         table["adain"] = score_paintings(adain, target, params)
         stylize = json.loads(Path(args.stylize).read_text()) if Path(args.stylize).is_file() else {}
         if ac.encoder in stylize:
@@ -85,7 +99,9 @@ def main() -> None:
             floor = ace.best_style_per_image(z, rgb, target, start, ac.floor_steps, ac.floor_lr)
             per_seed[str(seed)] = {
                 "ace_zero_shot": score_paintings(ace.translate(z, rgb, start), target, params),
-                "ace_finetuned": score_paintings(ace.translate(f, rgb, ace.domain_style(f, seed_styles)), target, params),
+                "ace_finetuned": score_paintings(
+                    ace.translate(f, rgb, ace.domain_style(f, seed_styles)), target, params
+                ),
                 "ace_self_style": score_paintings(ace.reconstruct(z, rgb), target, params),  # what fidelity alone costs
                 "ace_floor": score_paintings(floor, target, params),
             }
@@ -105,9 +121,16 @@ def main() -> None:
         rows = {"style exemplars": [blank, *rgb_images(grid_styles)]}
         for i in range(len(contents)):
             rows[f"content {i}"] = [*rgb_images(contents[i : i + 1]), *rgb_images(outs[i])]
-        grid = image_grid(rows, "plots/ace_grid.png", "ACE zero-shot: rows = contents (first column), columns = style exemplars", 1.0)
+        grid = image_grid(
+            rows, "plots/ace_grid.png", "ACE zero-shot: rows = contents (first column), columns = style exemplars", 1.0
+        )
         l1s = {key: s["l1_rgb"] for key, s in table.items() if key != "identity"}
-        bars = bar_chart(l1s, "plots/ace_l1.png", "photo -> painting test L1 (lower is better)", {"identity": table["identity"]["l1_rgb"]})
+        bars = bar_chart(
+            l1s,
+            "plots/ace_l1.png",
+            "photo -> painting test L1 (lower is better)",
+            {"identity": table["identity"]["l1_rgb"]},
+        )
         with atomic_file("metrics/ace_table.md") as tmp:
             tmp.write_text(markdown(table, ac.encoder, params.translate.fd_features))
         for path in (grid, bars, Path("metrics/ace_table.md")):
@@ -120,7 +143,9 @@ def main() -> None:
                    "test_images": len(rgb), "style_exemplars": len(styles)}  # fmt: skip
         run.finish(metrics, name="ace")
     print(markdown(table, ac.encoder, params.translate.fd_features))
-    print(f"ace_eval: content similarity own {own:.3f} vs others {others:.3f}; style diversity {multimodal['style_diversity']:.4f}")
+    print(
+        f"ace_eval: content similarity own {own:.3f} vs others {others:.3f}; style diversity {multimodal['style_diversity']:.4f}"
+    )
 
 
 if __name__ == "__main__":

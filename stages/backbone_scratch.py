@@ -28,7 +28,13 @@ def main() -> None:
     args = ap.parse_args()
     params = load_params(args.params)
     pre = params.pretrain
-    with stage_run("backbone_scratch", {"pretrain": pre.model_dump()}, params.tracking.experiment, params.tracking.log_models, args.register) as run:
+    with stage_run(
+        "backbone_scratch",
+        {"pretrain": pre.model_dump()},
+        params.tracking.experiment,
+        params.tracking.log_models,
+        args.register,
+    ) as run:
         torch.manual_seed(pre.seed)  # the pretraining loops build their backbone first after this seed
         backbone = ResNet18(pre.width, pre.channels)
         metrics = evaluate_backbone(backbone, params, args.data)

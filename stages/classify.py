@@ -30,7 +30,9 @@ def main() -> None:
     logged = {"classify": params.classify.model_dump(), "distributed": params.distributed.model_dump(),
               "transform": params.prepare.digits_lt.transform}  # fmt: skip
     with stage_run(stage, logged, params.tracking.experiment, params.tracking.log_models, args.register) as run:
-        state = train(params, args.method, args.data, args.augmented, args.storage or f"checkpoints/classify_{args.method}")
+        state = train(
+            params, args.method, args.data, args.augmented, args.storage or f"checkpoints/classify_{args.method}"
+        )
         history = state["history"]
         out = f"models/classify_{args.method}.pt"
         save_torch(out, {"seeds": state["done"], "width": params.classify.width, "method": args.method})
@@ -44,8 +46,10 @@ def main() -> None:
         run.finish({"train_acc_last_epoch": [r["train_acc"] for r in last], "val_balanced_acc_last_epoch": [r["val_balanced_acc"] for r in last],
                     "seeds": [r["seed"] for r in last],
                     "world_size": state["world_size"], "resumed_at": state["starts"][1:]}, step=len(history))  # fmt: skip
-        print(f"{stage}: {len(state['done'])} classifiers, last-epoch train acc {[round(r['train_acc'], 3) for r in last]}, "
-              f"fresh-draw balanced acc {[round(r['val_balanced_acc'], 3) for r in last]}")
+        print(
+            f"{stage}: {len(state['done'])} classifiers, last-epoch train acc {[round(r['train_acc'], 3) for r in last]}, "
+            f"fresh-draw balanced acc {[round(r['val_balanced_acc'], 3) for r in last]}"
+        )
 
 
 if __name__ == "__main__":

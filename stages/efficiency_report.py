@@ -44,9 +44,17 @@ def main() -> None:
             errors={enc: [half[enc][str(f)] for f in args.fractions] for enc in ENCODERS},
         )  # fmt: skip
         run.log_artifact(png, "plots")
-        run.finish({"l1_ab": table, "l1_ab_ci95_half_width": half, "l1_ab_ab0": ab0, "fractions": args.fractions}, step=0, name="colorize_efficiency")
+        run.finish(
+            {"l1_ab": table, "l1_ab_ci95_half_width": half, "l1_ab_ab0": ab0, "fractions": args.fractions},
+            step=0,
+            name="colorize_efficiency",
+        )
         for enc in ENCODERS:
-            print(f"{enc:8s} " + "  ".join(f"f={f}: {table[enc][str(f)]:.4f}" for f in args.fractions) + f"  (ab=0: {ab0:.4f})")
+            print(
+                f"{enc:8s} "
+                + "  ".join(f"f={f}: {table[enc][str(f)]:.4f}" for f in args.fractions)
+                + f"  (ab=0: {ab0:.4f})"
+            )
 
 
 if __name__ == "__main__":

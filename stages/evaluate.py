@@ -27,7 +27,9 @@ def main() -> None:
     cp, transform = params.classify, params.prepare.digits_lt.transform
     logged = {"classify": cp.model_dump(), "augment": params.augment.model_dump(), "transform": transform}
     with stage_run("evaluate", logged, params.tracking.experiment) as run:
-        labels = np.asarray(read_table(Path(args.data) / "digits_lt", "train", columns=["label"]).column("label").to_pylist())
+        labels = np.asarray(
+            read_table(Path(args.data) / "digits_lt", "train", columns=["label"]).column("label").to_pylist()
+        )
         sizes = {int(c): int(n) for c, n in zip(*np.unique(labels, return_counts=True))}
         table = {}
         for method in METHODS:
@@ -53,8 +55,10 @@ def main() -> None:
         run.finish(summary, name="classify")
         for m in METHODS:
             t = table[m]
-            print(f"{m:7s} balanced_acc {t['balanced_acc']:.3f}±{t['balanced_acc_std']:.3f}  eKLD head {t['ekld_head']:.3f} "
-                  f"tail {t['ekld_tail']:.3f}±{t['ekld_tail_std']:.3f}  spearman {t['spearman_size_ekld']:+.2f}")
+            print(
+                f"{m:7s} balanced_acc {t['balanced_acc']:.3f}±{t['balanced_acc_std']:.3f}  eKLD head {t['ekld_head']:.3f} "
+                f"tail {t['ekld_tail']:.3f}±{t['ekld_tail_std']:.3f}  spearman {t['spearman_size_ekld']:+.2f}"
+            )
 
 
 if __name__ == "__main__":

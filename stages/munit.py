@@ -50,8 +50,17 @@ def main() -> None:
         rows = {}
         for i in range(len(contents)):
             real = to_uint8(contents[i])
-            rows[f"content {i}"] = [real] + [to_uint8(o[i]) for o in outs] + [apply_nuisance(real, draw_nuisance(transform, rng)) for _ in range(6)]
-        grid = image_grid(rows, "plots/munit_samples.png", f"MUNIT: real | 6 random styles | 6 draws of the true nuisance '{transform}'", 0.8)
+            rows[f"content {i}"] = (
+                [real]
+                + [to_uint8(o[i]) for o in outs]
+                + [apply_nuisance(real, draw_nuisance(transform, rng)) for _ in range(6)]
+            )
+        grid = image_grid(
+            rows,
+            "plots/munit_samples.png",
+            f"MUNIT: real | 6 random styles | 6 draws of the true nuisance '{transform}'",
+            0.8,
+        )
         metrics = {"style_diversity": style_diversity(model, x, mp.diversity_styles), "recon_l1": reconstruction_l1(model, x),
                    "loss_g": history[-1]["loss_g"], "loss_d": history[-1]["loss_d"], "epochs": len(history),
                    "world_size": state["world_size"], "resumed_at_epochs": state["starts"][1:]}  # fmt: skip

@@ -43,7 +43,9 @@ def main() -> None:
         summary = predict(args.task, load_model(path), args.input, args.output, style=args.style, seed=args.seed, size=args.size,
                           on_bad_image=args.on_bad_image, overwrite=args.overwrite, reverse=args.reverse, device=device)  # fmt: skip
     skipped = f" ({summary['skipped']} bad files skipped)" if summary["skipped"] else ""
-    print(f"predict {args.task}: {summary['images']} images -> {summary['output']}{skipped} [{summary['kind']} {args.model}, seed {summary['seed']}, {device}]")
+    print(
+        f"predict {args.task}: {summary['images']} images -> {summary['output']}{skipped} [{summary['kind']} {args.model}, seed {summary['seed']}, {device}]"
+    )
 
 
 if __name__ == "__main__":

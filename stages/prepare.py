@@ -52,7 +52,9 @@ def main() -> None:
     with atomic_dir(args.out) as tmp:
         for name, recs in all_sets.items():
             counts[name] = write_set(tmp / name, recs)
-            print(f"prepare: {name}: " + ", ".join(f"{k}={v}" for k, v in sorted(counts[name].items())), file=sys.stderr)
+            print(
+                f"prepare: {name}: " + ", ".join(f"{k}={v}" for k, v in sorted(counts[name].items())), file=sys.stderr
+            )
 
     grid = image_grid(sample_rows(all_sets), "plots/prepare_samples.png", "prepare: samples of every set")
     metrics = {"counts": counts, "bad_images_skipped": len(bad.skipped), **photo_sets.info, **probe.info, **digits.info}

@@ -20,7 +20,9 @@ DEFAULT_PATHS = ["metrics", "plots", "reports", "dvc.lock"]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--to", default=None, help=f"results root (default: ${storage.ENV}/results)")
-    ap.add_argument("paths", nargs="*", default=DEFAULT_PATHS, help=f"what to copy (default: {' '.join(DEFAULT_PATHS)})")
+    ap.add_argument(
+        "paths", nargs="*", default=DEFAULT_PATHS, help=f"what to copy (default: {' '.join(DEFAULT_PATHS)})"
+    )
     args = ap.parse_args()
     root = args.to or (f"{storage.storage_uri()}/results" if storage.storage_uri() else None)
     if root is None:

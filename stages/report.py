@@ -18,12 +18,16 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--root", default=".", help="folder holding metrics/ and plots/")
     ap.add_argument("--out", default="reports/index.html")
-    ap.add_argument("--runs", default="reports/runs.json", help="every stage's MLflow run (id, status, wall time, commit) as JSON")
+    ap.add_argument(
+        "--runs", default="reports/runs.json", help="every stage's MLflow run (id, status, wall time, commit) as JSON"
+    )
     args = ap.parse_args()
     params = load_params(args.params)
     runs = stage_runs(params.tracking.experiment)
     with stage_run("report", {"profile": params.tracking.profile}, params.tracking.experiment) as run:
-        page = build(args.root, runs, f"ssl-i2i study ({params.tracking.experiment})", git_commit(), params.tracking.profile)
+        page = build(
+            args.root, runs, f"ssl-i2i study ({params.tracking.experiment})", git_commit(), params.tracking.profile
+        )
         with atomic_file(args.out) as tmp:
             tmp.write_text(page)
         write_json(args.runs, [{k: v for k, v in r.items() if k != "params"} for r in runs])

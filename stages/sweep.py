@@ -29,7 +29,11 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=None, help="override sweep.num_samples")
     ap.add_argument("--metrics", default="metrics", help="folder of sweep_<stage>.json")
     ap.add_argument("--plots", default="plots", help="folder of sweep_<stage>.png")
-    ap.add_argument("--resume", action="store_true", help="carry on the latest sweep of this stage under --storage after an interruption")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="carry on the latest sweep of this stage under --storage after an interruption",
+    )
     args = ap.parse_args()
     params = load_params(args.params)
     space = search_space(params, args.stage)  # unknown stage / empty space: one line, before Ray starts
@@ -38,22 +42,35 @@ def main() -> None:
             raise UserError(f"--samples must be >= 1, got {args.samples}")
         params = params.model_copy(update={"sweep": params.sweep.model_copy(update={"num_samples": args.samples})})
     job = build_job(params, args.stage, args.data, args.models, args.storage)
-    resume = latest_sweep(args.storage, args.stage) if args.resume else None  # nothing to resume: one line, before Ray starts
+    resume = (
+        latest_sweep(args.storage, args.stage) if args.resume else None
+    )  # nothing to resume: one line, before Ray starts
     connect(params)  # an unreachable RAY_ADDRESS fails here, after a bounded wait, before any MLflow run
     name = f"sweep_{args.stage}"
-    logged = {"sweep": params.sweep.model_dump(exclude={"space"}), "space": {k: v.model_dump(exclude_none=True) for k, v in space.items()}}
+    logged = {
+        "sweep": params.sweep.model_dump(exclude={"space"}),
+        "space": {k: v.model_dump(exclude_none=True) for k, v in space.items()},
+    }
 
     with stage_run(name, logged, params.tracking.experiment) as parent:
         summary = run(params, args.stage, parent, job, args.storage, resume=resume)
         metric = summary["metric"]
         series = {f"trial {t['trial']}" + (" (params.yaml)" if t["trial"] == 0 else ""): (t["history_reports"], t["history"])
                   for t in summary["trials"] if t["history"]}  # fmt: skip
-        png = line_plot(series, f"{args.plots}/{name}.png", "report (epoch)", metric, f"{name}: ASHA, {summary['stopped_early']} stopped early")
+        png = line_plot(
+            series,
+            f"{args.plots}/{name}.png",
+            "report (epoch)",
+            metric,
+            f"{name}: ASHA, {summary['stopped_early']} stopped early",
+        )
         parent.log_artifact(png, "plots")
         best, base = summary["best"], summary["baseline"]
         parent.finish(summary, name=name, metrics_root=args.metrics)
         parent.log_metrics({f"best_{metric}": best[metric], f"baseline_{metric}": base[metric] or float("nan")})
-    print(f"{name}: {len(summary['trials'])} trials, {summary['stopped_early']} stopped early by ASHA, {summary['wall_s']:.0f} s")
+    print(
+        f"{name}: {len(summary['trials'])} trials, {summary['stopped_early']} stopped early by ASHA, {summary['wall_s']:.0f} s"
+    )
     print(f"  params.yaml (trial 0): {metric} {base[metric]}")
     print(f"  best (trial {best['trial']}): {metric} {best[metric]:.4f}  {best['config']}")
     print(f"  reproduce it in the pipeline:\n    {summary['dvc_exp_run']}")

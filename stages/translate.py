@@ -14,8 +14,17 @@ from pipeline.io import write_json
 from pipeline.metrics.seeds import mean_over_seeds
 from pipeline.plots import image_grid, plot_history
 from pipeline.tracking import add_register_option, stage_run
-from pipeline.translate import (ENCODERS, GANS, check_stylizer, evaluate_colorization, evaluate_stylization, generators_from_state, sample_rows,
-                              served_weights, train)
+from pipeline.translate import (
+    ENCODERS,
+    GANS,
+    check_stylizer,
+    evaluate_colorization,
+    evaluate_stylization,
+    generators_from_state,
+    sample_rows,
+    served_weights,
+    train,
+)
 
 TASKS = ("colorize", "stylize")
 
@@ -31,7 +40,9 @@ def main() -> None:
     ap.add_argument("--storage", default="checkpoints/translate", help="Ray Train run folder (resumable)")
     ap.add_argument("--train-fraction", type=float, default=None,
                     help="override <task>.train_fraction; the stage is then named <stage>-f<fraction>")  # fmt: skip
-    ap.add_argument("--out", default=None, help="model file; default models/<stage>.pt (e.g. models/colorize_simsiam_cgan.pt)")
+    ap.add_argument(
+        "--out", default=None, help="model file; default models/<stage>.pt (e.g. models/colorize_simsiam_cgan.pt)"
+    )
     add_register_option(ap)
     args = ap.parse_args()
     if args.task not in TASKS:
@@ -67,7 +78,9 @@ def main() -> None:
             per_seed[str(seed)] = {**scores, "val_l1_last_epoch": history[-1]["val_l1"], "steps_per_s": history[-1]["steps_per_s"],
                               "resumed_at_epochs": state["starts"][1:]}  # fmt: skip
         out = args.out or f"models/{tag}.pt"
-        save_translator(out, [(config, {**state, "models": served_weights(state)}) for config, state in runs], args.encoder)
+        save_translator(
+            out, [(config, {**state, "models": served_weights(state)}) for config, state in runs], args.encoder
+        )
         run.log_models(out, *servables(out))
         config, state = runs[0]
         history = state["history"]  # the curves shown are the first seed's; every seed's scores are kept
@@ -78,14 +91,20 @@ def main() -> None:
         write_json(f"plots/{tag}.json", history)
         curves = ["loss_g", "loss_d", "val_l1"]
         baselines = {"val_l1": {"ab = 0": history[-1]["val_l1_ab0"]}} if args.task == "colorize" else None
-        png = plot_history(history, curves, f"plots/{tag}.png", f"{stage} (seed {config['translate']['seed']})", baselines)
-        grid = image_grid(sample_rows(first_samples, args.task), f"plots/{tag}_samples.png", f"{stage}: input | output | target", 1.0)
+        png = plot_history(
+            history, curves, f"plots/{tag}.png", f"{stage} (seed {config['translate']['seed']})", baselines
+        )
+        grid = image_grid(
+            sample_rows(first_samples, args.task), f"plots/{tag}_samples.png", f"{stage}: input | output | target", 1.0
+        )
         run.log_artifact(png, "plots")
         run.log_artifact(grid, "plots")
         run.finish(metrics, step=len(history))
         key = "l1_ab" if args.task == "colorize" else "l1_rgb"
         spread = [per_seed[s][key] for s in per_seed]
-        print(f"{stage}: {key} {metrics[key]:.4f} (seeds {', '.join(f'{v:.4f}' for v in spread)}) psnr {metrics['psnr']:.2f} ssim {metrics['ssim']:.3f} fd {metrics['fd']:.2f}")
+        print(
+            f"{stage}: {key} {metrics[key]:.4f} (seeds {', '.join(f'{v:.4f}' for v in spread)}) psnr {metrics['psnr']:.2f} ssim {metrics['ssim']:.3f} fd {metrics['fd']:.2f}"
+        )
 
 
 if __name__ == "__main__":

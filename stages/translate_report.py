@@ -29,7 +29,11 @@ def read_variant(path: Path) -> dict:
 
 def display_name(key: str, gan: str = "cyclegan") -> str:
     """'simsiam-cgan' -> 'SimSiam + cGAN'; 'ab0' -> 'ab = 0'; 'swav' (stylize) -> 'SwAV + CycleGAN'."""
-    trivial = {"ab0": "ab = 0 (no colour)", "identity": "identity (output = input)", "palette": "palette oracle (the renderer's colour step)"}
+    trivial = {
+        "ab0": "ab = 0 (no colour)",
+        "identity": "identity (output = input)",
+        "palette": "palette oracle (the renderer's colour step)",
+    }
     if key in trivial:
         return trivial[key]
     enc, _, g = key.partition("-")
@@ -62,7 +66,11 @@ def main() -> None:
         identity = {k: v for k, v in evaluate_stylization(None, params, args.data).items() if k != "samples"}
         pp = params.prepare.painting
         palette = evaluate_painter(lambda rgb: palette_rgb(rgb, pp.saturation, pp.levels), params, args.data)
-        stylize = {"identity": identity, "palette": palette, **{e: read_variant(root / f"stylize_{e}.json") for e in ENCODERS}}
+        stylize = {
+            "identity": identity,
+            "palette": palette,
+            **{e: read_variant(root / f"stylize_{e}.json") for e in ENCODERS},
+        }
         notes = {"l1_ab_scale": "mean |ab_pred - ab_true| / 110 over pixels (network scale)",
                  "l1_rgb_scale": "mean absolute error of RGB in [0, 1]",
                  "l1_luma_chroma": "l1_rgb split: L1 of the luminance, and L1 of RGB minus luminance (the colours)",
@@ -71,7 +79,9 @@ def main() -> None:
                  "seeds": f"every variant is the mean over translate.seeds {params.translate.seeds}; per_seed keeps each",
                  "kid_paintings_split_half": identity["kid_paintings_split_half"]}  # fmt: skip
         table = markdown("Colorization (test photos; lower L1/FD/KID, higher PSNR/SSIM is better)", colorize, COLS)
-        table += "\n" + markdown("Style transfer photo -> painting (against the exact filtered twins)", stylize, STYLE_COLS)
+        table += "\n" + markdown(
+            "Style transfer photo -> painting (against the exact filtered twins)", stylize, STYLE_COLS
+        )
         table += "\n" + "\n".join(f"- {k}: {v}" for k, v in notes.items()) + "\n"
         with atomic_file(root / "translation_table.md") as tmp:
             tmp.write_text(table)

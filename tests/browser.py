@@ -2,7 +2,7 @@
 read every image's natural size and take a full-page screenshot.
 
 Chromium comes from the system packages (Debian: ``apt-get install chromium``); nothing is
-downloaded. Tests that need it skip when it is missing, unless ``PIPELINE_REQUIRE_BROWSER=1``
+downloaded. Tests that need it skip when it is missing, unless ``PIPELINE_REQUIRE_BROWSER=1`` or ``CI`` is set
 (``.ci/run`` sets it after installing Chromium), where a missing browser fails them.
 """
 
@@ -30,7 +30,16 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 def browser_available() -> bool:
     """Whether Chromium is installed, or must be (PIPELINE_REQUIRE_BROWSER=1: then :func:`render` fails without it)."""
-    return os.environ.get("PIPELINE_REQUIRE_BROWSER") == "1" or any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome"))
+    return _required() or any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome"))
+
+
+def _required() -> bool:
+    """In CI (``CI`` set) or with ``PIPELINE_REQUIRE_BROWSER=1`` a missing Chromium fails the tests that need it."""
+    return os.environ.get("PIPELINE_REQUIRE_BROWSER") == "1" or os.environ.get("CI", "").lower() not in (
+        "",
+        "0",
+        "false",
+    )
 
 
 def chromium() -> str:
@@ -38,7 +47,7 @@ def chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if path := shutil.which(name):
             return path
-    if os.environ.get("PIPELINE_REQUIRE_BROWSER") == "1":
+    if _required():
         pytest.fail("Chromium not found (apt-get install chromium)")
     pytest.skip("Chromium not found (apt-get install chromium)")
 
@@ -71,7 +80,9 @@ async def _drive(ws_url: str, url: str, width: int) -> PageResult:
         def event(msg: dict) -> None:
             method, p = msg.get("method"), msg.get("params", {})
             if method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                result.errors.append("console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
+                result.errors.append(
+                    "console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
+                )
             elif method == "Runtime.exceptionThrown":
                 result.errors.append("exception: " + p["exceptionDetails"].get("text", ""))
             elif method == "Log.entryAdded" and p["entry"].get("level") == "error":
@@ -90,7 +101,13 @@ async def _drive(ws_url: str, url: str, width: int) -> PageResult:
              ".map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth, height: i.naturalHeight}))})"  # fmt: skip
         page = json.loads((await call("Runtime.evaluate", expression=js, returnByValue=True))["result"]["value"])
         result.title, result.images = page["title"], page["images"]
-        await call("Emulation.setDeviceMetricsOverride", width=width, height=min(page["h"], 16000), deviceScaleFactor=1, mobile=False)
+        await call(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=min(page["h"], 16000),
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         shot = await call("Page.captureScreenshot", format="png")
         result.screenshot = base64.b64decode(shot["data"])
     return result
@@ -104,8 +121,12 @@ def render(url: str, width: int = 1200) -> PageResult:
     profile = tempfile.mkdtemp(prefix="chromium-")
     # Its own process group: the renderer and crash handler it forks go down with it, so
     # none is still writing into the profile while the profile is removed.
-    proc = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         port_file = Path(profile) / "DevToolsActivePort"
         deadline = time.monotonic() + 60
@@ -124,4 +145,3 @@ def render(url: str, width: int = 1200) -> PageResult:
             if not os.path.exists(profile):
                 break
             time.sleep(0.1)
-

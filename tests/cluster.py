@@ -30,7 +30,13 @@ def ray_env() -> dict[str, str]:
 
 
 def start_node(
-    temp_dir: Path, gcs_port: int, head_address: str | None, num_cpus: int, log: Path, resources: str | None = None, dashboard_port: int = 0
+    temp_dir: Path,
+    gcs_port: int,
+    head_address: str | None,
+    num_cpus: int,
+    log: Path,
+    resources: str | None = None,
+    dashboard_port: int = 0,
 ) -> subprocess.Popen:
     """``ray start --block`` for a head (``head_address`` None, on ``gcs_port``) or a worker joining ``head_address``."""
     cmd = [RAY, "start", "--block", f"--num-cpus={num_cpus}", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
@@ -64,7 +70,9 @@ def _alive_nodes(dashboard_port: int) -> int:
     return 0
 
 
-def _start_until_alive(start, nodes: int, what: str, logs: str, timeout: float = 120, attempts: int = 3) -> tuple[subprocess.Popen, int]:
+def _start_until_alive(
+    start, nodes: int, what: str, logs: str, timeout: float = 120, attempts: int = 3
+) -> tuple[subprocess.Popen, int]:
     """Start a node with ``start(attempt) -> (process, dashboard port)`` and wait until the cluster's
     state API lists ``nodes`` nodes ALIVE. On a loaded machine `ray start` can give up on its own
     raylet (30 s, fixed in Ray) and exit, head or worker alike; such a start is retried (``start``
@@ -107,7 +115,9 @@ def local_cluster(num_cpus: int = 4, workers: int = 0, worker_cpus: int = 2) -> 
     def head(attempt: int) -> tuple[subprocess.Popen, int]:
         nonlocal port
         port, dashboard, tag = free_port(), free_port(), f"-{attempt}" if attempt else ""
-        return start_node(base / f"r{tag}", port, None, num_cpus, base / f"head{tag}.log", dashboard_port=dashboard), dashboard
+        return start_node(
+            base / f"r{tag}", port, None, num_cpus, base / f"head{tag}.log", dashboard_port=dashboard
+        ), dashboard
 
     try:  # the head's dashboard (the state API and `ray job submit`'s server) is slow to come up on a loaded machine
         proc, dashboard = _start_until_alive(head, 1, "the Ray head", f"{base}/head*.log", timeout=300)
@@ -117,7 +127,9 @@ def local_cluster(num_cpus: int = 4, workers: int = 0, worker_cpus: int = 2) -> 
 
             def worker(attempt: int, i: int = i) -> tuple[subprocess.Popen, int]:
                 tag = f"w{i}" if attempt == 0 else f"w{i}-{attempt}"  # its own temp dir: see start_node
-                return start_node(base / tag, port, address, worker_cpus, base / f"{tag}.log", f'{{"node_{i + 1}": 1}}'), dashboard
+                return start_node(
+                    base / tag, port, address, worker_cpus, base / f"{tag}.log", f'{{"node_{i + 1}": 1}}'
+                ), dashboard
 
             # the head, the workers before this one, and this one
             procs.append(_start_until_alive(worker, i + 2, f"worker node {i}", f"{base}/w{i}*.log")[0])

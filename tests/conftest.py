@@ -125,7 +125,12 @@ def s3(tmp_path, monkeypatch):
     from pipeline.distributed import free_port
 
     port, log = free_port(), tmp_path / "moto.log"
-    proc = subprocess.Popen([str(MOTO), "-H", "127.0.0.1", "-p", str(port)], stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(MOTO), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
     for k, v in env.items():
@@ -134,7 +139,9 @@ def s3(tmp_path, monkeypatch):
         deadline = time.monotonic() + 60
         while True:
             try:
-                urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/study", method="PUT"), timeout=2)  # create the bucket
+                urllib.request.urlopen(
+                    urllib.request.Request(f"http://127.0.0.1:{port}/study", method="PUT"), timeout=2
+                )  # create the bucket
                 break
             except OSError:
                 assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-2000:]
@@ -152,4 +159,8 @@ def s3_keys(uri: str) -> list[str]:
     from pipeline import storage
 
     fs, path = storage.filesystem(uri)
-    return sorted(i.path for i in fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True)) if i.type == pafs.FileType.File)
+    return sorted(
+        i.path
+        for i in fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+        if i.type == pafs.FileType.File
+    )

@@ -17,8 +17,13 @@ from pipeline.invariance import classify, munit
 from pipeline.pretrain import train_loop
 from pipeline.ssl.swav import sinkhorn
 
-LOOPS = {"pretrain": train_loop, "translate": translate.train_loop, "classify": classify.train_loop, "munit": munit.train_loop,
-         "ace": ace.train_loop}
+LOOPS = {
+    "pretrain": train_loop,
+    "translate": translate.train_loop,
+    "classify": classify.train_loop,
+    "munit": munit.train_loop,
+    "ace": ace.train_loop,
+}
 
 
 def sinkhorn_shards(config: dict[str, Any]) -> None:
@@ -56,4 +61,6 @@ def killed_once(config: dict[str, Any]) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
         threading.Thread(target=kill_after_first_checkpoint, daemon=True).start()
-    LOOPS[config["loop"]]({k: v for k, v in config.items() if k not in ("kill_marker", "run_dir", "loop", "kill_in_sequence")})
+    LOOPS[config["loop"]](
+        {k: v for k, v in config.items() if k not in ("kill_marker", "run_dir", "loop", "kill_in_sequence")}
+    )

@@ -47,6 +47,7 @@ def test_adaptive_instance_augmentation_changes_style_not_layout():
     for u, v in ((a, b), (a, h)):
         assert (u.mean(dim=(2, 3)) - v.mean(dim=(2, 3))).abs().mean() > 0.3
         assert (u.std(dim=(2, 3)) - v.std(dim=(2, 3))).abs().mean() > 0.3
+
     # ... while every channel's spatial pattern is the same: |correlation| with the input is 1
     def corr(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         u, v = u.flatten(2) - u.flatten(2).mean(2, keepdim=True), v.flatten(2) - v.flatten(2).mean(2, keepdim=True)
@@ -69,7 +70,9 @@ def test_autoencoder_step_leaves_the_content_encoder_unchanged():
     before_e = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     row = ace.autoencoder_step(model, disc, opts, x, AC)
     assert all(np.isfinite(v) for v in row.values())
-    assert all(torch.equal(before_c[k], v) for k, v in model.content_encoder.state_dict().items())  # weights and BN statistics
+    assert all(
+        torch.equal(before_c[k], v) for k, v in model.content_encoder.state_dict().items()
+    )  # weights and BN statistics
     assert all(torch.equal(before_e[k], v) for k, v in model.encoder.state_dict().items())  # the frozen backbone
     assert any(not torch.equal(before_d[k], v) for k, v in model.decoder.state_dict().items())  # the decoder did learn
     # and the contrastive step trains the content encoder (only it and the predictor)
@@ -86,7 +89,10 @@ def test_training_steps_cut_the_losses_on_a_fixed_batch():
     opt_c = torch.optim.Adam(model.contrastive_parameters(), 2e-3)
     opts = (torch.optim.Adam(model.autoencoder_parameters(), 2e-3), torch.optim.Adam(disc.parameters(), 2e-4))
     g = torch.Generator().manual_seed(0)
-    rows = [ace.contrastive_step(model, opt_c, x, 1.0, g) | ace.autoencoder_step(model, disc, opts, x, AC) for _ in range(40)]
+    rows = [
+        ace.contrastive_step(model, opt_c, x, 1.0, g) | ace.autoencoder_step(model, disc, opts, x, AC)
+        for _ in range(40)
+    ]
     assert np.mean([r["loss_recon"] for r in rows[-5:]]) < 0.7 * np.mean([r["loss_recon"] for r in rows[:5]])
     assert np.mean([r["loss_contrastive"] for r in rows[-5:]]) < np.mean([r["loss_contrastive"] for r in rows[:5]])
 
@@ -152,7 +158,9 @@ def test_backbone_of_the_wrong_architecture_is_one_line(tmp_path):
     save_torch(path, {"state_dict": {}, "spec": {"arch": "vgg19"}})
     with pytest.raises(UserError, match=r"architecture 'vgg19' is not resnet18_cifar"):
         encoder_backbone("simsiam", path)
-    save_torch(path, {"state_dict": {"w": torch.zeros(1)}, "spec": {"arch": "resnet18_cifar", "width": 8, "in_channels": 3}})
+    save_torch(
+        path, {"state_dict": {"w": torch.zeros(1)}, "spec": {"arch": "resnet18_cifar", "width": 8, "in_channels": 3}}
+    )
     with pytest.raises(UserError, match="weights do not match its spec"):
         encoder_backbone("simsiam", path)
 

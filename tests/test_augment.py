@@ -56,7 +56,9 @@ def test_crop_areas_and_aspects_follow_their_ranges():
 
 
 def test_color_jitter_matches_torchvision_functionals_per_image():
-    x = A.crop_resize(A.PhotoBank(photos(), torch.device("cpu")).images, torch.arange(3), torch.tensor([[0.0, 0, 80, 80]] * 3), 16)
+    x = A.crop_resize(
+        A.PhotoBank(photos(), torch.device("cpu")).images, torch.arange(3), torch.tensor([[0.0, 0, 80, 80]] * 3), 16
+    )
     for i in range(3):  # no hue rotation (jitter 0 for hue cannot be isolated): check b, c, s one at a time
         for name, ref in (("b", TF.adjust_brightness), ("c", TF.adjust_contrast), ("s", TF.adjust_saturation)):
             f = 1.3

@@ -35,7 +35,10 @@ def test_claim_holds_only_when_the_interval_leaves_zero():
 
 
 def test_mean_over_seeds_averages_numbers_in_nested_dicts():
-    rows = [{"l1": 1.0, "by": {"a": 2.0}, "name": "x", "ok": True}, {"l1": 3.0, "by": {"a": 4.0}, "name": "y", "ok": False}]
+    rows = [
+        {"l1": 1.0, "by": {"a": 2.0}, "name": "x", "ok": True},
+        {"l1": 3.0, "by": {"a": 4.0}, "name": "y", "ok": False},
+    ]
     assert mean_over_seeds(rows) == {"l1": 2.0, "by": {"a": 3.0}, "name": "x", "ok": True}
 
 
@@ -43,7 +46,10 @@ def _metrics(ssl_l1: list[float], stylize_l1: list[float], zero: list[float], fi
     seeds = [str(s) for s in range(len(ssl_l1))]
     pre = {"knn_gain": 0.05, "knn_gain_ci95_vs_seed0": [0.02, 0.09], "knn_gain_std_over_init_seeds": 0.01,
            "knn_top1": 0.6, "knn_top1_untrained": 0.55, "knn_chance": 0.1}  # fmt: skip
-    cgan = lambda v: {"per_seed": {s: {"l1_ab": x} for s, x in zip(seeds, v)}}  # noqa: E731
+
+    def cgan(v):
+        return {"per_seed": {s: {"l1_ab": x} for s, x in zip(seeds, v)}}
+
     stylize = {"identity": {"l1_rgb": 0.10, "kid": 0.05, "kid_paintings_split_half": 0.0}, "palette": {"l1_rgb": 0.04, "kid": 0.001},
                **{e: {"per_seed": {s: {"l1_rgb": x, "kid": 0.04 + x} for s, x in zip(seeds, stylize_l1)}} for e in ("scratch", "simsiam", "swav")}}  # fmt: skip
     ace = {"table": {"identity": {"l1_rgb": 0.10}, "ace_zero_shot": {"l1_rgb": float(np.mean(zero))}, "ace_floor": {"l1_rgb": 0.05}},
@@ -56,15 +62,30 @@ def _metrics(ssl_l1: list[float], stylize_l1: list[float], zero: list[float], fi
 
 def _invariance_metrics(oracle_acc: list[float], git_tail: list[float], margins: list[float]) -> dict:
     n = len(oracle_acc)
-    row = lambda acc, tail, mean, rho: {"seeds": list(range(n)), "balanced_acc_per_seed": acc, "ekld_tail_per_seed": tail,  # noqa: E731
-                                         "ekld_mean_per_seed": mean, "spearman_size_ekld_per_seed": rho}
+
+    def row(acc, tail, mean, rho):
+        return {
+            "seeds": list(range(n)),
+            "balanced_acc_per_seed": acc,
+            "ekld_tail_per_seed": tail,
+            "ekld_mean_per_seed": mean,
+            "spearman_size_ekld_per_seed": rho,
+        }
+
     erm_acc = [0.50, 0.48, 0.52, 0.49, 0.51]
     classify = {"transform": "rot", "classifiers": {
         "erm": row(erm_acc, [2.4, 2.5, 2.3, 2.6, 2.4], [1.0, 1.1, 0.9, 1.0, 1.05], [-0.6, -0.7, -0.5, -0.65, -0.55]),
         "drs": row(erm_acc, [2.0] * n, [0.9] * n, [0.0] * n),
         "git": row([a + 0.005 for a in erm_acc], git_tail, [0.8] * n, [0.0] * n),
         "oracle": row(oracle_acc, [0.2] * n, [0.1, 0.12, 0.09, 0.11, 0.1], [0.0] * n)}}  # fmt: skip
-    augment = {"style_margin_per_image": margins, "recon_l1": 0.04, "style_diversity": 0.06, "recon_s": 0.3, "munit_seed": 0, "styles": 4}
+    augment = {
+        "style_margin_per_image": margins,
+        "recon_l1": 0.04,
+        "style_diversity": 0.06,
+        "recon_s": 0.3,
+        "munit_seed": 0,
+        "styles": 4,
+    }
     return {"classify": classify, "augment": augment}
 
 
@@ -73,10 +94,20 @@ def test_invariance_claims_pair_the_methods_by_seed_and_judge_each_effect():
                                                                          [0.01, -0.02, 0.015, -0.012, 0.004]), "default")}  # fmt: skip
     assert list(claims) == ["oracle_beats_erm_bal_acc", "erm_ekld_falls_with_size", "oracle_lowest_ekld", "git_lowers_tail_ekld",
                             "git_keeps_bal_acc", "munit_style_alive"]  # fmt: skip
-    assert claims["oracle_beats_erm_bal_acc"]["per_seed"] == pytest.approx([0.30, 0.37, 0.38, 0.33, 0.37]) and claims["oracle_beats_erm_bal_acc"]["holds"]
-    assert claims["erm_ekld_falls_with_size"]["value"] == pytest.approx(0.6) and claims["erm_ekld_falls_with_size"]["holds"]
-    assert claims["oracle_lowest_ekld"]["per_seed"] == pytest.approx([0.8 - 0.1, 0.8 - 0.12, 0.8 - 0.09, 0.8 - 0.11, 0.8 - 0.1])  # GIT is the best of the three here
-    assert not claims["git_lowers_tail_ekld"]["holds"] and claims["git_lowers_tail_ekld"]["per_seed"][0] == pytest.approx(0.8 * 2.4 - 2.5)
+    assert (
+        claims["oracle_beats_erm_bal_acc"]["per_seed"] == pytest.approx([0.30, 0.37, 0.38, 0.33, 0.37])
+        and claims["oracle_beats_erm_bal_acc"]["holds"]
+    )
+    assert (
+        claims["erm_ekld_falls_with_size"]["value"] == pytest.approx(0.6)
+        and claims["erm_ekld_falls_with_size"]["holds"]
+    )
+    assert claims["oracle_lowest_ekld"]["per_seed"] == pytest.approx(
+        [0.8 - 0.1, 0.8 - 0.12, 0.8 - 0.09, 0.8 - 0.11, 0.8 - 0.1]
+    )  # GIT is the best of the three here
+    assert not claims["git_lowers_tail_ekld"]["holds"] and claims["git_lowers_tail_ekld"]["per_seed"][
+        0
+    ] == pytest.approx(0.8 * 2.4 - 2.5)
     assert claims["git_keeps_bal_acc"]["value"] == pytest.approx(0.015) and claims["git_keeps_bal_acc"]["holds"]
     alive = claims["munit_style_alive"]
     assert not alive["holds"] and len(alive["per_seed"]) == 5 and "one MUNIT run" in alive["ci_method"]
@@ -88,30 +119,57 @@ def test_invariance_claims_pair_the_methods_by_seed_and_judge_each_effect():
 
 def test_study_claims_sign_and_judge_each_effect():
     params = parse_params(tiny_raw())
-    claims = {c["id"]: c for c in study_claims(_metrics([0.18, 0.19, 0.17], [0.08, 0.085, 0.082], [0.2, 0.18, 0.19], [0.3, 0.25, 0.28]), params)}
+    claims = {
+        c["id"]: c
+        for c in study_claims(
+            _metrics([0.18, 0.19, 0.17], [0.08, 0.085, 0.082], [0.2, 0.18, 0.19], [0.3, 0.25, 0.28]), params
+        )
+    }
     assert list(claims) == ["ssl_knn_gain_simsiam", "ssl_knn_gain_swav", "colorize_ssl_beats_scratch_simsiam", "colorize_ssl_beats_scratch_swav",
                             "stylize_beats_identity", "stylize_kid_below_identity", "ace_zero_shot_beats_identity", "ace_finetune_beats_zero_shot", "ace_floor_beats_identity",
                             "oracle_beats_erm_bal_acc", "erm_ekld_falls_with_size", "oracle_lowest_ekld", "git_lowers_tail_ekld", "git_keeps_bal_acc",
                             "munit_style_alive"]  # fmt: skip
     assert claims["ssl_knn_gain_simsiam"]["holds"] and not claims["ssl_knn_gain_swav"]["holds"]
     lo, hi = claims["ssl_knn_gain_simsiam"]["ci95"]
-    assert hi - lo > 0.09 - 0.02 and (lo + hi) / 2 == pytest.approx(0.05)  # centred on the gain; the init spread widens the query bootstrap
-    assert claims["colorize_ssl_beats_scratch_simsiam"]["value"] == pytest.approx(0.02) and claims["colorize_ssl_beats_scratch_simsiam"]["holds"]
-    assert claims["colorize_ssl_beats_scratch_swav"]["value"] < 0 and not claims["colorize_ssl_beats_scratch_swav"]["holds"]
+    assert hi - lo > 0.09 - 0.02 and (lo + hi) / 2 == pytest.approx(
+        0.05
+    )  # centred on the gain; the init spread widens the query bootstrap
+    assert (
+        claims["colorize_ssl_beats_scratch_simsiam"]["value"] == pytest.approx(0.02)
+        and claims["colorize_ssl_beats_scratch_simsiam"]["holds"]
+    )
+    assert (
+        claims["colorize_ssl_beats_scratch_swav"]["value"] < 0
+        and not claims["colorize_ssl_beats_scratch_swav"]["holds"]
+    )
     assert claims["stylize_beats_identity"]["holds"] and len(claims["stylize_beats_identity"]["per_seed"]) == 9
-    assert claims["stylize_beats_identity"]["baseline"] == "identity, L1 0.1000; palette oracle 0.0400"  # the oracle row is no stylizer run
+    assert (
+        claims["stylize_beats_identity"]["baseline"] == "identity, L1 0.1000; palette oracle 0.0400"
+    )  # the oracle row is no stylizer run
     assert claims["stylize_kid_below_identity"]["value"] < 0 and not claims["stylize_kid_below_identity"]["holds"]
-    assert not claims["ace_zero_shot_beats_identity"]["holds"] and claims["ace_zero_shot_beats_identity"]["value"] == pytest.approx(-0.09)
+    assert not claims["ace_zero_shot_beats_identity"]["holds"] and claims["ace_zero_shot_beats_identity"][
+        "value"
+    ] == pytest.approx(-0.09)
     assert not claims["ace_finetune_beats_zero_shot"]["holds"]
-    assert all(c["profile"] == "default" and {"statement", "baseline", "ci_method", "seeds"} <= set(c) for c in claims.values())
+    assert all(
+        c["profile"] == "default" and {"statement", "baseline", "ci_method", "seeds"} <= set(c) for c in claims.values()
+    )
     table = markdown(list(claims.values()))
     assert "| `stylize_beats_identity` | +0.0177 |" in table and table.count("\n") == 2 + len(claims)
     # pretrain.extra_seeds: the kNN gain's interval is a t interval over the pretraining seeds
     m = _metrics([0.18, 0.19, 0.17], [0.08, 0.085, 0.082], [0.2, 0.18, 0.19], [0.3, 0.25, 0.28])
     m["pretrain_swav"]["knn_gain_per_seed"] = {"0": 0.05, "1": 0.04, "2": 0.06}
     swav = {c["id"]: c for c in study_claims(m, params)}["ssl_knn_gain_swav"]
-    assert swav["seeds"] == [0, 1, 2] and swav["per_seed"] == [0.05, 0.04, 0.06] and swav["ci_method"].startswith("t over pretraining seeds")
-    assert swav["value"] == pytest.approx(0.05) and swav["ci95"][0] == pytest.approx(0.05 - 4.303 * 0.01 / 3**0.5, abs=1e-3) and swav["holds"]
+    assert (
+        swav["seeds"] == [0, 1, 2]
+        and swav["per_seed"] == [0.05, 0.04, 0.06]
+        and swav["ci_method"].startswith("t over pretraining seeds")
+    )
+    assert (
+        swav["value"] == pytest.approx(0.05)
+        and swav["ci95"][0] == pytest.approx(0.05 - 4.303 * 0.01 / 3**0.5, abs=1e-3)
+        and swav["holds"]
+    )
 
 
 def test_claims_stage_names_the_missing_metrics_file(tmp_path):
@@ -120,6 +178,11 @@ def test_claims_stage_names_the_missing_metrics_file(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-m", "stages.claims", "--metrics", str(tmp_path)], cwd=root, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "stages.claims", "--metrics", str(tmp_path)], cwd=root, capture_output=True, text=True
+    )
     assert out.returncode == 2
-    assert out.stderr.strip() == f"error: {tmp_path / 'pretrain_simsiam.json'} not found: run `dvc repro` up to the stage that writes it"
+    assert (
+        out.stderr.strip()
+        == f"error: {tmp_path / 'pretrain_simsiam.json'} not found: run `dvc repro` up to the stage that writes it"
+    )

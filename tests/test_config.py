@@ -23,13 +23,19 @@ def test_repo_params_are_valid_and_complete():
     ("raw", "expected"),
     [
         ({"pretrain": {"widht": 8}}, "pretrain.widht: unknown key (allowed: "),
-        ({"bogus": {}}, "bogus: unknown key (allowed: ace, ace_finetune, augment, classify, colorize, cyclegan, distributed, munit, "
-                        "prepare, pretrain, simsiam, stylize, swav, sweep, tracking, translate)"),
+        (
+            {"bogus": {}},
+            "bogus: unknown key (allowed: ace, ace_finetune, augment, classify, colorize, cyclegan, distributed, munit, "
+            "prepare, pretrain, simsiam, stylize, swav, sweep, tracking, translate)",
+        ),
         ({"pretrain": {"width": "wide"}}, "pretrain.width: Input should be a valid integer"),
         ({"pretrain": {"width": 0}}, "pretrain.width: Input should be greater than or equal to 4 (got 0)"),
         ({"simsiam": {"lr": -1.0}}, "simsiam.lr: Input should be greater than 0"),
         ({"prepare": {"on_bad_image": "ignore"}}, "prepare.on_bad_image: Input should be 'skip' or 'fail'"),
-        ({"prepare": {"digits_lt": {"transform": "blur"}}}, "prepare.digits_lt.transform: Input should be 'rot', 'bg' or 'dil'"),
+        (
+            {"prepare": {"digits_lt": {"transform": "blur"}}},
+            "prepare.digits_lt.transform: Input should be 'rot', 'bg' or 'dil'",
+        ),
         ({"pretrain": {"scale": [0.9, 0.1]}}, "pretrain: scale must be [low, high]"),
         ({"prepare": {"photos": {"source": "folder"}}}, "prepare.photos: source 'folder' needs 'path'"),
         ({"distributed": {"use_gpu": "yes"}}, "distributed.use_gpu: Input should be a valid boolean"),
@@ -59,15 +65,22 @@ def test_missing_and_invalid_files(tmp_path):
 
 
 def test_translation_and_git_params_are_checked():
-    with pytest.raises(UserError, match=r"classify: Value error, decay_epochs must be increasing and below epochs|classify: decay_epochs"):
+    with pytest.raises(
+        UserError,
+        match=r"classify: Value error, decay_epochs must be increasing and below epochs|classify: decay_epochs",
+    ):
         parse_params(tiny_raw(classify={"decay_epochs": [50]}))
     with pytest.raises(UserError, match=r"translate: freeze_encoder_epochs \(9\) must be <= epochs"):
         parse_params(tiny_raw(translate={"freeze_encoder_epochs": 9}))
-    with pytest.raises(UserError, match=r"prepare.digits_lt.transform: Input should be 'rot', 'bg' or 'dil' \(got 'blur'\)"):
+    with pytest.raises(
+        UserError, match=r"prepare.digits_lt.transform: Input should be 'rot', 'bg' or 'dil' \(got 'blur'\)"
+    ):
         parse_params(tiny_raw(prepare={"digits_lt": {"transform": "blur"}}))
     with pytest.raises(UserError, match=r"distributed.num_workers: Input should be greater than 0"):
         parse_params(tiny_raw(distributed={"num_workers": 0}))
-    with pytest.raises(UserError, match=r"pretrain: .*extra_seeds must be distinct and differ from seed \(0\), got \[1, 0\]"):
+    with pytest.raises(
+        UserError, match=r"pretrain: .*extra_seeds must be distinct and differ from seed \(0\), got \[1, 0\]"
+    ):
         parse_params(tiny_raw(pretrain={"extra_seeds": [1, 0]}))
     with pytest.raises(UserError, match=r"extra_seeds must be distinct .* got \[2, 2\]"):
         parse_params(tiny_raw(pretrain={"extra_seeds": [2, 2]}))

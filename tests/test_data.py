@@ -9,9 +9,9 @@ from PIL import Image
 from pipeline.config import parse_params
 from pipeline.data import sources
 from pipeline.data.longtail import assign_counts, class_counts, exp_counts, zipf_counts
+from pipeline.data.painting import brush_strokes, edge_darkening, painterly, saturate
 from pipeline.data.prepare import _paint, build_digits_lt, build_photo_sets, split_photos
 from pipeline.data.shards import Record, decode_png, read_images, read_table, write_set
-from pipeline.data.painting import brush_strokes, edge_darkening, painterly, saturate
 from pipeline.data.transforms import apply_nuisance, draw_nuisance, kuwahara, posterize, random_patches, to_tensor
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir, load_torch, save_torch, write_json
@@ -25,7 +25,16 @@ def test_parquet_round_trip(tmp_path):
     grey = rng.integers(0, 256, (4, 6), dtype=np.uint8)
     recs = [
         Record(rgb, "photo", "train", "a", 3),
-        Record(grey, "digits", "test", "b", 1, clean=grey[::-1].copy(), transform={"name": "rot", "angle": 5.0}, transform_seed=9),
+        Record(
+            grey,
+            "digits",
+            "test",
+            "b",
+            1,
+            clean=grey[::-1].copy(),
+            transform={"name": "rot", "angle": 5.0},
+            transform_seed=9,
+        ),
     ]
     counts = write_set(tmp_path / "set", recs, rows_per_shard=1)
     assert counts == {"train": 1, "test": 1}
@@ -180,7 +189,9 @@ def test_brush_strokes_follow_the_edges_and_contours_get_ink():
     step[:, 8:] = 200.0
     dark = edge_darkening(step, 1.0)
     assert dark[:, 7].mean() < 50  # the dark side of the contour gets an ink line
-    assert np.allclose(dark[:, :4], 100.0, atol=1) and np.allclose(dark[:, 8:], 200.0)  # away from it, and the bright side, stay
+    assert np.allclose(dark[:, :4], 100.0, atol=1) and np.allclose(
+        dark[:, 8:], 200.0
+    )  # away from it, and the bright side, stay
     pale = np.full((4, 4, 3), (140.0, 120.0, 100.0))
     assert np.isclose(np.ptp(saturate(pale, 2.0)[0, 0]), 2 * np.ptp(pale[0, 0]))
 
@@ -248,7 +259,9 @@ def test_grey_only_photos_and_too_small_photos_are_refused(tmp_path):
     raw = tiny_raw(prepare={"photos": {"source": "folder", "path": str(tmp_path), "test_sources": ["b.png"]}})
     with pytest.raises(UserError, match="only grey images"):
         build_photo_sets(parse_params(raw).prepare, sources.BadImages("fail"))
-    raw = tiny_raw(prepare={"photos": {"source": "folder", "path": str(tmp_path), "test_sources": ["b.png"], "patch_size": 64}})
+    raw = tiny_raw(
+        prepare={"photos": {"source": "folder", "path": str(tmp_path), "test_sources": ["b.png"], "patch_size": 64}}
+    )
     _write_png(tmp_path / "a.png", rng, (40, 40))
     with pytest.raises(UserError, match="smaller than prepare.photos.patch_size=64"):
         build_photo_sets(parse_params(raw).prepare, sources.BadImages("fail"))
@@ -314,7 +327,11 @@ def test_a_user_folder_splits_by_its_test_subfolder_or_a_seeded_fraction(tmp_pat
         _write_png(tmp_path / "withtest" / ("test" if name in "de" else "train") / f"{name}.png", rng, (40, 40))
 
     def split(folder, **photos):
-        p = parse_params(tiny_raw(prepare={"photos": {"source": "folder", "path": str(tmp_path / folder), "test_sources": [], **photos}})).prepare
+        p = parse_params(
+            tiny_raw(
+                prepare={"photos": {"source": "folder", "path": str(tmp_path / folder), "test_sources": [], **photos}}
+            )
+        ).prepare
         info = build_photo_sets(p, sources.BadImages("fail")).info
         return info["photo_train_sources"], info["photo_test_sources"]
 
@@ -322,7 +339,10 @@ def test_a_user_folder_splits_by_its_test_subfolder_or_a_seeded_fraction(tmp_pat
     train, test = split("flat", test_fraction=0.4)
     assert len(test) == 2 and sorted(train + test) == [f"{n}.png" for n in "abcde"]
     assert split("flat", test_fraction=0.4) == (train, test)  # seeded
-    assert split("flat", test_sources=["c.png"]) == (["a.png", "b.png", "d.png", "e.png"], ["c.png"])  # named sources win
+    assert split("flat", test_sources=["c.png"]) == (
+        ["a.png", "b.png", "d.png", "e.png"],
+        ["c.png"],
+    )  # named sources win
     with pytest.raises(UserError, match="leaves 0 train and 5 test photos"):
         split_photos([sources.NamedImage(np.zeros((40, 40, 3), np.uint8), f"test/{n}.png") for n in "abcde"], [])
 
@@ -334,7 +354,9 @@ def test_skip_skips_and_counts_every_photo_prepare_cannot_use(tmp_path, capsys):
         _write_png(root / "cats" / f"{name}.png", rng, (40, 40))
     (root / "dogs").mkdir()  # an empty class
     Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(root / "cats" / "dot.png")  # too small
-    Image.fromarray(rng.integers(0, 2**16, (40, 40), dtype=np.uint16)).save(root / "cats" / "deep.png")  # 16-bit grey mode
+    Image.fromarray(rng.integers(0, 2**16, (40, 40), dtype=np.uint16)).save(
+        root / "cats" / "deep.png"
+    )  # 16-bit grey mode
     png = (root / "cats" / "a.png").read_bytes()
     (root / "cats" / "cut.png").write_bytes(png[: len(png) // 2])  # truncated
     (root / "cats" / "notes.txt").write_text("not an image")
@@ -342,8 +364,16 @@ def test_skip_skips_and_counts_every_photo_prepare_cannot_use(tmp_path, capsys):
     bad = sources.BadImages("skip")
     sets = build_photo_sets(parse_params(raw).prepare, bad)
     assert sorted(Path(s).name for s in bad.skipped) == ["cut.png", "dot.png", "notes.txt"]
-    assert sets.info["photo_train_sources"] == ["cats/a.png", "cats/b.png", "cats/deep.png"]  # a 16-bit grey PNG converts
+    assert sets.info["photo_train_sources"] == [
+        "cats/a.png",
+        "cats/b.png",
+        "cats/deep.png",
+    ]  # a 16-bit grey PNG converts
     err = capsys.readouterr().err
-    assert "1x1 px is smaller than prepare.photos.patch_size=16" in err and "class folder" in err and "dogs has no usable image" in err
+    assert (
+        "1x1 px is smaller than prepare.photos.patch_size=16" in err
+        and "class folder" in err
+        and "dogs has no usable image" in err
+    )
     with pytest.raises(UserError, match=r"bad image .*(cut|dot|notes)"):
         build_photo_sets(parse_params(raw).prepare, sources.BadImages("fail"))

@@ -73,7 +73,11 @@ def test_placement_groups_whose_creating_actor_died_are_released_and_no_others(r
         assert placement_group_table()[orphan]["state"] == "CREATED"  # Ray keeps it for the job's lifetime
         assert distributed.release_orphaned_placement_groups() >= 1
         states = placement_group_table()
-        assert (states[orphan]["state"], states[kept]["state"], states[own.id.hex()]["state"]) == ("REMOVED", "CREATED", "CREATED")
+        assert (states[orphan]["state"], states[kept]["state"], states[own.id.hex()]["state"]) == (
+            "REMOVED",
+            "CREATED",
+            "CREATED",
+        )
         assert distributed.release_orphaned_placement_groups() == 0
     finally:
         for pg in (own, PlacementGroup(ray_local.PlacementGroupID(bytes.fromhex(kept)))):
@@ -127,7 +131,9 @@ def test_code_fingerprint_follows_imported_code_only(tmp_path):
     (pkg / "other.py").write_text("Z = 1\n")
     before = distributed.code_fingerprint("pkg.loop", tmp_path)
     (pkg / "other.py").write_text("Z = 2\n")  # not imported by the loop
-    (pkg / "loop.py").write_text('"""Another doc."""\n# a comment\nfrom pkg.sub import helper\n\n\nX = helper.Y + 1  # same code\n')
+    (pkg / "loop.py").write_text(
+        '"""Another doc."""\n# a comment\nfrom pkg.sub import helper\n\n\nX = helper.Y + 1  # same code\n'
+    )
     assert distributed.code_fingerprint("pkg.loop", tmp_path) == before
     (pkg / "sub" / "helper.py").write_text("Y = 2\n")  # imported through `from pkg.sub import helper`
     assert distributed.code_fingerprint("pkg.loop", tmp_path) != before
@@ -164,7 +170,9 @@ def _killed_and_clean(loop: str, config: dict, params, tmp_path) -> tuple[dict, 
     return resumed, clean
 
 
-def test_seeds_in_one_run_resume_inside_the_second_and_repeat_runs_of_their_own(ray_local, tiny_params, tiny_data, tmp_path):
+def test_seeds_in_one_run_resume_inside_the_second_and_repeat_runs_of_their_own(
+    ray_local, tiny_params, tiny_data, tmp_path
+):
     """fit_seeds: two stylizer seeds in one worker group, rank 1 killed in the middle of the second
     seed, give exactly the weights and losses of two uninterrupted runs of one seed each."""
     from pipeline import translate
@@ -173,13 +181,20 @@ def test_seeds_in_one_run_resume_inside_the_second_and_repeat_runs_of_their_own(
     tr = tiny_params.translate.model_copy(update={"epochs": 3, "steps_per_epoch": 2})
     params = tiny_params.model_copy(update={"translate": tr})
     backbone = ResNet18(tiny_params.pretrain.width, 3)
-    configs = [translate.job_config(params, "stylize", "scratch", "cyclegan", tiny_data, backbone, seed) for seed in (0, 1)]
+    configs = [
+        translate.job_config(params, "stylize", "scratch", "cyclegan", tiny_data, backbone, seed) for seed in (0, 1)
+    ]
     kill = {"kill_marker": str(tmp_path / "killed"), "run_dir": str(tmp_path / "runs" / "k"), "kill_in_sequence": 1}
     resumed = distributed.fit_seeds(ray_loops.killed_once, [{**configs[0], "loop": "translate"}, {**configs[1], **kill, "loop": "translate"}],
                                     params.distributed, "k", tmp_path / "runs")  # fmt: skip
     assert (tmp_path / "killed").exists(), "the worker was never killed"
-    alone = [distributed.fit(translate.train_loop, c, params.distributed, f"s{i}", tmp_path / "runs") for i, c in enumerate(configs)]
-    assert resumed[0]["starts"] == [0] and len(resumed[1]["starts"]) == 2 and resumed[1]["starts"][1] >= 1, [r["starts"] for r in resumed]
+    alone = [
+        distributed.fit(translate.train_loop, c, params.distributed, f"s{i}", tmp_path / "runs")
+        for i, c in enumerate(configs)
+    ]
+    assert resumed[0]["starts"] == [0] and len(resumed[1]["starts"]) == 2 and resumed[1]["starts"][1] >= 1, [
+        r["starts"] for r in resumed
+    ]
     assert alone[0]["history"][0]["loss_g"] != alone[1]["history"][0]["loss_g"], "the seeds must differ"
     for got, want in zip(resumed, alone):
         assert [r["loss_g"] for r in got["history"]] == [r["loss_g"] for r in want["history"]]
@@ -192,7 +207,9 @@ def test_seeds_in_one_run_resume_inside_the_second_and_repeat_runs_of_their_own(
 
 def test_classifiers_resume_mid_seed_and_repeat_the_uninterrupted_run(ray_local, tiny_params, tiny_data, tmp_path):
 
-    cp = tiny_params.classify.model_copy(update={"epochs": 4, "decay_epochs": [3], "seeds": [0, 1], "checkpoint_every": 2})
+    cp = tiny_params.classify.model_copy(
+        update={"epochs": 4, "decay_epochs": [3], "seeds": [0, 1], "checkpoint_every": 2}
+    )
     params = tiny_params.model_copy(update={"classify": cp})
     config = {"method": "oracle", "data_root": str(tiny_data), "augment_root": str(tmp_path / "none"), "transform": "rot",
               "classify": cp.model_dump(), "cpus_per_worker": 1.0, "mixed_precision": False}  # fmt: skip

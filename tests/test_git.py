@@ -50,15 +50,22 @@ def test_augment_guard_stops_on_a_collapsed_munit():
         model.decoder.mlp[-1].weight.zero_()  # collapsed: every style decodes to the same image
     figures = G.style_figures(model, x, 4)
     assert figures["style_diversity"] < 1e-6 < figures["recon_l1"] and len(figures["style_margin_per_image"]) == 8
-    with pytest.raises(UserError, match=r"augment: MUNIT's style is dead: random styles move the image by 0.0000 \(L1\), less than its reconstruction error"):
+    with pytest.raises(
+        UserError,
+        match=r"augment: MUNIT's style is dead: random styles move the image by 0.0000 \(L1\), less than its reconstruction error",
+    ):
         G.check_style_alive(figures)
     with torch.no_grad():  # a style encoder that sees nothing: its error is exactly that of predicting 0
         model.style_encoder.net[-1].weight.zero_()
         model.style_encoder.net[-1].bias.zero_()
     blind = G.style_figures(model, x, 4)
-    assert blind["recon_s"] == pytest.approx(blind["recon_s_unrecovered"]) and blind["recon_s_gain_ci95"] == pytest.approx([0.0, 0.0])
+    assert blind["recon_s"] == pytest.approx(blind["recon_s_unrecovered"]) and blind[
+        "recon_s_gain_ci95"
+    ] == pytest.approx([0.0, 0.0])
     alive = {**blind, "style_diversity": 2 * blind["recon_l1"]}  # restyles move the image; only the read-back fails
-    with pytest.raises(UserError, match=r"its style encoder recovers a random style to L1 0\.\d+, not clearly below predicting 0"):
+    with pytest.raises(
+        UserError, match=r"its style encoder recovers a random style to L1 0\.\d+, not clearly below predicting 0"
+    ):
         G.check_style_alive(alive)
     G.check_style_alive({**alive, "recon_s_gain_ci95": [0.02, 0.2]})  # read back better than predicting 0: no error
 
@@ -137,5 +144,7 @@ def test_evaluate_reports_seed_means_and_spearman(tiny_data):
     sizes = {c: 2 + c for c in range(10)}
     out = C.evaluate(models, tiny_data, "rot", 2, sizes, threshold=6)
     assert 0 <= out["balanced_acc"] <= 1 and len(out["balanced_acc_per_seed"]) == 2
-    assert set(out["ekld_by_class"]) == {str(c) for c in range(10)} and all(v >= 0 for v in out["ekld_by_class"].values())
+    assert set(out["ekld_by_class"]) == {str(c) for c in range(10)} and all(
+        v >= 0 for v in out["ekld_by_class"].values()
+    )
     assert -1 <= out["spearman_size_ekld"] <= 1 and out["ekld_tail"] >= 0 and out["ekld_head"] >= 0

@@ -88,9 +88,14 @@ def test_every_volume_and_service_the_ray_pods_use_is_defined_beside_them():
             assert container["image"] == IMAGE
             env = {e["name"]: e["value"] for e in container.get("env", [])}
             if "MLFLOW_TRACKING_URI" in env:
-                assert env["MLFLOW_TRACKING_URI"] == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+                assert (
+                    env["MLFLOW_TRACKING_URI"]
+                    == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+                )
     mlflow_env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert mlflow_env["MLFLOW_ALLOWED_HOSTS"].startswith(f"{service['metadata']['name']}:*")  # workers call it by the Service name
+    assert mlflow_env["MLFLOW_ALLOWED_HOSTS"].startswith(
+        f"{service['metadata']['name']}:*"
+    )  # workers call it by the Service name
     assert mlflow_env["MLFLOW_BACKEND_URI"].startswith("sqlite:////shared/") and deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
     # the RayJob's results outlive its pods: copied to the storage URI (stages/publish_results.py, tested on S3)
@@ -112,7 +117,9 @@ def test_every_infra_file_parses():
 def lock() -> dict[str, str]:
     """infra/docker/requirements.lock as {package: version}."""
     lines = (INFRA / "docker" / "requirements.lock").read_text().splitlines()
-    return {m.group(1).lower(): m.group(2) for line in lines if (m := re.match(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)", line))}
+    return {
+        m.group(1).lower(): m.group(2) for line in lines if (m := re.match(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)", line))
+    }
 
 
 def test_image_installs_the_locked_environment_then_the_code_as_a_non_root_user():
@@ -124,7 +131,9 @@ def test_image_installs_the_locked_environment_then_the_code_as_a_non_root_user(
     code_copy = next(i for i, line in enumerate(body) if line.startswith("COPY --chown=app:app . ."))
     assert lock_install < code_copy  # a code change leaves the dependency layer cached
     last_run = max(i for i, line in enumerate(body) if line.startswith("RUN"))
-    assert "pip install --no-cache-dir --no-deps -e ." in docker and body.index("USER app") > last_run  # nothing runs as root after
+    assert (
+        "pip install --no-cache-dir --no-deps -e ." in docker and body.index("USER app") > last_run
+    )  # nothing runs as root after
     locked = lock()
     for name in ("torch", "torchvision", "ray", "mlflow", "dvc"):
         assert locked[name] == pin(name), name  # the lock agrees with pyproject's pins
@@ -147,7 +156,9 @@ def test_cluster_launcher_validates_against_rays_schema_with_named_placeholders(
     cfg = yaml.safe_load(text)
     jsonschema.validate(cfg, schema)
     types = cfg["available_node_types"]
-    assert all(t["node_config"]["ImageId"] == "REPLACE_WITH_DLAMI_ID" for t in types.values())  # the AMI, a named placeholder
+    assert all(
+        t["node_config"]["ImageId"] == "REPLACE_WITH_DLAMI_ID" for t in types.values()
+    )  # the AMI, a named placeholder
     assert types["gpu_worker"]["node_config"]["IamInstanceProfile"]["Arn"].endswith(":instance-profile/ssl-i2i-worker")
     mount = " ".join(cfg["initialization_commands"])
     assert "REPLACE_WITH_EFS_ID.efs." in mount and " /shared" in mount  # the shared file system on every node
@@ -185,9 +196,14 @@ def test_kuberay_resources_ports_and_versions_agree(index):
         head_env = {e["name"]: e["value"] for e in head["env"]}
         # every node sees the checkpoints: on the shared volume, or under the one storage URI
         if "PIPELINE_STORAGE_URI" in env:
-            assert env["PIPELINE_STORAGE_URI"] == head_env["PIPELINE_STORAGE_URI"] and env["PIPELINE_STORAGE_URI"].startswith("s3://")
+            assert env["PIPELINE_STORAGE_URI"] == head_env["PIPELINE_STORAGE_URI"] and env[
+                "PIPELINE_STORAGE_URI"
+            ].startswith("s3://")
         else:
-            assert env["PIPELINE_CHECKPOINT_STORAGE"].startswith("/shared") and worker["volumeMounts"][0]["mountPath"] == "/shared"
+            assert (
+                env["PIPELINE_CHECKPOINT_STORAGE"].startswith("/shared")
+                and worker["volumeMounts"][0]["mountPath"] == "/shared"
+            )
 
 
 def test_rayjob_entrypoint_sets_only_valid_params():
@@ -225,7 +241,9 @@ def test_mlflow_server_binds_localhost_and_accepts_only_the_allowed_host_names(t
                             start_new_session=True)  # fmt: skip
 
     def get(host: str) -> int:
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1", headers={"Host": host})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1", headers={"Host": host}
+        )
         try:
             with urllib.request.urlopen(req, timeout=5) as r:
                 return r.status
@@ -246,7 +264,9 @@ def test_mlflow_server_binds_localhost_and_accepts_only_the_allowed_host_names(t
         assert get(f"mlflow:{port}") == 200  # the cluster's Service name
         assert get(f"attacker.example:{port}") in (400, 403)
         with socket.socket() as s:  # bound to loopback only
-            assert s.connect_ex((socket.gethostbyname(socket.gethostname()), port)) != 0 or socket.gethostbyname(socket.gethostname()).startswith("127.")
+            assert s.connect_ex((socket.gethostbyname(socket.gethostname()), port)) != 0 or socket.gethostbyname(
+                socket.gethostname()
+            ).startswith("127.")
     finally:
         stop_group(proc)
     makefile = (ROOT / "Makefile").read_text()

@@ -21,7 +21,10 @@ def _disk(radius: int, size: int = 32) -> np.ndarray:
 
 def test_ekld_of_identical_predictions_is_zero():
     images = [_disk(4), _disk(9), _disk(6)]
-    constant = lambda x: torch.tensor([[2.0, -1.0, 0.5]]).repeat(len(x), 1)  # noqa: E731
+
+    def constant(x):
+        return torch.tensor([[2.0, -1.0, 0.5]]).repeat(len(x), 1)
+
     out = ekld_by_class(constant, images, np.array([0, 0, 1]), "rot", 5, np.random.default_rng(0))
     assert out == {0: pytest.approx(0.0, abs=1e-12), 1: pytest.approx(0.0, abs=1e-12)}
 
@@ -30,7 +33,10 @@ def test_ekld_pairs_each_image_with_its_own_transformed_copy():
     # A rotation-invariant predictor (it reads the mass of a centred disk) is invariant:
     # paired with itself the eKLD is ~0, although the two images of class 0 differ a lot.
     images = [_disk(3), _disk(12)]
-    mass = lambda x: torch.stack([x.sum(dim=(1, 2, 3)) / 50.0, torch.zeros(len(x))], dim=1)  # noqa: E731
+
+    def mass(x):
+        return torch.stack([x.sum(dim=(1, 2, 3)) / 50.0, torch.zeros(len(x))], dim=1)
+
     same = ekld_by_class(mass, images, np.array([0, 0]), "rot", 8, np.random.default_rng(1))
     assert same[0] < 1e-2
     cross = kl_divergence(mass(to_tensor(images[:1], channels=1)), mass(to_tensor(images[1:], channels=1)))
@@ -40,7 +46,10 @@ def test_ekld_pairs_each_image_with_its_own_transformed_copy():
 def test_ekld_sees_a_predictor_that_is_not_invariant():
     img = np.zeros((32, 32), np.uint8)
     img[4:10, 4:28] = 255  # a bar: rotation moves its mass between the halves
-    top_half = lambda x: torch.stack([x[:, :, :16].sum(dim=(1, 2, 3)) / 20.0, x[:, :, 16:].sum(dim=(1, 2, 3)) / 20.0], 1)  # noqa: E731
+
+    def top_half(x):
+        return torch.stack([x[:, :, :16].sum(dim=(1, 2, 3)) / 20.0, x[:, :, 16:].sum(dim=(1, 2, 3)) / 20.0], 1)
+
     out = ekld_by_class(top_half, [img], np.array([3]), "rot", 8, np.random.default_rng(0))
     assert out[3] > 0.1
     with pytest.raises(ValueError, match="draws must be >= 1"):

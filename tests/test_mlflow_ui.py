@@ -31,7 +31,9 @@ def test_ui_serves_runs_params_and_metrics_over_rest(tmp_path, monkeypatch):
     with stage_run("colorize@simsiam-cgan", {"colorize": {"lambda_l1": 100.0}}, "ui-test") as run:
         run.log_history([{"epoch": 0, "val_l1": 0.2}, {"epoch": 1, "val_l1": 0.15}])
         run.finish({"l1_ab": 0.17})
-    with stage_run("sweep_colorize", {"sweep": {"num_samples": 2}}, "ui-test") as parent:  # a sweep, as pipeline.sweep logs it
+    with stage_run(
+        "sweep_colorize", {"sweep": {"num_samples": 2}}, "ui-test"
+    ) as parent:  # a sweep, as pipeline.sweep logs it
         children = ChildRuns(parent)
         for i, (weight, status) in enumerate([(30.0, "FINISHED"), (200.0, "KILLED")]):
             children.start(f"t{i}", f"trial_{i:02d}", {"sweep": {"lambda_l1": weight}})
@@ -50,17 +52,26 @@ def test_ui_serves_runs_params_and_metrics_over_rest(tmp_path, monkeypatch):
                 break
             except OSError as exc:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError(f"mlflow ui did not answer: {exc}\n{(tmp_path / 'ui.log').read_text()[-2000:]}") from None
+                    raise AssertionError(
+                        f"mlflow ui did not answer: {exc}\n{(tmp_path / 'ui.log').read_text()[-2000:]}"
+                    ) from None
                 time.sleep(0.5)
         exp_id = next(e["experiment_id"] for e in exps["experiments"] if e["name"] == "ui-test")
         runs = _post(f"{base}/runs/search", {"experiment_ids": [exp_id]})["runs"]
         by_name = {r["info"]["run_name"]: r for r in runs}
         sweep_id = by_name["sweep_colorize"]["info"]["run_id"]
-        trials = _post(f"{base}/runs/search", {"experiment_ids": [exp_id], "filter": f"tags.mlflow.parentRunId = '{sweep_id}'"})["runs"]
-        assert sorted((r["info"]["run_name"], r["info"]["status"]) for r in trials) == [("trial_00", "FINISHED"), ("trial_01", "KILLED")]
+        trials = _post(
+            f"{base}/runs/search", {"experiment_ids": [exp_id], "filter": f"tags.mlflow.parentRunId = '{sweep_id}'"}
+        )["runs"]
+        assert sorted((r["info"]["run_name"], r["info"]["status"]) for r in trials) == [
+            ("trial_00", "FINISHED"),
+            ("trial_01", "KILLED"),
+        ]
         weights = sorted(p["value"] for r in trials for p in r["data"]["params"] if p["key"] == "sweep.lambda_l1")
         assert weights == ["200.0", "30.0"]
-        assert sorted(m["value"] for r in trials for m in r["data"]["metrics"] if m["key"] == "val_l1") == pytest.approx([0.12, 0.13])
+        assert sorted(
+            m["value"] for r in trials for m in r["data"]["metrics"] if m["key"] == "val_l1"
+        ) == pytest.approx([0.12, 0.13])
         found = by_name["colorize@simsiam-cgan"]
         params = {p["key"]: p["value"] for p in found["data"]["params"]}
         metrics = {m["key"]: m["value"] for m in found["data"]["metrics"]}

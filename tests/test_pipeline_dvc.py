@@ -35,7 +35,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None, timeout: float = 1200) -> subprocess.CompletedProcess:
+def _run(
+    cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None, timeout: float = 1200
+) -> subprocess.CompletedProcess:
     out = subprocess.run(cmd, cwd=cwd, env={**_env(), **(env or {})}, capture_output=True, text=True, timeout=timeout)
     if check and out.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
@@ -45,9 +47,16 @@ def _run(cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | No
 def copy_repo(dest: Path, **overrides: dict) -> Path:
     """The project's files (tracked and not ignored) in a fresh git repo at ``dest``, with the tiny
     params (and ``overrides``)."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
-    ).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for f in filter(None, files):
         src = ROOT / f
         if src.is_file() and not f.startswith(("data/", "models/", "metrics/", "plots/", "checkpoints/")):
@@ -60,14 +69,21 @@ def copy_repo(dest: Path, **overrides: dict) -> Path:
     return dest
 
 
-@pytest.mark.timeout(3000)  # the whole DAG (24 stages) at tiny size: 22 to 24 minutes on 2 cores, beside the rest of the suite
+@pytest.mark.timeout(
+    3000
+)  # the whole DAG (24 stages) at tiny size: 22 to 24 minutes on 2 cores, beside the rest of the suite
 def test_dvc_repro_end_to_end(tmp_path):
     # the MLflow models (torch.export, ~15 s each) are left out here: test_predict logs one of every kind
     repo = copy_repo(tmp_path / "repo", pretrain={"extra_seeds": [1]}, tracking={"log_models": False})
     # every stage joins one private Ray cluster (RAY_ADDRESS), as on a real cluster; it also
     # saves each stage the start-up of its own Ray instance
     with local_cluster(num_cpus=4) as cluster:
-        first = _run(["dvc", "repro"], repo, env={"RAY_ADDRESS": cluster["address"], "RAY_AUTH_MODE": ray_env()["RAY_AUTH_MODE"]}, timeout=2400)
+        first = _run(
+            ["dvc", "repro"],
+            repo,
+            env={"RAY_ADDRESS": cluster["address"], "RAY_AUTH_MODE": ray_env()["RAY_AUTH_MODE"]},
+            timeout=2400,
+        )
     for stage in ("prepare", "pretrain@simsiam", "pretrain@swav", "munit", "augment", "evaluate"):
         assert f"Running stage '{stage}'" in first.stdout
     for method in ("simsiam", "swav"):
@@ -101,8 +117,19 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert munit["world_size"] == 2 and munit["style_diversity"] >= 0
     assert (repo / "plots/ekld_by_class.png").stat().st_size > 1000 and (repo / "plots/munit_samples.png").is_file()
     ace = json.loads((repo / "metrics/ace.json").read_text())
-    assert set(ace["table"]) == {"identity", "adain", "cyclegan", "ace_zero_shot", "ace_finetuned", "ace_self_style", "ace_floor"}
-    assert sorted(ace["per_seed"]) == ["0", "1"] and sorted(table["simsiam-cgan"]["per_seed"]) == ["0", "1"]  # tiny: 2 seeds each
+    assert set(ace["table"]) == {
+        "identity",
+        "adain",
+        "cyclegan",
+        "ace_zero_shot",
+        "ace_finetuned",
+        "ace_self_style",
+        "ace_floor",
+    }
+    assert sorted(ace["per_seed"]) == ["0", "1"] and sorted(table["simsiam-cgan"]["per_seed"]) == [
+        "0",
+        "1",
+    ]  # tiny: 2 seeds each
     assert {"l1_rgb", "psnr", "ssim", "fd", "kid"} <= set(ace["table"]["ace_zero_shot"])
     assert "| ACE zero-shot (trained on photos only) |" in (repo / "metrics/ace_table.md").read_text()
     assert {"content_similarity_own", "content_similarity_others", "style_diversity"} <= set(ace["multimodal"])
@@ -117,12 +144,21 @@ def test_dvc_repro_end_to_end(tmp_path):
     for c in by_id.values():
         lo, hi = c["ci95"]
         assert lo <= c["value"] <= hi and c["holds"] == (lo > 0), c["id"]
-    assert len(by_id["colorize_ssl_beats_scratch_swav"]["per_seed"]) == 2 and len(by_id["stylize_beats_identity"]["per_seed"]) == 6
+    assert (
+        len(by_id["colorize_ssl_beats_scratch_swav"]["per_seed"]) == 2
+        and len(by_id["stylize_beats_identity"]["per_seed"]) == 6
+    )
     for method in ("simsiam", "swav"):  # pretrain.extra_seeds [1]: two pretraining runs, a t interval over them
         gains = json.loads((repo / f"metrics/pretrain_{method}.json").read_text())["knn_gain_per_seed"]
         ssl = by_id[f"ssl_knn_gain_{method}"]
-        assert list(gains) == ["0", "1"] and ssl["per_seed"] == list(gains.values()) and ssl["ci_method"].startswith("t over pretraining seeds")
-    assert len(by_id["git_lowers_tail_ekld"]["per_seed"]) == 2 and by_id["munit_style_alive"]["ci_method"].endswith("one MUNIT run")
+        assert (
+            list(gains) == ["0", "1"]
+            and ssl["per_seed"] == list(gains.values())
+            and ssl["ci_method"].startswith("t over pretraining seeds")
+        )
+    assert len(by_id["git_lowers_tail_ekld"]["per_seed"]) == 2 and by_id["munit_style_alive"]["ci_method"].endswith(
+        "one MUNIT run"
+    )
     assert "| `ace_zero_shot_beats_identity` |" in (repo / "metrics/claims.md").read_text()
     prep = json.loads((repo / "metrics/prepare.json").read_text())
     assert prep["counts"]["photos"]["test"] > 0 and len(prep["digits_lt_counts"]) == 10
@@ -135,7 +171,16 @@ def test_dvc_repro_end_to_end(tmp_path):
     translation = {f"colorize@{v}" for v in variants} | {f"stylize@{e}" for e in ("scratch", "simsiam", "swav")}
     git = {"munit", "augment", "evaluate", *(f"classify@{m}" for m in ("erm", "drs", "git", "oracle"))}
     ace_stages = {"ace", "ace_finetune", "ace_eval", "claims", "report"}
-    assert set(by_name) == {"prepare", "pretrain@simsiam", "pretrain@swav", "backbone_scratch", "translate_report", *translation, *git, *ace_stages}
+    assert set(by_name) == {
+        "prepare",
+        "pretrain@simsiam",
+        "pretrain@swav",
+        "backbone_scratch",
+        "translate_report",
+        *translation,
+        *git,
+        *ace_stages,
+    }
     ace_hist = mlflow.MlflowClient(uri).get_metric_history(by_name["ace"].info.run_id, "loss_contrastive")
     assert sorted(m.step for m in ace_hist) == [0, 1, 2]  # two epochs, then the final metrics
     assert all(r.info.status == "FINISHED" for r in runs)
@@ -159,8 +204,8 @@ def test_dvc_repro_end_to_end(tmp_path):
     # predict on the user's own files: a folder the test writes, digits from the prepared test split
     user = tmp_path / "user"
     (user / "photos").mkdir(parents=True)
-    from skimage import data
     from PIL import Image
+    from skimage import data
 
     Image.fromarray(data.astronaut()[::8, ::8]).save(user / "photos" / "astronaut.png")
     Image.fromarray(data.chelsea()[:60, :90]).save(user / "photos" / "cat.jpg")
@@ -171,7 +216,9 @@ def test_dvc_repro_end_to_end(tmp_path):
         (user / "digits" / f"{i}_{row['label']}.png").write_bytes(row["image"])
     predict = [sys.executable, "-m", "stages.predict"]
     for task, model in (("colorize", "models/colorize_simsiam_cgan.pt"), ("stylize", "models/stylize_swav.pt")):
-        out = _run([*predict, task, "--model", model, "--input", str(user / "photos"), "--output", str(user / task)], repo)
+        out = _run(
+            [*predict, task, "--model", model, "--input", str(user / "photos"), "--output", str(user / task)], repo
+        )
         assert f"predict {task}: 2 images" in out.stdout and "(1 bad files skipped)" in out.stdout
         for name in ("astronaut", "cat"):
             src = np.asarray(Image.open(next((user / "photos").glob(f"{name}.*")))).astype(int)
@@ -179,13 +226,42 @@ def test_dvc_repro_end_to_end(tmp_path):
             assert got.shape == src.shape and np.abs(got - src).mean() > 1, (task, name)
     failed = _run([*predict, "stylize", "--model", "models/stylize_swav.pt", "--input", str(user / "photos"), "--output", str(user / "strict"),
                    "--on-bad-image", "fail"], repo, check=False)  # fmt: skip
-    assert failed.returncode == 2 and failed.stderr.strip().splitlines()[-1].startswith("error: bad image") and not (user / "strict").exists()
-    again = _run([*predict, "stylize", "--model", "models/stylize_swav.pt", "--input", str(user / "photos"), "--output", str(user / "stylize")], repo, check=False)
+    assert (
+        failed.returncode == 2
+        and failed.stderr.strip().splitlines()[-1].startswith("error: bad image")
+        and not (user / "strict").exists()
+    )
+    again = _run(
+        [
+            *predict,
+            "stylize",
+            "--model",
+            "models/stylize_swav.pt",
+            "--input",
+            str(user / "photos"),
+            "--output",
+            str(user / "stylize"),
+        ],
+        repo,
+        check=False,
+    )
     assert again.returncode == 2 and "--overwrite" in again.stderr
     ace_out = _run([*predict, "stylize", "--model", "models/ace.pt", "--style", str(user / "photos"), "--input", str(user / "photos" / "cat.jpg"),
                     "--output", str(user / "ace")], repo)  # fmt: skip
     assert "predict stylize: 1 images" in ace_out.stdout and (user / "ace" / "cat.png").is_file()
-    _run([*predict, "classify", "--model", "models/classify_oracle.pt", "--input", str(user / "digits"), "--output", str(user / "digits.csv")], repo)
+    _run(
+        [
+            *predict,
+            "classify",
+            "--model",
+            "models/classify_oracle.pt",
+            "--input",
+            str(user / "digits"),
+            "--output",
+            str(user / "digits.csv"),
+        ],
+        repo,
+    )
     rows = list(csv.DictReader(open(user / "digits.csv")))
     assert len(rows) == 6 and all(abs(sum(float(r[f"p{c}"]) for c in range(10)) - 1) < 1e-3 for r in rows)
     # the report: one page, rendered in headless Chromium with no error and every image decoded
@@ -196,7 +272,9 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert by_name["claims"].info.run_id in report.read_text()
     recorded = {r["stage"]: r["run_id"] for r in json.loads((repo / "reports/runs.json").read_text())}
     assert recorded["claims"] == by_name["claims"].info.run_id and recorded["prepare"] == by_name["prepare"].info.run_id
-    assert "report/index.html" in [a.path for a in mlflow.MlflowClient(uri).list_artifacts(by_name["report"].info.run_id, "report")]
+    assert "report/index.html" in [
+        a.path for a in mlflow.MlflowClient(uri).list_artifacts(by_name["report"].info.run_id, "report")
+    ]
 
     # nothing changed: nothing runs
     second = _run(["dvc", "repro"], repo)
@@ -209,7 +287,9 @@ def test_dvc_repro_end_to_end(tmp_path):
     exp = _run(["dvc", "exp", "run", "--temp", "-n", "lr-01", "-S", "simsiam.lr=0.1", "pretrain@simsiam"], repo)
     assert "Running stage 'pretrain@simsiam'" in exp.stdout
     assert "Running stage 'pretrain@swav'" not in exp.stdout and "Running stage 'prepare'" not in exp.stdout
-    (tagged,) = mlflow.search_runs(experiment_names=["ssl-i2i"], filter_string="tags.`dvc.exp_name` = 'lr-01'", output_format="list")
+    (tagged,) = mlflow.search_runs(
+        experiment_names=["ssl-i2i"], filter_string="tags.`dvc.exp_name` = 'lr-01'", output_format="list"
+    )
     assert tagged.info.run_name == "pretrain@simsiam" and tagged.data.params["simsiam.lr"] == "0.1"
 
 
@@ -230,13 +310,17 @@ def test_your_own_images_end_to_end(tmp_path):
     repo = copy_repo(tmp_path / "repo")
     raw = tiny_raw(prepare={"photos": {"source": "folder", "path": str(user), "test_sources": []}})
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    _run(["dvc", "repro", "colorize@scratch-cgan"], repo, env={"RAY_AUTH_MODE": ray_env()["RAY_AUTH_MODE"]}, timeout=1200)
+    _run(
+        ["dvc", "repro", "colorize@scratch-cgan"], repo, env={"RAY_AUTH_MODE": ray_env()["RAY_AUTH_MODE"]}, timeout=1200
+    )
     prep = json.loads((repo / "metrics/prepare.json").read_text())
     assert prep["photo_test_sources"] == ["test/chelsea.png"] and len(prep["photo_train_sources"]) == 4
     assert prep["bad_images_skipped"] == 1
     new = tmp_path / "new"
     new.mkdir()
-    Image.fromarray(data.astronaut()[100:260, 150:330]).convert("L").save(new / "grey_crop.png")  # a grey photo to colorize
+    Image.fromarray(data.astronaut()[100:260, 150:330]).convert("L").save(
+        new / "grey_crop.png"
+    )  # a grey photo to colorize
     out = _run([sys.executable, "-m", "stages.predict", "colorize", "--model", "models/colorize_scratch_cgan.pt", "--input", str(new),
                 "--output", str(tmp_path / "colour")], repo)  # fmt: skip
     assert "predict colorize: 1 images" in out.stdout
@@ -249,12 +333,18 @@ def test_stage_bad_input_is_one_line(tmp_path):
     bad.write_text(yaml.safe_dump(tiny_raw(pretrain={"width": -3})))
     out = _run([sys.executable, "-m", "stages.pretrain", "simsiam", "--params", str(bad)], ROOT, check=False)
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == [f"error: {bad}: pretrain.width: Input should be greater than or equal to 4 (got -3)"]
+    assert out.stderr.strip().splitlines() == [
+        f"error: {bad}: pretrain.width: Input should be greater than or equal to 4 (got -3)"
+    ]
     out = _run([sys.executable, "-m", "stages.pretrain", "byol"], ROOT, check=False)
     assert out.returncode == 2 and out.stderr.strip() == "error: unknown SSL method 'byol' (allowed: simsiam, swav)"
     good = tmp_path / "good.yaml"
     good.write_text(yaml.safe_dump(tiny_raw()))
-    out = _run([sys.executable, "-m", "stages.pretrain", "simsiam", "--params", str(good), "--data", str(tmp_path / "none")], tmp_path, check=False)
+    out = _run(
+        [sys.executable, "-m", "stages.pretrain", "simsiam", "--params", str(good), "--data", str(tmp_path / "none")],
+        tmp_path,
+        check=False,
+    )
     assert out.returncode == 2 and "run the 'prepare' stage first" in out.stderr.strip().splitlines()[-1]
 
 
@@ -265,15 +355,21 @@ def test_prepare_bad_image_is_one_line_and_keeps_old_output(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
     for name in ("a", "b"):
-        Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(photos / f"{name}.png")
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
+            photos / f"{name}.png"
+        )
     (photos / "c.png").write_bytes(b"\x89PNG truncated")
     out = tmp_path / "prepared"
     out.mkdir()
     (out / "old.txt").write_text("previous output")
-    raw = tiny_raw(prepare={"on_bad_image": "fail", "photos": {"source": "folder", "path": str(photos), "test_sources": ["b.png"]}})
+    raw = tiny_raw(
+        prepare={"on_bad_image": "fail", "photos": {"source": "folder", "path": str(photos), "test_sources": ["b.png"]}}
+    )
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(raw))
-    res = _run([sys.executable, "-m", "stages.prepare", "--params", str(params), "--out", str(out)], tmp_path, check=False)
+    res = _run(
+        [sys.executable, "-m", "stages.prepare", "--params", str(params), "--out", str(out)], tmp_path, check=False
+    )
     assert res.returncode == 2
     (line,) = res.stderr.strip().splitlines()
     assert line.startswith(f"error: bad image {photos / 'c.png'}: ")
@@ -289,12 +385,20 @@ def test_translate_bad_input_is_one_line(tmp_path, tiny_data):
     out = _run([*base, "colorize", "simsiam", "cgan", "--params", str(good), "--data", str(tiny_data),
                 "--backbone", str(tmp_path / "none.pt")], ROOT, check=False, env=env_uri)  # fmt: skip
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines()[-1] == f"error: backbone {tmp_path / 'none.pt'} not found: run `dvc repro pretrain@simsiam` first"
+    assert (
+        out.stderr.strip().splitlines()[-1]
+        == f"error: backbone {tmp_path / 'none.pt'} not found: run `dvc repro pretrain@simsiam` first"
+    )
     big = tmp_path / "big.yaml"
     big.write_text(yaml.safe_dump(tiny_raw(translate={"crop_size": 64})))
-    out = _run([*base, "stylize", "scratch", "--params", str(big), "--data", str(tiny_data)], ROOT, check=False, env=env_uri)
+    out = _run(
+        [*base, "stylize", "scratch", "--params", str(big), "--data", str(tiny_data)], ROOT, check=False, env=env_uri
+    )
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines()[-1] == "error: translate.crop_size=64 is larger than the images (16 px): lower it"
+    assert (
+        out.stderr.strip().splitlines()[-1]
+        == "error: translate.crop_size=64 is larger than the images (16 px): lower it"
+    )
     out = _run([*base, "paint", "scratch"], ROOT, check=False, env=env_uri)
     assert out.stderr.strip() == "error: unknown translation task 'paint' (allowed: colorize, stylize)"
 

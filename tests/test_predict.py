@@ -32,8 +32,16 @@ def translator_file(path, task: str, seeds=(0, 1)):
     runs = []
     for seed in seeds:
         torch.manual_seed(seed)
-        models = {"G": DomainGenerator(ResNet18(4, 3), fwd, 4).state_dict(), "F": DomainGenerator(ResNet18(4, 3), back, 4).state_dict()}
-        config = {"task": task, "gan": "cyclegan", "translate": {"seed": seed, "decoder_width": 4, "crop_size": 16}, "backbone_spec": spec}
+        models = {
+            "G": DomainGenerator(ResNet18(4, 3), fwd, 4).state_dict(),
+            "F": DomainGenerator(ResNet18(4, 3), back, 4).state_dict(),
+        }
+        config = {
+            "task": task,
+            "gan": "cyclegan",
+            "translate": {"seed": seed, "decoder_width": 4, "crop_size": 16},
+            "backbone_spec": spec,
+        }
         runs.append((config, {"models": models}))
     save_translator(path, runs, "scratch")
     return path
@@ -41,7 +49,14 @@ def translator_file(path, task: str, seeds=(0, 1)):
 
 def classifier_file(path):
     torch.manual_seed(0)
-    save_torch(path, {"seeds": {0: ResNet20(10, 1, 2).state_dict(), 3: ResNet20(10, 1, 2).state_dict()}, "width": 2, "method": "erm"})
+    save_torch(
+        path,
+        {
+            "seeds": {0: ResNet20(10, 1, 2).state_dict(), 3: ResNet20(10, 1, 2).state_dict()},
+            "width": 2,
+            "method": "erm",
+        },
+    )
     return path
 
 
@@ -81,7 +96,10 @@ def test_stylize_is_the_generator_resized_back_and_each_seed_its_own(tmp_path, i
     outs = {k: np.asarray(Image.open(tmp_path / k / "coffee.png")).astype(int) for k in ("s0", "s1", "back")}
     src = np.asarray(Image.open(images / "sub" / "coffee.jpg")).astype(int)
     assert all(o.shape == src.shape for o in outs.values())
-    gaps = [float(np.abs(a - b).mean()) for a, b in ((outs["s0"], src), (outs["s0"], outs["s1"]), (outs["s0"], outs["back"]))]
+    gaps = [
+        float(np.abs(a - b).mean())
+        for a, b in ((outs["s0"], src), (outs["s0"], outs["s1"]), (outs["s0"], outs["back"]))
+    ]
     assert gaps[0] > 5 and gaps[1] > 0.2 and gaps[2] > 0.2, gaps  # untrained generators: near grey, each its own
     # at a size where nothing is resized the output is exactly the serving module's
     x = torch.from_numpy(src[:48, :64].astype(np.uint8).copy())
@@ -89,7 +107,12 @@ def test_stylize_is_the_generator_resized_back_and_each_seed_its_own(tmp_path, i
     predict("stylize", model, [tmp_path / "crop.png"], tmp_path / "crop_out", size=64)
     with torch.no_grad():
         want = serving_modules(model)["stylize"](x.permute(2, 0, 1)[None].float() / 255)
-    got = torch.from_numpy(np.asarray(Image.open(tmp_path / "crop_out" / "crop.png")).copy()).permute(2, 0, 1)[None].float() / 255
+    got = (
+        torch.from_numpy(np.asarray(Image.open(tmp_path / "crop_out" / "crop.png")).copy())
+        .permute(2, 0, 1)[None]
+        .float()
+        / 255
+    )
     assert (got - want).abs().max() <= 1 / 255 + 1e-6
 
 
@@ -159,7 +182,9 @@ def test_stage_models_are_mlflow_models_that_predict_loads_by_uri(tmp_path, imag
     # the MLflow model (a torch.export program, no pickle) computes what the model file's module computes
     x = torch.rand(3, 3, 24, 20)
     with torch.no_grad():
-        assert torch.allclose(mlflow.pytorch.load_model(uris["classify"])(x), serving_modules(load_model(path))["classify"](x), atol=1e-5)
+        assert torch.allclose(
+            mlflow.pytorch.load_model(uris["classify"])(x), serving_modules(load_model(path))["classify"](x), atol=1e-5
+        )
     # predict takes the model URI (and the registry name) as it takes the file
     assert load_model(model_file_from_uri(uris["classify"], tmp_path / "dl")).kind == "classifier"
     env = {"MLFLOW_TRACKING_URI": uri, "PATH": str(ROOT / ".venv/bin") + ":/usr/bin:/bin"}
@@ -170,7 +195,9 @@ def test_stage_models_are_mlflow_models_that_predict_loads_by_uri(tmp_path, imag
     assert len(list(csv.DictReader(open(tmp_path / "p.csv")))) == 2
     bad = subprocess.run([sys.executable, "-m", "stages.predict", "classify", "--model", "models:/nothing/1", "--input", str(images),
                           "--output", str(tmp_path / "q.csv")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: MLflow model models:/nothing/1 not found")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
+        "error: MLflow model models:/nothing/1 not found"
+    )
 
 
 def model_files(root, params) -> dict[str, object]:
@@ -183,16 +210,26 @@ def model_files(root, params) -> dict[str, object]:
     backbone = ResNet18(4, 3)
     mp = params.munit
     munit = MUNIT(1, mp.dim, mp.style_dim, mp.n_down, mp.n_res, mp.mlp_dim)
-    save_torch(root / "backbone.pt", {"state_dict": backbone.state_dict(), "spec": backbone.spec(), "method": "scratch"})
+    save_torch(
+        root / "backbone.pt", {"state_dict": backbone.state_dict(), "spec": backbone.spec(), "method": "scratch"}
+    )
     save_torch(root / "munit.pt", {"state_dict": munit.state_dict(), "munit": mp.model_dump()})
-    save_ace(root / "ace.pt", params, backbone, {0: {"ace": build_ace(ace_spec(params, 0), ResNet18(4, 3))[0].state_dict()}}, "zero_shot")
+    save_ace(
+        root / "ace.pt",
+        params,
+        backbone,
+        {0: {"ace": build_ace(ace_spec(params, 0), ResNet18(4, 3))[0].state_dict()}},
+        "zero_shot",
+    )
     return {"backbone": root / "backbone.pt", "colorizer": translator_file(root / "colorize.pt", "colorize"),
             "stylizer": translator_file(root / "stylize.pt", "stylize"), "munit": root / "munit.pt",
             "classifier": classifier_file(root / "classify.pt"), "ace": root / "ace.pt"}  # fmt: skip
 
 
 @pytest.mark.timeout(600)
-def test_every_kind_of_model_file_logs_mlflow_models_that_compute_what_its_modules_compute(tmp_path, monkeypatch, tiny_params):
+def test_every_kind_of_model_file_logs_mlflow_models_that_compute_what_its_modules_compute(
+    tmp_path, monkeypatch, tiny_params
+):
     """What each training stage logs (``tracking.log_models``): every serving module of every kind is
     a torch.export program in MLflow whose output is the module's, on inputs other than the example."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

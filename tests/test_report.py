@@ -17,7 +17,9 @@ from .conftest import ROOT
 
 
 def test_markdown_tables_lists_and_verdicts_become_html():
-    page = markdown_to_html("### Title\n\n| claim | holds |\n|---|---|\n| `a_b` | yes |\n| **c** <x> | no |\n\n- one\n- two\ntext")
+    page = markdown_to_html(
+        "### Title\n\n| claim | holds |\n|---|---|\n| `a_b` | yes |\n| **c** <x> | no |\n\n- one\n- two\ntext"
+    )
     assert "<h5>Title</h5>" in page and "<th>claim</th>" in page
     assert '<td class="yes">yes</td>' in page and '<td class="no">no</td>' in page
     assert "<code>a_b</code>" in page and "<b>c</b> &lt;x&gt;" in page  # escaped, never raw HTML
@@ -58,12 +60,18 @@ def test_report_of_the_committed_run_renders_in_headless_chromium(tmp_path, monk
     assert f"{simsiam['knn_gain_vs_seed0']:+.4f} [{lo:+.4f}, {hi:+.4f}]" in page
     claims = json.loads((tmp_path / "metrics/claims.json").read_text())["claims"]
     assert all(f"<code>{c['id']}</code>" in page for c in claims)
-    assert "<td>claims</td>" in page and f"<td>{runs[0]['cpu_capability']}</td>" in page and "oracle (oracle: true nuisance re-drawn)" in page
+    assert (
+        "<td>claims</td>" in page
+        and f"<td>{runs[0]['cpu_capability']}</td>" in page
+        and "oracle (oracle: true nuisance re-drawn)" in page
+    )
     assert result.screenshot[:8] == b"\x89PNG\r\n\x1a\n" and len(result.screenshot) > 50_000
 
 
 def test_the_browser_check_catches_a_broken_image_and_a_console_error(tmp_path):
     broken = tmp_path / "broken.html"
-    broken.write_text('<html><body><img src="data:image/png;base64,AAAA" alt="x"><script>console.error("boom")</script></body></html>')
+    broken.write_text(
+        '<html><body><img src="data:image/png;base64,AAAA" alt="x"><script>console.error("boom")</script></body></html>'
+    )
     result = render(broken.as_uri())
     assert result.errors == ["console: boom"] and result.images[0]["width"] == 0

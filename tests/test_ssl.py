@@ -106,7 +106,14 @@ def test_knn_probe_and_bootstrap():
 def test_views_are_fresh_and_seeded():
     photos = [np.random.default_rng(i).integers(0, 256, (60, 80, 3), dtype=np.uint8) for i in range(3)]
     bank = PhotoBank(photos, torch.device("cpu"))
-    pre = {"instance_scale": [0.2, 0.5], "crop_size": 16, "scale": [0.2, 1.0], "color_jitter": 0.4, "grayscale_p": 0.2, "channels": 3}
+    pre = {
+        "instance_scale": [0.2, 0.5],
+        "crop_size": 16,
+        "scale": [0.2, 1.0],
+        "color_jitter": 0.4,
+        "grayscale_p": 0.2,
+        "channels": 3,
+    }
     swav = {"small_crop_size": 8, "small_scale": [0.05, 0.3], "n_small_crops": 2}
 
     def views(seed: int, method: str = "swav", p: dict = pre) -> list[torch.Tensor]:

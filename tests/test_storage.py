@@ -19,24 +19,32 @@ from pipeline import storage
 from pipeline.data.shards import read_table
 
 from .cluster import local_cluster, ray_env
-from .conftest import ROOT, s3_keys as keys, tiny_raw
+from .conftest import ROOT, tiny_raw
+from .conftest import s3_keys as keys
+
 
 def test_shards_are_uploaded_once_by_content_and_read_back_from_s3(s3, tiny_data, monkeypatch, tmp_path):
     monkeypatch.setenv(storage.ENV, s3["uri"])
     remote = storage.publish_data(tiny_data, ["photos", "probe"])
     assert remote.startswith("s3://study/run/data/") and storage.is_uri(storage.join(remote, "photos"))
     uploaded = keys(remote)
-    assert any(k.endswith("/photos/train-00000.parquet") for k in uploaded) and any(k.endswith("/_COMPLETE") for k in uploaded)
+    assert any(k.endswith("/photos/train-00000.parquet") for k in uploaded) and any(
+        k.endswith("/_COMPLETE") for k in uploaded
+    )
     assert not any("/digits_lt/" in k for k in uploaded)  # only the sets the run reads
     assert read_table(storage.join(remote, "photos"), "test").equals(read_table(tiny_data / "photos", "test"))
     puts = s3["log"].read_text().count('"PUT ')
-    assert storage.publish_data(tiny_data, ["photos", "probe"]) == remote and s3["log"].read_text().count('"PUT ') == puts  # no second upload
+    assert (
+        storage.publish_data(tiny_data, ["photos", "probe"]) == remote and s3["log"].read_text().count('"PUT ') == puts
+    )  # no second upload
     # the checkpoints folder DVC declares still exists, and says where the checkpoints went
     local = tmp_path / "checkpoints" / "pretrain_simsiam"
     assert storage.run_storage(local) == "s3://study/run/checkpoints/pretrain_simsiam"
     assert (local / "REMOTE").read_text().strip() == "s3://study/run/checkpoints/pretrain_simsiam"
     monkeypatch.delenv(storage.ENV)
-    assert storage.publish_data(tiny_data, ["photos"]) == str(tiny_data.resolve()) and storage.run_storage(local) == str(local.resolve())
+    assert storage.publish_data(tiny_data, ["photos"]) == str(tiny_data.resolve()) and storage.run_storage(
+        local
+    ) == str(local.resolve())
 
 
 def test_publish_results_copies_a_finished_study_to_the_bucket_complete_marker_last(s3, tmp_path):
@@ -54,7 +62,9 @@ def test_publish_results_copies_a_finished_study_to_the_bucket_complete_marker_l
     assert dest.startswith("s3://study/run/results/20")
     stored = keys(dest)
     prefix = dest.removeprefix("s3://")
-    assert stored == sorted(f"{prefix}/{k}" for k in ["metrics/claims.json", "reports/runs.json", "dvc.lock", storage.COMPLETE])
+    assert stored == sorted(
+        f"{prefix}/{k}" for k in ["metrics/claims.json", "reports/runs.json", "dvc.lock", storage.COMPLETE]
+    )
     fs, path = storage.filesystem(dest)
     with fs.open_input_stream(f"{path}/reports/runs.json") as f:
         assert f.read() == b'{"prepare": "abc"}'
@@ -62,14 +72,26 @@ def test_publish_results_copies_a_finished_study_to_the_bucket_complete_marker_l
         assert f.read().decode().split() == ["metrics/claims.json", "reports/runs.json", "dvc.lock"]
     # a path that is not there: one line, nothing written
     before = keys("s3://study/run")
-    out = subprocess.run([sys.executable, "-m", "stages.publish_results", "plots"], cwd=study, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "stages.publish_results", "plots"],
+        cwd=study,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2 and out.stderr.strip() == "error: nothing to publish at plots (run the study first)"
     assert keys("s3://study/run") == before
 
 
 def _train_workers(cluster: dict) -> list[int]:
     """PIDs of the Ray Train workers of this test's cluster: processes descending from its own `ray start`."""
-    rows = [line.split(None, 2) for line in subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout.splitlines()[1:]]
+    rows = [
+        line.split(None, 2)
+        for line in subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout.splitlines()[
+            1:
+        ]
+    ]
     parent = {int(pid): int(ppid) for pid, ppid, *_ in rows}
     roots = {p.pid for p in cluster["procs"]}
 
@@ -99,13 +121,27 @@ def test_two_nodes_read_shards_from_s3_checkpoint_there_and_resume_after_a_kill(
         ray_bin = str(Path(sys.executable).parent / "ray")
 
         def submit(*entry: str, wait: bool = True) -> subprocess.Popen | subprocess.CompletedProcess:
-            cmd = [ray_bin, "job", "submit", "--address", cluster["dashboard"], "--runtime-env-json", json.dumps(runtime_env), "--", *entry]
+            cmd = [
+                ray_bin,
+                "job",
+                "submit",
+                "--address",
+                cluster["dashboard"],
+                "--runtime-env-json",
+                json.dumps(runtime_env),
+                "--",
+                *entry,
+            ]
             if wait:
                 return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=driver)
-            return subprocess.Popen(cmd, env=env, stdout=(tmp_path / "job.log").open("w"), stderr=subprocess.STDOUT, cwd=driver)
+            return subprocess.Popen(
+                cmd, env=env, stdout=(tmp_path / "job.log").open("w"), stderr=subprocess.STDOUT, cwd=driver
+            )
 
-        stage = (f"{sys.executable} -m stages.pretrain simsiam --params {params} --data {tiny_data} --storage {driver / 'checkpoints' / 'pretrain_simsiam'}"
-                 f" && cp metrics/pretrain_simsiam.json {tmp_path}/")  # the job runs in its own copy of the code
+        stage = (
+            f"{sys.executable} -m stages.pretrain simsiam --params {params} --data {tiny_data} --storage {driver / 'checkpoints' / 'pretrain_simsiam'}"
+            f" && cp metrics/pretrain_simsiam.json {tmp_path}/"
+        )  # the job runs in its own copy of the code
         job = submit("bash", "-c", stage, wait=False)
         # kill -9 one Ray Train worker once the controller has registered a checkpoint (its snapshot is in the bucket)
         ckpt_prefix = "s3://study/run/checkpoints/pretrain_simsiam"
@@ -122,9 +158,15 @@ def test_two_nodes_read_shards_from_s3_checkpoint_there_and_resume_after_a_kill(
     # the workers read the shards from the bucket (the driver reads its local copy only)
     assert '"GET /study/run/data/' in log and "/photos_full/train-00000.parquet" in log
     stored = keys("s3://study/run")
-    assert any(k.startswith("study/run/checkpoints/pretrain_simsiam/simsiam-") and k.endswith("/state.pt") for k in stored)
+    assert any(
+        k.startswith("study/run/checkpoints/pretrain_simsiam/simsiam-") and k.endswith("/state.pt") for k in stored
+    )
     assert (driver / "checkpoints" / "pretrain_simsiam" / "REMOTE").read_text().strip() == ckpt_prefix
-    assert not list((driver / "checkpoints" / "pretrain_simsiam").glob("simsiam-*"))  # nothing of the run on the driver's disk
+    assert not list(
+        (driver / "checkpoints" / "pretrain_simsiam").glob("simsiam-*")
+    )  # nothing of the run on the driver's disk
     metrics = json.loads((tmp_path / "pretrain_simsiam.json").read_text())
-    assert metrics["resumed_at_epochs"] and metrics["epochs"] == 8 and metrics["world_size"] == 2  # resumed, then finished all epochs
+    assert (
+        metrics["resumed_at_epochs"] and metrics["epochs"] == 8 and metrics["world_size"] == 2
+    )  # resumed, then finished all epochs
     assert '"GET /study/run/checkpoints/pretrain_simsiam/' in log  # ... from the checkpoint in the bucket

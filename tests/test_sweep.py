@@ -32,12 +32,16 @@ def _params(**overrides):
 
 
 def test_search_space_errors_name_the_problem():
-    with pytest.raises(UserError, match=r"unknown sweep stage 'paint' \(allowed: colorize, cyclegan, munit, classify\)"):
+    with pytest.raises(
+        UserError, match=r"unknown sweep stage 'paint' \(allowed: colorize, cyclegan, munit, classify\)"
+    ):
         sweep.search_space(_params(), "paint")
     empty = parse_params({**tiny_raw(), "sweep": {**tiny_raw()["sweep"], "space": {"colorize": {}}}})
     with pytest.raises(UserError, match=r"sweep.space.colorize is empty"):
         sweep.search_space(empty, "colorize")
-    with pytest.raises(UserError, match=r"colorize: 'lambda' is not a sweepable parameter \(allowed: gan_weight, lambda_l1"):
+    with pytest.raises(
+        UserError, match=r"colorize: 'lambda' is not a sweepable parameter \(allowed: gan_weight, lambda_l1"
+    ):
         _params(sweep={"space": {"colorize": {"lambda": {"uniform": [0.0, 1.0]}}}})
     with pytest.raises(UserError, match=r"loguniform must be \[low, high\] with 0 < low < high"):
         _params(sweep={"space": {"munit": {"recon_x": {"loguniform": [0.0, 1.0]}}}})
@@ -68,7 +72,9 @@ def test_best_trial_prefers_the_deepest_rung_then_the_metric():
 def test_a_sweep_warns_when_its_concurrent_trials_cannot_all_get_their_workers():
     """Tune reserves a trial's driver only: 2 trials of driver 1 + 1 worker on 2 CPUs would each
     hold a driver and wait forever for a worker (seen when a test cluster came up a node short)."""
-    sw = parse_params(tiny_raw(sweep={"max_concurrent": 2, "trial_cpus": 1.0, "workers_per_trial": 1, "cpus_per_worker": 1.0})).sweep
+    sw = parse_params(
+        tiny_raw(sweep={"max_concurrent": 2, "trial_cpus": 1.0, "workers_per_trial": 1, "cpus_per_worker": 1.0})
+    ).sweep
     assert sweep.capacity_warning(sw, {"CPU": 4.0}) is None
     cpu = sweep.capacity_warning(sw, {"CPU": 2.0})
     assert "need 4 CPU" in cpu and "has 2 now" in cpu and "sweep.max_concurrent: 1" in cpu
@@ -91,7 +97,10 @@ def test_unreachable_ray_address_fails_after_a_bounded_wait():
 def _save_backbone(models: Path) -> None:
     torch.manual_seed(0)
     backbone = ResNet18(4, 3)
-    save_torch(models / "backbone_simsiam.pt", {"state_dict": backbone.state_dict(), "spec": backbone.spec(), "method": "simsiam"})
+    save_torch(
+        models / "backbone_simsiam.pt",
+        {"state_dict": backbone.state_dict(), "spec": backbone.spec(), "method": "simsiam"},
+    )
 
 
 def test_cli_errors_are_one_line(tmp_path, tiny_data):
@@ -99,10 +108,22 @@ def test_cli_errors_are_one_line(tmp_path, tiny_data):
     good = tmp_path / "p.yaml"
     good.write_text(yaml.safe_dump(tiny_raw()))
     _save_backbone(tmp_path / "models")
-    base = [sys.executable, "-m", "stages.sweep", "--params", str(good), "--data", str(tiny_data), "--models", str(tmp_path / "models")]
+    base = [
+        sys.executable,
+        "-m",
+        "stages.sweep",
+        "--params",
+        str(good),
+        "--data",
+        str(tiny_data),
+        "--models",
+        str(tmp_path / "models"),
+    ]
 
     def run(*extra: str, **env_extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*base, *extra], cwd=tmp_path, env={**env, **env_extra}, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [*base, *extra], cwd=tmp_path, env={**env, **env_extra}, capture_output=True, text=True, timeout=120
+        )
 
     out = run("--stage", "paint")
     assert out.returncode == 2
@@ -110,11 +131,17 @@ def test_cli_errors_are_one_line(tmp_path, tiny_data):
     port = free_port()
     out = run("--stage", "colorize", RAY_ADDRESS=f"127.0.0.1:{port}")
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines()[-1].startswith(f"error: cannot reach the Ray cluster at RAY_ADDRESS=127.0.0.1:{port} after 2 s")
+    assert (
+        out.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: cannot reach the Ray cluster at RAY_ADDRESS=127.0.0.1:{port} after 2 s")
+    )
     out = run("--stage", "colorize", "--resume", "--storage", str(tmp_path / "nothing"))
     assert out.returncode == 2
     assert out.stderr.strip() == f"error: no sweep of colorize to resume under {tmp_path / 'nothing'}"
-    assert not (tmp_path / "m.db").exists() or "sweep_colorize" not in (tmp_path / "m.db").read_bytes().decode(errors="ignore")
+    assert not (tmp_path / "m.db").exists() or "sweep_colorize" not in (tmp_path / "m.db").read_bytes().decode(
+        errors="ignore"
+    )
 
 
 @pytest.mark.slow
@@ -149,10 +176,15 @@ def test_an_interrupted_sweep_resumes_where_it_stopped_and_repeats_the_uninterru
     cut.send_signal(signal.SIGINT)
     assert cut.wait(300) == 2
     out = (tmp_path / "cut.log").read_text()
-    assert "error: sweep interrupted with 2 trial(s) unfinished; carry on with: python -m stages.sweep --stage colorize --resume" in out
+    assert (
+        "error: sweep interrupted with 2 trial(s) unfinished; carry on with: python -m stages.sweep --stage colorize --resume"
+        in out
+    )
     assert not (tmp_path / "cut" / "metrics" / "sweep_colorize.json").exists()
 
-    resumed = subprocess.run(sweep_cli("cut", "--resume"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        sweep_cli("cut", "--resume"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = json.loads((tmp_path / "whole" / "metrics" / "sweep_colorize.json").read_text())
     b = json.loads((tmp_path / "cut" / "metrics" / "sweep_colorize.json").read_text())
@@ -173,7 +205,9 @@ def test_an_interrupted_sweep_resumes_where_it_stopped_and_repeats_the_uninterru
     runs = mlflow.search_runs(experiment_names=["ssl-i2i"], output_format="list")
     parents = {r.info.run_id: r for r in runs if r.info.run_name == "sweep_colorize"}
     later = parents[b["parent_run_id"]]
-    assert later.data.tags["sweep.resumed"] == "True" and later.data.tags["sweep.tune_experiment"] == b["tune_experiment"]
+    assert (
+        later.data.tags["sweep.resumed"] == "True" and later.data.tags["sweep.tune_experiment"] == b["tune_experiment"]
+    )
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == later.info.run_id]
     assert "trial_00" not in {c.info.run_name for c in children} and "trial_01" in {c.info.run_name for c in children}
     assert all(c.data.tags["sweep.resumed"] == "True" for c in children)
@@ -215,7 +249,9 @@ def test_ray_job_submit_sweep_on_two_nodes(tmp_path, tiny_data, s3):
                 _post(f"{api}/experiments/search", {"max_results": 1})
                 break
             except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, (tmp_path / "mlflow.log").read_text()[-2000:]
+                assert time.monotonic() < deadline and server.poll() is None, (tmp_path / "mlflow.log").read_text()[
+                    -2000:
+                ]
                 time.sleep(0.5)
         with local_cluster(num_cpus=2, workers=1, worker_cpus=2) as cluster:
             dashboard = cluster["dashboard"]
@@ -242,14 +278,23 @@ def test_ray_job_submit_sweep_on_two_nodes(tmp_path, tiny_data, s3):
         assert summary["tune_experiment"].startswith("s3://study/run/sweeps/sweep_colorize_")
         stored = s3_keys("s3://study/run")
         tune_files = [k for k in stored if k.startswith(summary["tune_experiment"].removeprefix("s3://"))]
-        assert any(k.endswith("/tuner.pkl") for k in tune_files) and sum(k.endswith("/progress.csv") for k in tune_files) == 4
+        assert (
+            any(k.endswith("/tuner.pkl") for k in tune_files)
+            and sum(k.endswith("/progress.csv") for k in tune_files) == 4
+        )
         assert any(k.startswith("study/run/checkpoints/sweeps/colorize-") and k.endswith("/state.pt") for k in stored)
         assert (tmp_path / "sweeps" / "REMOTE").read_text().strip() == "s3://study/run/checkpoints/sweeps"
 
         exp = _get(f"{api}/experiments/get-by-name?experiment_name=ssl-i2i")["experiment"]
         runs = _post(f"{api}/runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 50})["runs"]
         parent = next(r for r in runs if r["info"]["run_name"] == "sweep_colorize")
-        children = [r for r in runs if any(t["key"] == "mlflow.parentRunId" and t["value"] == parent["info"]["run_id"] for t in r["data"]["tags"])]
+        children = [
+            r
+            for r in runs
+            if any(
+                t["key"] == "mlflow.parentRunId" and t["value"] == parent["info"]["run_id"] for t in r["data"]["tags"]
+            )
+        ]
         assert len(children) == 4
         assert parent["info"]["status"] == "FINISHED"
         assert {c["info"]["status"] for c in children} <= {"FINISHED", "KILLED"}
@@ -264,5 +309,11 @@ def test_ray_job_submit_sweep_on_two_nodes(tmp_path, tiny_data, s3):
 
 def _node_ids(address: str) -> set[str]:
     code = "import ray, json; ray.init(); print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))"
-    out = subprocess.run([sys.executable, "-c", code], env={**ray_env(), "RAY_ADDRESS": address}, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**ray_env(), "RAY_ADDRESS": address},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return set(json.loads(out.stdout.strip().splitlines()[-1]))

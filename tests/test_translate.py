@@ -11,6 +11,8 @@ from skimage.color import rgb2lab
 
 from pipeline import distributed
 from pipeline.color import grey_of, lab_to_net, lab_to_rgb, net_to_lab, rgb_to_lab, to_gray
+from pipeline.config import parse_params
+from pipeline.data.painting import palette_rgb
 from pipeline.errors import UserError
 from pipeline.io import save_torch
 from pipeline.metrics.image import frechet_distance, kernel_inception_distance, l1, l1_luma_chroma, psnr, ssim
@@ -18,7 +20,6 @@ from pipeline.models import evaluating, recompute_batchnorm
 from pipeline.models.gan import ImagePool, PatchDiscriminator, adversarial_loss
 from pipeline.models.resnet import ResNet18
 from pipeline.models.unet import ResNetUNet, load_backbone
-from pipeline.data.painting import palette_rgb
 from pipeline.translate import check_stylizer, evaluate_painter, evaluate_stylization
 from pipeline.translate import data as D
 from pipeline.translate import training as T
@@ -26,7 +27,6 @@ from pipeline.translate.cyclegan import cyclegan_step
 from pipeline.translate.pix2pix import cgan_step
 
 from .conftest import tiny_raw
-from pipeline.config import parse_params
 
 
 def test_lab_matches_skimage_and_round_trips():
@@ -47,7 +47,13 @@ def test_unet_shapes_at_every_pyramid_level(space, c_in, c_out):
     net = ResNetUNet(ResNet18(width, 3), space, c_out, decoder_width=d)
     x = torch.rand(2, c_in, 16, 24) * 2 - 1
     pyramid = net.encoder(net.encoder_input(x))
-    assert [tuple(p.shape) for p in pyramid] == [(2, 8, 16, 24), (2, 8, 16, 24), (2, 16, 8, 12), (2, 32, 4, 6), (2, 64, 2, 3)]
+    assert [tuple(p.shape) for p in pyramid] == [
+        (2, 8, 16, 24),
+        (2, 8, 16, 24),
+        (2, 16, 8, 12),
+        (2, 32, 4, 6),
+        (2, 64, 2, 3),
+    ]
     assert [tuple(f.shape) for f in net.features(x)] == [(2, 4 * d, 4, 6), (2, 2 * d, 8, 12), (2, d, 16, 24)]
     out = net(x)
     assert out.shape == (2, c_out, 16, 24) and out.abs().max() <= 1
@@ -59,7 +65,9 @@ def test_backbone_sees_rgb_in_unit_range_whatever_the_input_space():
     net = ResNetUNet(ResNet18(4, 3), "lab", 2)
     grey_l = torch.full((1, 1, 8, 8), 0.0)  # L = 50
     rgb = net.encoder_input(grey_l)
-    assert rgb.shape == (1, 3, 8, 8) and torch.allclose(rgb[:, 0], rgb[:, 1], atol=1e-4) and 0.4 < float(rgb.mean()) < 0.5
+    assert (
+        rgb.shape == (1, 3, 8, 8) and torch.allclose(rgb[:, 0], rgb[:, 1], atol=1e-4) and 0.4 < float(rgb.mean()) < 0.5
+    )
     one_channel = ResNetUNet(ResNet18(4, 1), "rgb", 3)
     assert one_channel.encoder_input(torch.zeros(1, 3, 8, 8)).shape == (1, 1, 8, 8)
 
@@ -112,7 +120,13 @@ def test_evaluating_runs_in_eval_mode_without_grad_and_restores_the_mode():
 
 def test_recompute_batchnorm_sets_the_running_statistics_of_the_images_it_sees():
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1), torch.nn.BatchNorm2d(2))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 2, 1),
+        torch.nn.BatchNorm2d(2),
+    )
     with torch.no_grad():
         for _ in range(5):  # running stats of another distribution, as training leaves them
             net(torch.randn(2, 3, 8, 8) * 0.1)
@@ -122,7 +136,9 @@ def test_recompute_batchnorm_sets_the_running_statistics_of_the_images_it_sees()
         conv = net[0](images)
     recompute_batchnorm(net, images, batch=32)
     bn = net[1]
-    chunks = [net[0](images[i : i + 32]).detach() for i in range(0, 96, 32)]  # equal chunks: the average of the chunk statistics
+    chunks = [
+        net[0](images[i : i + 32]).detach() for i in range(0, 96, 32)
+    ]  # equal chunks: the average of the chunk statistics
     assert torch.allclose(bn.running_mean, conv.mean((0, 2, 3)), atol=1e-5)
     assert torch.allclose(bn.running_var, torch.stack([c.var((0, 2, 3)) for c in chunks]).mean(0), atol=1e-4)
     assert not net.training and bn.momentum == 0.1 and net[4].num_batches_tracked == 3
@@ -209,7 +225,9 @@ def test_cyclegan_step_updates_both_generators_and_frozen_encoder_stays(tiny_dat
     assert {g["role"]: g["lr"] for g in opt_g.param_groups}["encoder"] > 0
 
 
-def test_stylizers_are_served_as_the_moving_average_of_their_weights_and_a_resumed_run_repeats_it(tiny_data, monkeypatch):
+def test_stylizers_are_served_as_the_moving_average_of_their_weights_and_a_resumed_run_repeats_it(
+    tiny_data, monkeypatch
+):
     _, cfg = _tiny_config("stylize", "cyclegan", tiny_data, epochs=2)
     assert cfg["ema_decay"] == 0.98
     states = []
@@ -220,7 +238,11 @@ def test_stylizers_are_served_as_the_moving_average_of_their_weights_and_a_resum
     trained = full["models"]
     assert int(full["averages"]["G"]["n_averaged"]) == 4  # 2 epochs x 2 steps
     for k in ("G", "F"):
-        moved = [name for name, v in trained[k].items() if v.is_floating_point() and "running" not in name and not torch.equal(v, served[k][name])]
+        moved = [
+            name
+            for name, v in trained[k].items()
+            if v.is_floating_point() and "running" not in name and not torch.equal(v, served[k][name])
+        ]
         assert moved, f"{k}: the served weights are the trained ones"
     assert all(torch.equal(v, served["D_X"][n]) for n, v in trained["D_X"].items())  # discriminators as trained
     g = T.generators_from_state(cfg, full)["G"]
@@ -231,7 +253,9 @@ def test_stylizers_are_served_as_the_moving_average_of_their_weights_and_a_resum
     resumed = distributed.run_plain(T.train_loop, cfg)
     assert resumed["starts"] == [0, 1]
     assert all(torch.equal(v, T.served_weights(resumed)["G"][n]) for n, v in served["G"].items())
-    no_average = T.job_config(parse_params(tiny_raw(stylize={"ema_decay": 0})), "stylize", "scratch", "cyclegan", tiny_data, ResNet18(4, 3))
+    no_average = T.job_config(
+        parse_params(tiny_raw(stylize={"ema_decay": 0})), "stylize", "scratch", "cyclegan", tiny_data, ResNet18(4, 3)
+    )
     assert "ema_decay" not in no_average
 
 
@@ -269,7 +293,9 @@ def test_colorizers_start_near_ab0_and_stylizers_far_from_the_identity(tiny_data
     _, cfg = _tiny_config("stylize", "cyclegan", tiny_data)
     g = T.build_models(cfg, ResNet18(4, 3))["G"]
     with torch.no_grad():
-        assert float((g(x) - x).abs().mean()) > 0.1  # a random image, as CycleGAN starts: not the identity, a lasso trap
+        assert (
+            float((g(x) - x).abs().mean()) > 0.1
+        )  # a random image, as CycleGAN starts: not the identity, a lasso trap
     assert cfg["translate"]["steps_per_epoch"] == 2  # stylize.steps_per_epoch overrides the shared budget
 
 
@@ -279,7 +305,9 @@ def test_the_palette_oracle_beats_the_identity_and_neutral_settings_are_the_iden
     pp = tiny_params.prepare.painting
     identity = evaluate_painter(lambda rgb: rgb, tiny_params, tiny_data)
     oracle = evaluate_painter(lambda rgb: palette_rgb(rgb, pp.saturation, pp.levels), tiny_params, tiny_data)
-    assert identity["moved"] == 0 and identity["l1_rgb"] == pytest.approx(evaluate_stylization(None, tiny_params, tiny_data)["l1_rgb"])
+    assert identity["moved"] == 0 and identity["l1_rgb"] == pytest.approx(
+        evaluate_stylization(None, tiny_params, tiny_data)["l1_rgb"]
+    )
     assert oracle["l1_rgb"] < 0.8 * identity["l1_rgb"] and oracle["moved"] > 0.01
     rgb = torch.rand(2, 3, 8, 8)
     assert torch.allclose(palette_rgb(rgb, 1.0, 256), rgb, atol=0.5 / 255 + 1e-6)
@@ -302,7 +330,10 @@ def test_stylize_overrides_the_cyclegan_batch_and_steps_colorize_keeps_them():
     sty = T.job_config(params, "stylize", "scratch", "cyclegan", "data", bb)
     col = T.job_config(params, "colorize", "scratch", "cyclegan", "data", bb)
     assert (sty["cyclegan"]["batch_size"], sty["translate"]["steps_per_epoch"]) == (6, 3)
-    assert (col["cyclegan"]["batch_size"], col["translate"]["steps_per_epoch"]) == (params.cyclegan.batch_size, params.translate.steps_per_epoch)
+    assert (col["cyclegan"]["batch_size"], col["translate"]["steps_per_epoch"]) == (
+        params.cyclegan.batch_size,
+        params.translate.steps_per_epoch,
+    )
     assert params.cyclegan.batch_size != 6 and params.translate.steps_per_epoch != 3
     assert sty["precise_bn"] and "precise_bn" not in col  # colorize keeps the momentum estimate
 
@@ -320,12 +351,16 @@ def test_stylizer_guard_stops_a_generator_that_returns_its_input(tiny_data):
 
     stuck = evaluate_stylization({"G": Identity(), "F": Identity()}, params, tiny_data)
     assert stuck["moved"] < 1e-6  # float round trip of the domain scaling only
-    with pytest.raises(UserError, match=r"stylize@scratch: the stylizer returns its input \(mean \|G\(x\) - x\| = .*e-0\d < 0.001\)"):
+    with pytest.raises(
+        UserError, match=r"stylize@scratch: the stylizer returns its input \(mean \|G\(x\) - x\| = .*e-0\d < 0.001\)"
+    ):
         check_stylizer(stuck, history, "stylize@scratch")
     with pytest.raises(UserError, match="both discriminators stayed at chance .*0.251 and 0.250"):
         check_stylizer(moved, [{"loss_d_x": 0.251, "loss_d_y": 0.250}], "stylize@scratch")
     check_stylizer(moved, [{"loss_d_x": 0.251, "loss_d_y": 0.20}], "stylize@scratch")  # one D that separates suffices
-    check_stylizer(moved, [{"loss_d_x": 0.45, "loss_d_y": 0.5}], "stylize@scratch")  # untrained, not blind: a few steps in
+    check_stylizer(
+        moved, [{"loss_d_x": 0.45, "loss_d_y": 0.5}], "stylize@scratch"
+    )  # untrained, not blind: a few steps in
 
 
 def test_user_supplied_inception_weights_give_2048_d_features(tmp_path):

@@ -65,7 +65,9 @@ class PhotoBank:
         return len(self.sizes)
 
 
-def random_squares(sizes: torch.Tensor, n: int, side_scale: tuple[float, float], g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def random_squares(
+    sizes: torch.Tensor, n: int, side_scale: tuple[float, float], g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` random squares of random photos: photo index (n,) and box (n, 4) as pixel (x0, y0, x1, y1).
 
     The side is a fraction ~ U(side_scale) of the photo's shorter side (at least 2 px)."""
@@ -97,7 +99,9 @@ def crop_resize(images: torch.Tensor, index: torch.Tensor, boxes: torch.Tensor, 
 
     One ``roi_align`` call for the batch; each output pixel averages ceil(box side / size)^2
     bilinear samples of its cell, so a shrink is area-averaged (anti-aliased). -> (n, C, size, size)."""
-    from torchvision.ops import roi_align  # here, not at the top: torchvision's import costs every process that never crops ~2.5 s
+    from torchvision.ops import (
+        roi_align,  # here, not at the top: torchvision's import costs every process that never crops ~2.5 s
+    )
 
     rois = torch.cat([index[:, None].to(images.dtype), boxes.to(images.dtype)], 1)
     return roi_align(images, rois, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True).clamp_(0, 1)
@@ -134,7 +138,9 @@ def rotate_hue(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nij,njhw->nihw", m, x).clamp(0, 1)
 
 
-def color_jitter(x: torch.Tensor, g: torch.Generator, jitter: float, grayscale_p: float, jitter_p: float = 0.8) -> torch.Tensor:
+def color_jitter(
+    x: torch.Tensor, g: torch.Generator, jitter: float, grayscale_p: float, jitter_p: float = 0.8
+) -> torch.Tensor:
     """SimCLR-style colour augmentation with per-sample parameters. x: (N, 3, H, W).
 
     With p ``jitter_p``: brightness, contrast and saturation factors in [1 - jitter, 1 + jitter]
@@ -172,7 +178,11 @@ def draw_nuisances(name: str, n: int, g: torch.Generator) -> dict[str, torch.Ten
         return {"level": below(torch.full((n,), 100, device=g.device), g)}
     if name == "dil":
         dilate = torch.rand(n, generator=g, device=g.device) < 0.6
-        size = torch.where(dilate, 2 + below(torch.full((n,), 3, device=g.device), g), 1 + below(torch.full((n,), 2, device=g.device), g))
+        size = torch.where(
+            dilate,
+            2 + below(torch.full((n,), 3, device=g.device), g),
+            1 + below(torch.full((n,), 2, device=g.device), g),
+        )
         return {"dilate": dilate, "size": size}
     raise ValueError(f"unknown nuisance transform '{name}' (allowed: {', '.join(NUISANCES)})")
 
@@ -196,7 +206,9 @@ def apply_nuisances(x: torch.Tensor, name: str, params: dict[str, torch.Tensor])
     if name == "dil":
         out = x
         for dilate, size in DIL_WINDOWS:  # every window on the whole batch, then a per-sample pick: no host sync
-            lead, trail = (size - 1 - size // 2, size // 2) if dilate else (size // 2, size - 1 - size // 2)  # dilation mirrors the window
+            lead, trail = (
+                (size - 1 - size // 2, size // 2) if dilate else (size // 2, size - 1 - size // 2)
+            )  # dilation mirrors the window
             pad = (lead, trail, lead, trail)
             sign = 1 if dilate else -1
             pooled = sign * F.max_pool2d(F.pad(sign * x, pad, mode="replicate"), size, stride=1)

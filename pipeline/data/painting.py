@@ -66,12 +66,16 @@ def palette_rgb(rgb: torch.Tensor, saturation: float, levels: int) -> torch.Tens
 def edge_darkening(image: np.ndarray, strength: float, sigma: float = 0.8) -> np.ndarray:
     """Darken float RGB where a difference of Gaussians of luminance is negative (the dark side of a contour)."""
     luma = image @ np.asarray(LUMA)
-    dog = ndimage.gaussian_filter(luma, sigma, mode="reflect") - ndimage.gaussian_filter(luma, 1.6 * sigma, mode="reflect")
+    dog = ndimage.gaussian_filter(luma, sigma, mode="reflect") - ndimage.gaussian_filter(
+        luma, 1.6 * sigma, mode="reflect"
+    )
     ink = np.clip(-dog / 12.0, 0.0, 1.0)  # ~12 grey levels of contrast = a full line
     return image * (1.0 - strength * ink[..., None])
 
 
-def painterly(image: np.ndarray, radius: int, stroke_length: int, saturation: float, levels: int, edges: float) -> np.ndarray:
+def painterly(
+    image: np.ndarray, radius: int, stroke_length: int, saturation: float, levels: int, edges: float
+) -> np.ndarray:
     """uint8 (H, W, 3) photo -> uint8 (H, W, 3) painting (steps in the module docstring)."""
     flat = kuwahara(image, radius).astype(np.float64)
     stroked = brush_strokes(flat, stroke_length)

@@ -45,7 +45,9 @@ def _is_grey(image: np.ndarray) -> bool:
     return image.ndim == 2 or bool(np.all(image[..., 0] == image[..., 1]) and np.all(image[..., 1] == image[..., 2]))
 
 
-def split_photos(photos: list[sources.NamedImage], test_sources: list[str], test_fraction: float = 0.2, seed: int = 0) -> tuple[list, list]:
+def split_photos(
+    photos: list[sources.NamedImage], test_sources: list[str], test_fraction: float = 0.2, seed: int = 0
+) -> tuple[list, list]:
     """Train/test by source image: the names in ``test_sources`` (each must exist); with none named,
     the files under a ``test/`` sub-folder, or else ``test_fraction`` of the files drawn with ``seed``."""
     names = [p.name for p in photos]
@@ -73,16 +75,23 @@ def load_user_folder(path: str | Path, bad: sources.BadImages) -> list[sources.N
     root = Path(path)
     photos = sources.load_folder(root, bad, exclude=("test",))
     if (root / "test").is_dir():
-        photos += [sources.NamedImage(ph.image, f"test/{ph.name}", ph.label) for ph in sources.load_folder(root / "test", bad)]
+        photos += [
+            sources.NamedImage(ph.image, f"test/{ph.name}", ph.label) for ph in sources.load_folder(root / "test", bad)
+        ]
     return photos
 
 
-def usable_photos(photos: list[sources.NamedImage], patch_size: int, bad: sources.BadImages, root: str | Path) -> list[sources.NamedImage]:
+def usable_photos(
+    photos: list[sources.NamedImage], patch_size: int, bad: sources.BadImages, root: str | Path
+) -> list[sources.NamedImage]:
     """The photos at least ``patch_size`` a side; smaller ones go to ``bad`` (skipped and counted, or the one-line stop)."""
     keep = []
     for ph in photos:
         if min(ph.image.shape[:2]) < patch_size:
-            bad(Path(root) / ph.name, f"{ph.image.shape[1]}x{ph.image.shape[0]} px is smaller than prepare.photos.patch_size={patch_size}")
+            bad(
+                Path(root) / ph.name,
+                f"{ph.image.shape[1]}x{ph.image.shape[0]} px is smaller than prepare.photos.patch_size={patch_size}",
+            )
         else:
             keep.append(ph)
     return keep
@@ -109,7 +118,9 @@ def build_photo_sets(params: PrepareParams, bad: sources.BadImages) -> PreparedS
         train = sources.load_cifar(p.source, p.path, p.download, train=True)
         test = sources.load_cifar(p.source, p.path, p.download, train=False)
     else:
-        photos = sources.load_embedded(sources.EMBEDDED_PHOTOS) if p.source == "embedded" else load_user_folder(p.path, bad)
+        photos = (
+            sources.load_embedded(sources.EMBEDDED_PHOTOS) if p.source == "embedded" else load_user_folder(p.path, bad)
+        )
         photos = [sources.NamedImage(resize_max_side(_rgb(ph.image), p.max_side), ph.name, ph.label) for ph in photos]
         if p.source == "folder":
             photos = usable_photos(photos, p.patch_size, bad, p.path)
@@ -135,8 +146,10 @@ def build_photo_sets(params: PrepareParams, bad: sources.BadImages) -> PreparedS
             # Train photo patches come from the left region, train paintings from the right one:
             # the two domains never show the same place. Test photos give both, paired.
             x_range = (0.0, split_x) if split == "train" and not small else (0.0, 1.0)
-            patches = [(ph.image, 0, 0, p.patch_size)] if small else random_patches(
-                ph.image, p.patches_per_image, p.patch_size, tuple(p.scale), rng, x_range
+            patches = (
+                [(ph.image, 0, 0, p.patch_size)]
+                if small
+                else random_patches(ph.image, p.patches_per_image, p.patch_size, tuple(p.scale), rng, x_range)
             )
             for patch, y, x, side in patches:
                 src = f"{ph.name}:{y}:{x}:{side}"
@@ -147,7 +160,9 @@ def build_photo_sets(params: PrepareParams, bad: sources.BadImages) -> PreparedS
                 for patch, y, x, side in random_patches(
                     ph.image, p.patches_per_image, p.patch_size, tuple(p.scale), rng, (split_x, 1.0)
                 ):
-                    paint_rec.append(Record(_paint(patch, params), "painting", "train", f"{ph.name}:{y}:{x}:{side}", ph.label))
+                    paint_rec.append(
+                        Record(_paint(patch, params), "painting", "train", f"{ph.name}:{y}:{x}:{side}", ph.label)
+                    )
     return PreparedSets(
         sets={"photos": photos_rec, "photos_full": full_rec, "painting": paint_rec},
         info={"photo_train_sources": [t.name for t in train], "photo_test_sources": [t.name for t in test]},
@@ -159,7 +174,9 @@ def _paint(patch: np.ndarray, params: PrepareParams) -> np.ndarray:
     return painterly(patch, pp.kuwahara_radius, pp.stroke_length, pp.saturation, pp.levels, pp.edge_darkening)
 
 
-def _cyclegan_sets(parts: dict[str, list[sources.NamedImage]], params: PrepareParams, rng: np.random.Generator) -> PreparedSets:
+def _cyclegan_sets(
+    parts: dict[str, list[sources.NamedImage]], params: PrepareParams, rng: np.random.Generator
+) -> PreparedSets:
     """User domains A (photo) and B (painting): patches of each, no paired ground truth."""
     p = params.photos
     recs: dict[str, list[Record]] = {"photos": [], "photos_full": [], "painting": []}
@@ -192,7 +209,9 @@ def build_probe(params: PrepareParams, photo_test: list[sources.NamedImage]) -> 
         for split, xr in (("bank", (0.0, 0.5)), ("query", (0.5, 1.0))):
             for patch, y, x, side in random_patches(img, params.probe.per_class, size, (0.15, 0.5), rng, xr):
                 recs.append(Record(patch, params.probe.kind, split, f"{im.name}:{y}:{x}:{side}", label))
-    return PreparedSets(sets={"probe": recs}, info={"probe_kind": params.probe.kind, "probe_classes": [im.name for im in images]})
+    return PreparedSets(
+        sets={"probe": recs}, info={"probe_kind": params.probe.kind, "probe_classes": [im.name for im in images]}
+    )
 
 
 def build_digits_lt(params: PrepareParams) -> PreparedSets:

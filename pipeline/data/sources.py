@@ -95,7 +95,9 @@ def read_image_file(path: Path) -> np.ndarray:
         raise ValueError(str(exc).split("\n")[0] or type(exc).__name__) from None
 
 
-def load_folder(path: str | Path, bad: BadImages, labeled: bool = True, exclude: tuple[str, ...] = ()) -> list[NamedImage]:
+def load_folder(
+    path: str | Path, bad: BadImages, labeled: bool = True, exclude: tuple[str, ...] = ()
+) -> list[NamedImage]:
     """Images under ``path``: its files (label -1) and, with ``labeled``, each sub-folder not in
     ``exclude`` as a class (sorted names -> 0, 1, ...)."""
     root = Path(path)
@@ -140,6 +142,11 @@ def load_cifar(name: str, root: str | Path | None, download: bool, train: bool) 
     try:
         ds = cls(root=str(root), train=train, download=download)
     except RuntimeError as exc:
-        raise UserError(f"{name} not found under {root} ({exc}); set prepare.photos.download: true to fetch it") from None
+        raise UserError(
+            f"{name} not found under {root} ({exc}); set prepare.photos.download: true to fetch it"
+        ) from None
     split = "train" if train else "test"
-    return [NamedImage(np.asarray(img), f"{name}/{split}/{i}", int(t)) for i, (img, t) in enumerate(zip(ds.data, ds.targets))]
+    return [
+        NamedImage(np.asarray(img), f"{name}/{split}/{i}", int(t))
+        for i, (img, t) in enumerate(zip(ds.data, ds.targets))
+    ]

@@ -8,6 +8,7 @@ Every random transform takes an explicit ``numpy.random.Generator``, so a seed f
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -73,7 +74,7 @@ def kuwahara(image: np.ndarray, radius: int) -> np.ndarray:
     means, variances = [], []
     for oy in (before, after):
         for ox in (before, after):
-            box = lambda a: ndimage.uniform_filter(a, size=k, origin=(oy, ox), mode="reflect")  # noqa: E731
+            box = functools.partial(ndimage.uniform_filter, size=k, origin=(oy, ox), mode="reflect")
             means.append(np.stack([box(img[..., c]) for c in range(3)], -1))
             variances.append(box(luma**2) - box(luma) ** 2)
     best = np.argmin(np.stack(variances), axis=0)  # (H, W)

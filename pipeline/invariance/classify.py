@@ -19,8 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline import storage
-from pipeline import distributed
+from pipeline import distributed, storage
 from pipeline.config import Params
 from pipeline.data.augment import apply_nuisances, balanced_draw, draw_nuisances
 from pipeline.data.shards import decode_png, read_images, read_table
@@ -56,7 +55,9 @@ def load_train(data_root: str | Path) -> dict[str, Any]:
     check_classes(labels, f"{Path(data_root) / 'digits_lt'} train split")
     clean = table.column("clean").to_pylist()
     if any(b is None for b in clean):
-        raise UserError(f"{Path(data_root) / 'digits_lt'} train split: images without their clean original (rerun `dvc repro prepare`)")
+        raise UserError(
+            f"{Path(data_root) / 'digits_lt'} train split: images without their clean original (rerun `dvc repro prepare`)"
+        )
     return {
         "x": to_tensor([decode_png(b) for b in table.column("image").to_pylist()], channels=1),
         "clean": to_tensor([decode_png(b) for b in clean], channels=1),
@@ -74,7 +75,9 @@ def load_augmented(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 def epoch_order(labels: torch.Tensor, balanced: bool, g: torch.Generator) -> torch.Tensor:
     """A permutation of the training set, or (``balanced``) as many class-balanced draws."""
-    return balanced_draw(labels, len(labels), g) if balanced else torch.randperm(len(labels), generator=g, device=g.device)
+    return (
+        balanced_draw(labels, len(labels), g) if balanced else torch.randperm(len(labels), generator=g, device=g.device)
+    )
 
 
 def make_batch(
@@ -130,13 +133,17 @@ def train_loop(config: dict[str, Any]) -> None:
         if epoch == 0 or model is None:
             torch.manual_seed(seed)
             model = ResNet20(NUM_CLASSES, 1, cp["width"])
-            opt = torch.optim.SGD(model.parameters(), lr=cp["lr"], momentum=cp["momentum"], weight_decay=cp["weight_decay"])
+            opt = torch.optim.SGD(
+                model.parameters(), lr=cp["lr"], momentum=cp["momentum"], weight_decay=cp["weight_decay"]
+            )
             if epoch > 0:  # resumed in the middle of this seed
                 run.restore(model=model, optimizer=opt)
             wrapped = distributed.prepare_model(model, w)
             core = distributed.unwrap(wrapped)
         late = epoch >= cp["decay_epochs"][0]
-        order = epoch_order(labels, method == "drs" and late, torch.Generator().manual_seed(seed_for(seed, epoch)))  # same on every rank
+        order = epoch_order(
+            labels, method == "drs" and late, torch.Generator().manual_seed(seed_for(seed, epoch))
+        )  # same on every rank
         g = run.generator(seed, epoch)
         wrapped.train()
         for step in range(steps):
@@ -159,7 +166,10 @@ def train_loop(config: dict[str, Any]) -> None:
         last = epoch == epochs - 1
         if w.is_main and last:
             done[str(seed)] = {k: v.detach().cpu() for k, v in core.state_dict().items()}
-            print(f"[classify@{method}] seed {seed} done: loss {row['loss']:.3f} train_acc {row['train_acc']:.3f}", flush=True)
+            print(
+                f"[classify@{method}] seed {seed} done: loss {row['loss']:.3f} train_acc {row['train_acc']:.3f}",
+                flush=True,
+            )
         if not last and (epoch + 1) % cp["checkpoint_every"]:
             run.log(row)  # an epoch takes well under a second here; a checkpoint costs more than that
             continue
@@ -178,7 +188,11 @@ def job_config(params: Params, method: str, data_root: str | Path, augment_root:
     return {
         "method": method,
         "data_root": storage.publish_data(data_root, ["digits_lt"]),
-        "augment_root": str(storage.join(storage.publish_data(Path(augment_root).parent, [Path(augment_root).name]), Path(augment_root).name)),
+        "augment_root": str(
+            storage.join(
+                storage.publish_data(Path(augment_root).parent, [Path(augment_root).name]), Path(augment_root).name
+            )
+        ),
         "transform": params.prepare.digits_lt.transform,
         "classify": params.classify.model_dump(),
         "cpus_per_worker": params.distributed.cpus_per_worker,
@@ -186,7 +200,9 @@ def job_config(params: Params, method: str, data_root: str | Path, augment_root:
     }
 
 
-def train(params: Params, method: str, data_root: str | Path, augment_root: str | Path, storage: str | Path) -> dict[str, Any]:
+def train(
+    params: Params, method: str, data_root: str | Path, augment_root: str | Path, storage: str | Path
+) -> dict[str, Any]:
     """Train ``classify.seeds`` classifiers of ``method`` through Ray Train; returns the final state."""
     config = job_config(params, method, data_root, augment_root)
     inputs = [Path(data_root) / "digits_lt", *([Path(augment_root)] if method == "git" else [])]
@@ -204,7 +220,12 @@ def models_from_state(state: dict[str, Any], width: int) -> dict[int, ResNet20]:
 
 
 def evaluate(
-    models: dict[int, torch.nn.Module], data_root: str | Path, transform: str, draws: int, class_sizes: dict[int, int], threshold: int
+    models: dict[int, torch.nn.Module],
+    data_root: str | Path,
+    transform: str,
+    draws: int,
+    class_sizes: dict[int, int],
+    threshold: int,
 ) -> dict[str, Any]:
     """Balanced accuracy on freshly transformed test images and per-class eKLD (x = clean test image,
     x' ~ T(.|x), ``draws`` per image), per seed and as mean / std over seeds."""

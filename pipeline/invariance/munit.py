@@ -18,8 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline import storage
-from pipeline import distributed
+from pipeline import distributed, storage
 from pipeline.config import Params
 from pipeline.data.augment import balanced_draw
 from pipeline.data.shards import Record, read_images
@@ -51,7 +50,9 @@ def build_munit(mp: dict[str, Any], channels: int = 1) -> tuple[MUNIT, PatchDisc
     return model, disc
 
 
-def munit_step(gen: torch.nn.Module, disc: torch.nn.Module, opts: tuple, x: torch.Tensor, mp: dict[str, Any], style_dim: int) -> dict[str, torch.Tensor]:
+def munit_step(
+    gen: torch.nn.Module, disc: torch.nn.Module, opts: tuple, x: torch.Tensor, mp: dict[str, Any], style_dim: int
+) -> dict[str, torch.Tensor]:
     """One MUNIT update on a batch of one domain: D (LSGAN) on real vs restyled, then encoders + decoder.
 
     ``gen`` is a (possibly DDP-wrapped) :class:`MunitPass`. Losses: gan, recon_x |G(c, s) - x|,
@@ -79,7 +80,11 @@ def munit_step(gen: torch.nn.Module, disc: torch.nn.Module, opts: tuple, x: torc
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
-    return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), **{f"loss_{k}": v.detach() for k, v in losses.items()}}
+    return {
+        "loss_d": loss_d.detach(),
+        "loss_g": loss_g.detach(),
+        **{f"loss_{k}": v.detach() for k, v in losses.items()},
+    }
 
 
 def style_spread(model: MUNIT, x: torch.Tensor, n_styles: int, seed: int = 0) -> torch.Tensor:
@@ -161,7 +166,9 @@ def train_loop(config: dict[str, Any]) -> None:
     model, disc = build_munit(mp)
     opt_g = torch.optim.Adam(model.parameters(), lr=mp["lr"], betas=tuple(mp["betas"]), weight_decay=mp["weight_decay"])
     opt_d = torch.optim.Adam(disc.parameters(), lr=mp["lr"], betas=tuple(mp["betas"]), weight_decay=mp["weight_decay"])
-    schedule = Schedule(mp["lr"], mp["epochs"], kind="step", milestones=(mp["epochs"] // 2,), gamma=0.5)  # MUNIT's step decay, by epoch
+    schedule = Schedule(
+        mp["lr"], mp["epochs"], kind="step", milestones=(mp["epochs"] // 2,), gamma=0.5
+    )  # MUNIT's step decay, by epoch
     run = TrainingRun(w, mp["epochs"], "munit", profile=config.get("profile", False))
     run.restore(model=model, disc=disc, opt_g=opt_g, opt_d=opt_d)
     wrapped_g = distributed.prepare_model(MunitPass(model, mp["cycle"] > 0), w)
@@ -188,7 +195,14 @@ def train_loop(config: dict[str, Any]) -> None:
             cpu.load_state_dict({k: v.detach().cpu() for k, v in core.state_dict().items()})
             row["style_diversity"] = style_diversity(cpu, monitor, mp["diversity_styles"], seed=epoch)
             row["recon_l1"] = reconstruction_l1(cpu, monitor)
-        run.report(row, ("loss_g", "loss_d", "recon_l1", "style_diversity"), model=core, disc=distributed.unwrap(wrapped_d), opt_g=opt_g, opt_d=opt_d)
+        run.report(
+            row,
+            ("loss_g", "loss_d", "recon_l1", "style_diversity"),
+            model=core,
+            disc=distributed.unwrap(wrapped_d),
+            opt_g=opt_g,
+            opt_d=opt_d,
+        )
 
 
 def job_config(params: Params, data_root: str | Path) -> dict[str, Any]:
@@ -225,9 +239,13 @@ def tail_classes(labels: np.ndarray, threshold: int) -> list[int]:
     classes, counts = np.unique(labels, return_counts=True)
     tail = [int(c) for c, n in zip(classes, counts) if n < threshold]
     if not tail:
-        raise UserError(f"augment.threshold={threshold} is at or below every class size (smallest {counts.min()}): no tail class to augment")
+        raise UserError(
+            f"augment.threshold={threshold} is at or below every class size (smallest {counts.min()}): no tail class to augment"
+        )
     if len(tail) == len(classes):
-        raise UserError(f"augment.threshold={threshold} is above every class size (largest {counts.max()}): every class would be tail")
+        raise UserError(
+            f"augment.threshold={threshold} is above every class size (largest {counts.max()}): every class would be tail"
+        )
     return tail
 
 

@@ -36,7 +36,9 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> float:
     p = pred.permute(0, 2, 3, 1).double().numpy()
     t = target.permute(0, 2, 3, 1).double().numpy()
     win = min(7, p.shape[1] - (1 - p.shape[1] % 2), p.shape[2] - (1 - p.shape[2] % 2))
-    return float(np.mean([structural_similarity(a, b, data_range=1.0, channel_axis=-1, win_size=win) for a, b in zip(p, t)]))
+    return float(
+        np.mean([structural_similarity(a, b, data_range=1.0, channel_axis=-1, win_size=win) for a, b in zip(p, t)])
+    )
 
 
 def batched(features: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int = 128) -> np.ndarray:
@@ -56,7 +58,9 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(max(0.0, ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)))
 
 
-def kernel_inception_distance(a: np.ndarray, b: np.ndarray, subset_size: int = 64, subsets: int = 50, seed: int = 0) -> tuple[float, float]:
+def kernel_inception_distance(
+    a: np.ndarray, b: np.ndarray, subset_size: int = 64, subsets: int = 50, seed: int = 0
+) -> tuple[float, float]:
     """Unbiased MMD^2 with the cubic polynomial kernel, mean and std over random subsets.
 
     Zero in expectation for one distribution (single estimates may be slightly negative).
@@ -77,7 +81,11 @@ def kernel_inception_distance(a: np.ndarray, b: np.ndarray, subset_size: int = 6
 
 
 def image_scores(
-    pred: torch.Tensor, target: torch.Tensor, features: Callable[[torch.Tensor], torch.Tensor], subset_size: int, subsets: int
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    features: Callable[[torch.Tensor], torch.Tensor],
+    subset_size: int,
+    subsets: int,
 ) -> dict[str, float]:
     """L1 (RGB, [0, 1] scale), PSNR, SSIM, FD and KID of predicted vs target RGB images (N, 3, H, W) in [0, 1];
     FD and KID on ``features`` (N, 3, H, W) -> (N, D)."""

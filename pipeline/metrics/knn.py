@@ -28,7 +28,14 @@ class ProbeResult:
     correct: np.ndarray  # (Q,) bool
 
 
-def knn_score(bank: torch.Tensor, bank_y: torch.Tensor, query: torch.Tensor, query_y: torch.Tensor, k: int = 20, temperature: float = 0.07) -> ProbeResult:
+def knn_score(
+    bank: torch.Tensor,
+    bank_y: torch.Tensor,
+    query: torch.Tensor,
+    query_y: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> ProbeResult:
     """kNN top-1 of l2-normalised query features (Q, D) against bank features (B, D) and their labels."""
     num_classes = int(max(bank_y.max(), query_y.max())) + 1
     correct = (knn_predict(bank, bank_y, query, k, temperature, num_classes) == query_y).numpy()

@@ -40,8 +40,15 @@ def t_interval(values: list[float] | np.ndarray, level: float = 0.95) -> tuple[f
 
 
 def claim(
-    claim_id: str, statement: str, effects: list[float], baseline: str, profile: str, seeds: list[int], ci_method: str = "t over seeds",
-    interval: tuple[float, float] | None = None, detail: dict[str, Any] | None = None,
+    claim_id: str,
+    statement: str,
+    effects: list[float],
+    baseline: str,
+    profile: str,
+    seeds: list[int],
+    ci_method: str = "t over seeds",
+    interval: tuple[float, float] | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One entry of ``metrics/claims.json``. ``effects`` are per seed (> 0 = the claim holds on that
     seed); the interval is the t interval over them unless ``interval`` gives one computed otherwise."""

@@ -41,7 +41,12 @@ class ContentEncoder(nn.Module):
 
     def __init__(self, in_channels: int, dim: int, n_res: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(in_channels, dim, 1), nn.BatchNorm2d(dim), nn.ReLU(inplace=True), *[ResBlockBN(dim) for _ in range(n_res)])
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, dim, 1),
+            nn.BatchNorm2d(dim),
+            nn.ReLU(inplace=True),
+            *[ResBlockBN(dim) for _ in range(n_res)],
+        )
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.net(f)
@@ -50,7 +55,9 @@ class ContentEncoder(nn.Module):
 def predictor(dim: int) -> nn.Sequential:
     """SimSiam predictor on every location: (N, dim, h, w) -> (N, dim, h, w), bottleneck dim / 4, no BN at the output."""
     hidden = max(1, dim // 4)
-    return nn.Sequential(nn.Conv2d(dim, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True), nn.Conv2d(hidden, dim, 1))
+    return nn.Sequential(
+        nn.Conv2d(dim, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True), nn.Conv2d(hidden, dim, 1)
+    )
 
 
 class StyleEncoder(nn.Module):
@@ -94,7 +101,9 @@ class ACE(nn.Module):
         self.predictor = predictor(dim)
         self.style_encoder = StyleEncoder(feat, style_dim)
         self.domain_style = nn.Parameter(torch.zeros(style_dim))
-        self.decoder = Decoder(dim, 3, style_dim, n_up=max(0, level - 1), n_res=n_res, mlp_dim=mlp_dim, direct_adain=False)
+        self.decoder = Decoder(
+            dim, 3, style_dim, n_up=max(0, level - 1), n_res=n_res, mlp_dim=mlp_dim, direct_adain=False
+        )
 
     def train(self, mode: bool = True) -> ACE:
         super().train(mode)

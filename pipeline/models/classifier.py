@@ -16,7 +16,9 @@ class ResNet20(nn.Module):
 
     def __init__(self, num_classes: int, in_channels: int = 1, width: int = 16, blocks: int = 3) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        )
         layers, c_in = [], width
         for i, c in enumerate((width, 2 * width, 4 * width)):
             stride = 1 if i == 0 else 2

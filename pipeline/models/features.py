@@ -98,7 +98,9 @@ class InceptionFeatures(nn.Module):
         try:
             self.net.load_state_dict(load_torch(weights))
         except Exception as exc:  # noqa: BLE001
-            raise UserError(f"translate.inception_weights: {weights} is not an inception_v3 state dict ({type(exc).__name__})") from None
+            raise UserError(
+                f"translate.inception_weights: {weights} is not an inception_v3 state dict ({type(exc).__name__})"
+            ) from None
         self.net.fc = nn.Identity()
         self.net.eval()
 

@@ -63,9 +63,17 @@ class ContentEncoder(nn.Module):
 
     def __init__(self, in_channels: int, dim: int = 64, n_down: int = 2, n_res: int = 4) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, dim, 7, 1, 3, padding_mode="reflect"), nn.InstanceNorm2d(dim), nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, dim, 7, 1, 3, padding_mode="reflect"),
+            nn.InstanceNorm2d(dim),
+            nn.ReLU(True),
+        ]
         for _ in range(n_down):
-            layers += [nn.Conv2d(dim, 2 * dim, 4, 2, 1, padding_mode="reflect"), nn.InstanceNorm2d(2 * dim), nn.ReLU(True)]
+            layers += [
+                nn.Conv2d(dim, 2 * dim, 4, 2, 1, padding_mode="reflect"),
+                nn.InstanceNorm2d(2 * dim),
+                nn.ReLU(True),
+            ]
             dim *= 2
         layers += [ResBlock(dim, "in") for _ in range(n_res)]
         self.net = nn.Sequential(*layers)
@@ -102,7 +110,13 @@ class Decoder(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, style_dim: int = 8, n_up: int = 2, n_res: int = 4, mlp_dim: int = 256,
+        self,
+        in_channels: int,
+        out_channels: int,
+        style_dim: int = 8,
+        n_up: int = 2,
+        n_res: int = 4,
+        mlp_dim: int = 256,
         direct_adain: bool = True,
     ) -> None:
         super().__init__()
@@ -111,14 +125,23 @@ class Decoder(nn.Module):
         layers: list[nn.Module] = []
         dim = in_channels
         for _ in range(n_up):
-            layers += [nn.Upsample(scale_factor=2), nn.Conv2d(dim, dim // 2, 5, 1, 2, padding_mode="reflect"), LayerNorm2d(dim // 2), nn.ReLU(True)]
+            layers += [
+                nn.Upsample(scale_factor=2),
+                nn.Conv2d(dim, dim // 2, 5, 1, 2, padding_mode="reflect"),
+                LayerNorm2d(dim // 2),
+                nn.ReLU(True),
+            ]
             dim //= 2
         layers += [nn.Conv2d(dim, out_channels, 7, 1, 3, padding_mode="reflect"), nn.Tanh()]
         self.up = nn.Sequential(*layers)
         self.adains = [m for m in self.res.modules() if isinstance(m, AdaIN)]
         n_params = sum(2 * m.channels for m in self.adains)
         self.mlp = nn.Sequential(
-            nn.Linear(style_dim, mlp_dim), nn.ReLU(True), nn.Linear(mlp_dim, mlp_dim), nn.ReLU(True), nn.Linear(mlp_dim, n_params)
+            nn.Linear(style_dim, mlp_dim),
+            nn.ReLU(True),
+            nn.Linear(mlp_dim, mlp_dim),
+            nn.ReLU(True),
+            nn.Linear(mlp_dim, n_params),
         )
 
     @property
@@ -154,7 +177,9 @@ class MUNIT(nn.Module):
     """One-domain MUNIT auto-encoder: ``encode`` -> (content, style), ``decode(content, style)`` -> image.
     Built as the reference: kaiming init, AdaIN weight and bias straight from the style MLP."""
 
-    def __init__(self, channels: int = 1, dim: int = 32, style_dim: int = 8, n_down: int = 2, n_res: int = 4, mlp_dim: int = 256) -> None:
+    def __init__(
+        self, channels: int = 1, dim: int = 32, style_dim: int = 8, n_down: int = 2, n_res: int = 4, mlp_dim: int = 256
+    ) -> None:
         super().__init__()
         self.style_dim = style_dim
         self.content_encoder = ContentEncoder(channels, dim, n_down, n_res)

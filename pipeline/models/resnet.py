@@ -38,7 +38,9 @@ class ResNet18(nn.Module):
         super().__init__()
         self.width = width
         self.in_channels = in_channels
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        )
         chans = [width, 2 * width, 4 * width, 8 * width]
         layers, c_in = [], width
         for i, c in enumerate(chans):

@@ -45,7 +45,9 @@ class ResNetUNet(nn.Module):
         self.dec3 = _block(p[4] + p[3], 4 * d)
         self.dec2 = _block(4 * d + p[2], 2 * d)
         self.dec1 = _block(2 * d + p[1] + p[0], d)
-        self.out = nn.Sequential(nn.Conv2d(d + 3, d, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv2d(d, out_channels, 1), nn.Tanh())
+        self.out = nn.Sequential(
+            nn.Conv2d(d + 3, d, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv2d(d, out_channels, 1), nn.Tanh()
+        )
 
     def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C_in, H, W) generator input -> (N, 3 or 1, H, W) backbone input, RGB in [0, 1]."""

@@ -18,7 +18,9 @@ def projector(in_dim: int, dim: int) -> nn.Sequential:
 
 def predictor(dim: int, hidden: int) -> nn.Sequential:
     """Bottleneck MLP (N, dim) -> (N, dim)."""
-    return nn.Sequential(nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
+    return nn.Sequential(
+        nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim)
+    )
 
 
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -14,10 +14,25 @@ Domains (all tensors (N, 3, H, W) in [-1, 1]):
 """
 
 from pipeline.translate.data import painted_twins
-from pipeline.translate.evaluate import (check_stylizer, evaluate_colorization, evaluate_painter, evaluate_stylization, sample_rows,
-                                         score_paintings)
-from pipeline.translate.training import (ENCODERS, GANS, check_inputs, encoder_backbone, generators_from_state, job_config,
-                                        served_weights, train, train_loop)
+from pipeline.translate.evaluate import (
+    check_stylizer,
+    evaluate_colorization,
+    evaluate_painter,
+    evaluate_stylization,
+    sample_rows,
+    score_paintings,
+)
+from pipeline.translate.training import (
+    ENCODERS,
+    GANS,
+    check_inputs,
+    encoder_backbone,
+    generators_from_state,
+    job_config,
+    served_weights,
+    train,
+    train_loop,
+)
 
 __all__ = ["ENCODERS", "GANS", "check_inputs", "check_stylizer", "encoder_backbone", "evaluate_colorization", "evaluate_painter", "evaluate_stylization", "generators_from_state",
            "job_config", "painted_twins", "sample_rows", "score_paintings", "served_weights", "train", "train_loop"]  # fmt: skip

@@ -12,7 +12,12 @@ from pipeline.models.gan import ImagePool, adversarial_loss
 
 
 def cyclegan_step(
-    m: dict[str, nn.Module], opts: tuple, x: torch.Tensor, y: torch.Tensor, cfg: dict[str, Any], pools: dict[str, ImagePool]
+    m: dict[str, nn.Module],
+    opts: tuple,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: dict[str, Any],
+    pools: dict[str, ImagePool],
 ) -> dict[str, torch.Tensor]:
     """CycleGAN: G and F with LSGAN + cycle + identity, then both discriminators on pooled fakes."""
     opt_g, opt_d = opts
@@ -30,7 +35,9 @@ def cyclegan_step(
     per_d = {}
     for d_name, real, fake, pool in (("D_Y", y, fake_y, pools["Y"]), ("D_X", x, fake_x, pools["X"])):
         scores = m[d_name](torch.cat([real, pool.query(fake.detach())]))
-        per_d[d_name] = 0.5 * (adversarial_loss(scores[: len(real)], True, "lsgan") + adversarial_loss(scores[len(real) :], False, "lsgan"))
+        per_d[d_name] = 0.5 * (
+            adversarial_loss(scores[: len(real)], True, "lsgan") + adversarial_loss(scores[len(real) :], False, "lsgan")
+        )
     loss_d = per_d["D_X"] + per_d["D_Y"]
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()

@@ -34,10 +34,15 @@ def evaluate_colorization(models: dict[str, nn.Module] | None, params: Params, d
     pred_rgb = domain_to_rgb(pred, "colorize")
     tr = params.translate
     feats = feature_net(tr.fd_features, rgb, tr.inception_weights)
-    scores = {"l1_ab": l1(pred[:, 1:], lab[:, 1:]), **image_scores(pred_rgb, rgb, feats, tr.kid_subset_size, tr.kid_subsets)}
+    scores = {
+        "l1_ab": l1(pred[:, 1:], lab[:, 1:]),
+        **image_scores(pred_rgb, rgb, feats, tr.kid_subset_size, tr.kid_subsets),
+    }
     photos = sorted({s.split(":")[0] for s in src})
     scores["l1_ab_by_photo"] = {
-        p: l1(pred[idx, 1:], lab[idx, 1:]) for p in photos for idx in [[i for i, s in enumerate(src) if s.split(":")[0] == p]]
+        p: l1(pred[idx, 1:], lab[idx, 1:])
+        for p in photos
+        for idx in [[i for i, s in enumerate(src) if s.split(":")[0] == p]]
     }
     scores["samples"] = (x, pred, lab)
     return scores
@@ -49,7 +54,11 @@ def score_paintings(pred_rgb: torch.Tensor, target_rgb: torch.Tensor, params: Pa
     tr = params.translate
     feats = feature_net(tr.fd_features, target_rgb, tr.inception_weights)
     luma, chroma = l1_luma_chroma(pred_rgb, target_rgb)
-    return {**image_scores(pred_rgb, target_rgb, feats, tr.kid_subset_size, tr.kid_subsets), "l1_luma": luma, "l1_chroma": chroma}
+    return {
+        **image_scores(pred_rgb, target_rgb, feats, tr.kid_subset_size, tr.kid_subsets),
+        "l1_luma": luma,
+        "l1_chroma": chroma,
+    }
 
 
 def evaluate_stylization(models: dict[str, nn.Module] | None, params: Params, data_root: str | Path) -> dict[str, Any]:
@@ -66,7 +75,9 @@ def evaluate_stylization(models: dict[str, nn.Module] | None, params: Params, da
         feats = feature_net(tr.fd_features, target_rgb, tr.inception_weights)
         half = np.random.default_rng(0).permutation(len(target_rgb))
         a, b = batched(feats, target_rgb[half[::2]]), batched(feats, target_rgb[half[1::2]])
-        scores["kid_paintings_split_half"] = kernel_inception_distance(a, b, min(tr.kid_subset_size, len(b)), tr.kid_subsets)[0]
+        scores["kid_paintings_split_half"] = kernel_inception_distance(
+            a, b, min(tr.kid_subset_size, len(b)), tr.kid_subsets
+        )[0]
     else:
         back = domain_to_rgb(translate_batched(models["F"], pred), "stylize")
         scores["cycle_l1"] = l1(back, rgb)
@@ -74,7 +85,9 @@ def evaluate_stylization(models: dict[str, nn.Module] | None, params: Params, da
     return scores
 
 
-def evaluate_painter(paint: Callable[[torch.Tensor], torch.Tensor], params: Params, data_root: str | Path) -> dict[str, Any]:
+def evaluate_painter(
+    paint: Callable[[torch.Tensor], torch.Tensor], params: Params, data_root: str | Path
+) -> dict[str, Any]:
     """A fixed photo -> painting map (RGB (N, 3, H, W) in [0, 1] -> the same), scored like a
     stylizer: for the oracles that know the renderer (see :func:`pipeline.data.painting.palette_rgb`)."""
     rgb, target_rgb = painted_twins(data_root)
@@ -83,7 +96,10 @@ def evaluate_painter(paint: Callable[[torch.Tensor], torch.Tensor], params: Para
 
 
 MIN_MOVE = 1e-3  # mean |G(x) - x| in RGB [0, 1]: below a tenth of a grey level per pixel is no translation
-D_CHANCE = (0.24, 0.26)  # LSGAN discriminator loss of a D that cannot separate real from fake: 0.25 (a constant 0.5 output)
+D_CHANCE = (
+    0.24,
+    0.26,
+)  # LSGAN discriminator loss of a D that cannot separate real from fake: 0.25 (a constant 0.5 output)
 
 
 def check_stylizer(scores: dict[str, Any], history: list[dict[str, float]], stage: str) -> None:
@@ -91,7 +107,9 @@ def check_stylizer(scores: dict[str, Any], history: list[dict[str, float]], stag
     (``scores['moved']`` < MIN_MOVE), or both discriminators ended at chance (the last epoch's
     ``loss_d_x`` and ``loss_d_y`` within D_CHANCE), so nothing pushed it towards the paintings."""
     if scores["moved"] < MIN_MOVE:
-        raise UserError(f"{stage}: the stylizer returns its input (mean |G(x) - x| = {scores['moved']:.1e} < {MIN_MOVE}); no model is written")
+        raise UserError(
+            f"{stage}: the stylizer returns its input (mean |G(x) - x| = {scores['moved']:.1e} < {MIN_MOVE}); no model is written"
+        )
     last = history[-1]
     lo, hi = D_CHANCE
     if all(lo <= last[k] <= hi for k in ("loss_d_x", "loss_d_y")):

@@ -11,7 +11,9 @@ from torch import nn
 from pipeline.models.gan import adversarial_loss
 
 
-def cgan_step(m: dict[str, nn.Module], opts: tuple, x: torch.Tensor, y: torch.Tensor, cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
+def cgan_step(
+    m: dict[str, nn.Module], opts: tuple, x: torch.Tensor, y: torch.Tensor, cfg: dict[str, Any]
+) -> dict[str, torch.Tensor]:
     """pix2pix: D on (input L, ab) pairs, then G with cGAN + lambda_l1 * L1(ab)."""
     opt_g, opt_d = opts
     fake = m["G"](x)
@@ -28,4 +30,6 @@ def cgan_step(m: dict[str, nn.Module], opts: tuple, x: torch.Tensor, y: torch.Te
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
-    return {k: v.detach() for k, v in (("loss_d", loss_d), ("loss_g", loss_g), ("loss_gan", loss_gan), ("loss_l1", loss_l1))}
+    return {
+        k: v.detach() for k, v in (("loss_d", loss_d), ("loss_g", loss_g), ("loss_gan", loss_gan), ("loss_l1", loss_l1))
+    }

@@ -16,8 +16,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from pipeline import storage
-from pipeline import distributed
+from pipeline import distributed, storage
 from pipeline.config import Params
 from pipeline.data.augment import crop_flip
 from pipeline.data.shards import read_images
@@ -130,7 +129,11 @@ def train_loop(config: dict[str, Any]) -> None:
     opt_g = generator_optimizer(gens, tr)
     opt_d = torch.optim.Adam([p for d in discs for p in d.parameters()], lr=tr["lr"], betas=tuple(tr["betas"]))
 
-    averages = weight_averages({k: models[k] for k in ("G", "F") if k in models}, config["ema_decay"]) if config.get("ema_decay") else {}
+    averages = (
+        weight_averages({k: models[k] for k in ("G", "F") if k in models}, config["ema_decay"])
+        if config.get("ema_decay")
+        else {}
+    )
     run = TrainingRun(w, tr["epochs"], config["variant"], profile=config.get("profile", False))
     run.restore(models=Bundle(models), opt_g=opt_g, opt_d=opt_d, **({"averages": Bundle(averages)} if averages else {}))
     for avg in averages.values():
@@ -146,7 +149,10 @@ def train_loop(config: dict[str, Any]) -> None:
         g = run.generator(tr["seed"], epoch)
         torch.manual_seed(seed_for(tr["seed"], epoch, w.rank, 1))
         # pools restart every epoch from a seeded state so a resumed run repeats the uninterrupted one
-        pools = {d: ImagePool(config["cyclegan"]["pool_size"], seed=seed_for(tr["seed"], epoch, w.rank, 2 + i)) for i, d in enumerate("XY")}
+        pools = {
+            d: ImagePool(config["cyclegan"]["pool_size"], seed=seed_for(tr["seed"], epoch, w.rank, 2 + i))
+            for i, d in enumerate("XY")
+        }
         lr = set_lrs(opt_g, opt_d, epoch, tr)
         for mod in wrapped.values():
             mod.train()
@@ -177,8 +183,14 @@ def train_loop(config: dict[str, Any]) -> None:
             row["val_l1"] = validation_metric(cpu, data, task)
             if task == "colorize":
                 row["val_l1_ab0"] = l1(torch.zeros_like(data["val_Y"][:, 1:]), data["val_Y"][:, 1:])
-        run.report(row, ("loss_g", "loss_d", "val_l1"), models=Bundle(cores), opt_g=opt_g, opt_d=opt_d,
-                   **({"averages": Bundle(averages)} if averages else {}))
+        run.report(
+            row,
+            ("loss_g", "loss_d", "val_l1"),
+            models=Bundle(cores),
+            opt_g=opt_g,
+            opt_d=opt_d,
+            **({"averages": Bundle(averages)} if averages else {}),
+        )
 
 
 # ----------------------------------------------------------------------------- driver side
@@ -192,15 +204,25 @@ def check_inputs(params: Params, task: str, data_root: str | Path) -> None:
         read_images(root / "painting", "train")
     smallest = min(min(p.shape[:2]) for p in photos)
     if params.translate.crop_size > smallest:
-        raise UserError(f"translate.crop_size={params.translate.crop_size} is larger than the images ({smallest} px): lower it")
+        raise UserError(
+            f"translate.crop_size={params.translate.crop_size} is larger than the images ({smallest} px): lower it"
+        )
     if params.translate.crop_size % 8:
-        raise UserError(f"translate.crop_size={params.translate.crop_size} must be a multiple of 8 (the U-Net downsamples 3 times)")
+        raise UserError(
+            f"translate.crop_size={params.translate.crop_size} must be a multiple of 8 (the U-Net downsamples 3 times)"
+        )
     if task == "colorize" and all(p.ndim == 2 or (np.ptp(p.astype(np.int16), axis=-1) == 0).all() for p in photos):
         raise UserError(f"{root / 'photos'}: the train split holds only grey images; colorization needs colour photos")
 
 
 def job_config(
-    params: Params, task: str, encoder: str, gan: str, data_root: str | Path, backbone: ResNet18, seed: int | None = None
+    params: Params,
+    task: str,
+    encoder: str,
+    gan: str,
+    data_root: str | Path,
+    backbone: ResNet18,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """The dict each worker receives for one seed (default: the first of ``translate.seeds``); the
     backbone weights travel in it (no shared disk needed)."""
@@ -217,11 +239,20 @@ def job_config(
         "variant": f"{task}@{encoder}-{gan}" if task == "colorize" else f"{task}@{encoder}",
         "data_root": storage.publish_data(data_root, ["photos", "painting"] if task == "stylize" else ["photos"]),
         "train_fraction": fraction,
-        "translate": {**params.translate.model_dump(exclude={"seeds"}), "seed": params.translate.seeds[0] if seed is None else seed,
-                      **({"steps_per_epoch": params.stylize.steps_per_epoch} if task == "stylize" and params.stylize.steps_per_epoch else {})},
+        "translate": {
+            **params.translate.model_dump(exclude={"seeds"}),
+            "seed": params.translate.seeds[0] if seed is None else seed,
+            **(
+                {"steps_per_epoch": params.stylize.steps_per_epoch}
+                if task == "stylize" and params.stylize.steps_per_epoch
+                else {}
+            ),
+        },
         "colorize": params.colorize.model_dump(),
-        "cyclegan": {**params.cyclegan.model_dump(),
-                     **({"batch_size": params.stylize.batch_size} if task == "stylize" and params.stylize.batch_size else {})},
+        "cyclegan": {
+            **params.cyclegan.model_dump(),
+            **({"batch_size": params.stylize.batch_size} if task == "stylize" and params.stylize.batch_size else {}),
+        },
         **({"precise_bn": True} if task == "stylize" and params.stylize.precise_bn else {}),
         **({"ema_decay": params.stylize.ema_decay} if task == "stylize" and params.stylize.ema_decay else {}),
         "backbone_spec": backbone.spec(),
@@ -233,11 +264,20 @@ def job_config(
 
 def run_key(config: dict[str, Any]) -> dict[str, Any]:
     """What names a run: the config with the weights replaced by their digest."""
-    return {**{k: v for k, v in config.items() if k != "backbone_state"}, "backbone_sha": state_digest(config["backbone_state"])}
+    return {
+        **{k: v for k, v in config.items() if k != "backbone_state"},
+        "backbone_sha": state_digest(config["backbone_state"]),
+    }
 
 
 def train(
-    params: Params, task: str, encoder: str, gan: str, data_root: str | Path, storage: str | Path, backbone_path: str | Path | None = None
+    params: Params,
+    task: str,
+    encoder: str,
+    gan: str,
+    data_root: str | Path,
+    storage: str | Path,
+    backbone_path: str | Path | None = None,
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Train one variant through Ray Train once per seed of ``translate.seeds``, the seeds one after
     the other in one resumable run; returns [(config, final state)] in seed order."""
@@ -246,7 +286,9 @@ def train(
     sets = ["photos", "painting"] if task == "stylize" else ["photos"]
     configs = [job_config(params, task, encoder, gan, data_root, backbone, seed) for seed in params.translate.seeds]
     key = {"seeds": [run_key(c) for c in configs]}
-    name = distributed.run_name(configs[0]["variant"].replace("@", "_"), key, train_loop, [Path(data_root) / s for s in sets])
+    name = distributed.run_name(
+        configs[0]["variant"].replace("@", "_"), key, train_loop, [Path(data_root) / s for s in sets]
+    )
     return list(zip(configs, distributed.fit_seeds(train_loop, configs, params.distributed, name, storage)))
 
 

@@ -2,7 +2,7 @@
 with the last weights (``last_weights/stylize_<e>.json``: the same stages, backbones, machine and
 seeds with ``stylize.ema_decay: 0``), and the paired difference per run. Run from the repository root:
 
-    python results/stylize_ema/compare.py   # writes results/stylize_ema/compare.{json,md}
+    python studies/stylize_ema/compare.py   # writes results/stylize_ema/compare.{json,md}
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pipeline.claims import markdown, stylize_claims
 from pipeline.io import atomic_file, write_json
 from pipeline.metrics.seeds import t_interval
 
-HERE = Path(__file__).parent
+HERE = Path("results/stylize_ema")  # its results; run from the repository root
 ENCODERS = ("scratch", "simsiam", "swav")
 
 
@@ -39,8 +39,12 @@ def main() -> None:
         mean, lo, hi = t_interval(diffs)
         paired[key] = {"mean": mean, "ci95": [lo, hi], "per_run": diffs}
     out["last_minus_average_paired"] = paired
-    lines += ["### last weights minus moving average, paired by run (> 0: the average is lower)", "",
-              "| score | mean | 95 % CI (t over 9 runs) |", "|---|---|---|"]
+    lines += [
+        "### last weights minus moving average, paired by run (> 0: the average is lower)",
+        "",
+        "| score | mean | 95 % CI (t over 9 runs) |",
+        "|---|---|---|",
+    ]
     lines += [f"| {k} | {v['mean']:+.4f} | [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] |" for k, v in paired.items()]
     write_json(HERE / "compare.json", out)
     with atomic_file(HERE / "compare.md") as tmp:

@@ -2,7 +2,7 @@
 (`metrics/stylize_scratch.json`) and seeds 3-8 (`stylize_scratch_seeds_3-8.json`, same params
 otherwise), against the identity of `metrics/stylize.json`. Run from the repository root:
 
-    python results/stylize_seeds/claims.py   # writes results/stylize_seeds/claims.{json,md}
+    python studies/stylize_seeds/claims.py   # writes results/stylize_seeds/claims.{json,md}
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from pipeline.claims import markdown, stylize_claims
 from pipeline.io import atomic_file, write_json
 
-HERE = Path(__file__).parent
+HERE = Path("results/stylize_seeds")  # its results; run from the repository root
 
 
 def main() -> None:

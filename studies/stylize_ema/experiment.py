@@ -1,9 +1,15 @@
 """Experiment: stylizer designs in one process (run_plain), seed from argv."""
-import json, sys, time
+
+import copy
+import json
+import sys
+import time
+
 import torch
 from torch import nn
-from pipeline.config import load_params
+
 from pipeline import distributed
+from pipeline.config import load_params
 from pipeline.models import unet as U
 from pipeline.translate import training as T
 from pipeline.translate.evaluate import evaluate_stylization
@@ -13,20 +19,26 @@ extra = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
 torch.set_num_threads(1)
 orig_init = U.DomainGenerator.__init__
 
+
 def init(self, backbone, mode, decoder_width):
     orig_init(self, backbone, mode, decoder_width)
     if mode == "rgb" and design == "affine":
         d = decoder_width
         self.unet.out = nn.Sequential(nn.Conv2d(d + 3, d, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv2d(d, 12, 1))
-        nn.init.normal_(self.unet.out[-1].weight, 0.0, extra.get("head_std", 0.02)); nn.init.zeros_(self.unet.out[-1].bias)
+        nn.init.normal_(self.unet.out[-1].weight, 0.0, extra.get("head_std", 0.02))
+        nn.init.zeros_(self.unet.out[-1].bias)
     if mode == "rgb" and design == "skip":
         self.skip = nn.Conv2d(3, 3, 1)
         if extra.get("skip_init") == "eye_noise":
-            nn.init.eye_(self.skip.weight[:, :, 0, 0]); self.skip.weight.data += 0.1 * torch.randn_like(self.skip.weight)
+            nn.init.eye_(self.skip.weight[:, :, 0, 0])
+            self.skip.weight.data += 0.1 * torch.randn_like(self.skip.weight)
     if mode == "rgb" and design == "res":
         nn.init.normal_(self.unet.out[-2].weight, 0.0, extra.get("head_std", 0.02))
 
+
 orig_fwd = U.DomainGenerator.forward
+
+
 def fwd(self, x):
     if self.mode != "rgb" or design == "base":
         return orig_fwd(self, x)
@@ -40,10 +52,14 @@ def fwd(self, x):
     n, _, h, w = x.shape
     c = out.view(n, 3, 4, h, w)
     return torch.einsum("nijhw,njhw->nihw", c[:, :, :3], x) + x + c[:, :, 3]
+
+
 U.DomainGenerator.__init__ = init
-import copy
+
 EMA = {}
 orig_step = T.cyclegan_step
+
+
 def step(m, opts, x, y, cfg, pools):
     out = orig_step(m, opts, x, y, cfg, pools)
     if "ema" in extra:
@@ -55,6 +71,8 @@ def step(m, opts, x, y, cfg, pools):
                 for pe, p in zip(EMA["G"].parameters(), g.parameters()):
                     pe.lerp_(p, 1 - extra["ema"])
     return out
+
+
 T.cyclegan_step = step
 U.DomainGenerator.forward = fwd
 
@@ -70,8 +88,26 @@ models = T.generators_from_state(cfg, state)
 if "ema" in extra:
     from pipeline.models import recompute_batchnorm
     from pipeline.translate.data import load_domains
-    models["G"].load_state_dict({**models["G"].state_dict(), **{k: v for k, v in EMA["G"].state_dict().items() if "running" not in k and "num_batches" not in k}})
-    recompute_batchnorm(models["G"], load_domains(cfg)["X"]); models["G"].eval()
+
+    models["G"].load_state_dict(
+        {
+            **models["G"].state_dict(),
+            **{k: v for k, v in EMA["G"].state_dict().items() if "running" not in k and "num_batches" not in k},
+        }
+    )
+    recompute_batchnorm(models["G"], load_domains(cfg)["X"])
+    models["G"].eval()
 s = evaluate_stylization(models, p, "data/prepared")
-print(json.dumps({"design": design, "seed": seed, "enc": enc, "extra": extra, "s": round(time.time() - t),
-                  **{k: round(float(s[k]), 4) for k in ("l1_rgb", "l1_luma", "l1_chroma", "kid", "moved", "cycle_l1")}}), flush=True)
+print(
+    json.dumps(
+        {
+            "design": design,
+            "seed": seed,
+            "enc": enc,
+            "extra": extra,
+            "s": round(time.time() - t),
+            **{k: round(float(s[k]), 4) for k in ("l1_rgb", "l1_luma", "l1_chroma", "kid", "moved", "cycle_l1")},
+        }
+    ),
+    flush=True,
+)
