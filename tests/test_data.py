@@ -377,3 +377,62 @@ def test_skip_skips_and_counts_every_photo_prepare_cannot_use(tmp_path, capsys):
     )
     with pytest.raises(UserError, match=r"bad image .*(cut|dot|notes)"):
         build_photo_sets(parse_params(raw).prepare, sources.BadImages("fail"))
+
+
+def _reference_rgb(h=40, w=56):
+    """A smooth colour picture whose rows and columns differ, so that a rotation shows."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 255 // (w - 1), y * 255 // (h - 1), (x + y) * 255 // (w + h - 2)], axis=2).astype(np.uint8)
+
+
+def _decoder_files(root):
+    """The file kinds users have, each with the uint8 RGB it must decode to (and a tolerance)."""
+    root.mkdir(parents=True, exist_ok=True)
+    ref = _reference_rgb()
+    grey = ref[..., 0]
+    cases = {}
+    Image.fromarray(grey.astype(np.uint16) * 257).save(root / "grey16.png")  # PIL mode I;16
+    cases["grey16.png"] = (np.repeat(grey[..., None], 3, 2), 0)
+    Image.fromarray((grey.astype(np.int32) * 257), mode="I").save(
+        root / "grey32.tif"
+    )  # 16-bit data in a 32-bit container
+    cases["grey32.tif"] = (np.repeat(grey[..., None], 3, 2), 0)
+    Image.fromarray(grey.astype(np.float32) / 255, mode="F").save(root / "float.tif")
+    cases["float.tif"] = (np.repeat(grey[..., None], 3, 2), 0)
+    rgba = np.dstack([ref, np.where(np.arange(56) < 28, 255, 0)[None, :].repeat(40, 0).astype(np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(root / "alpha.png")  # right half transparent: white, not its hidden colour
+    cases["alpha.png"] = (np.where(rgba[..., 3:] == 255, ref, 255).astype(np.uint8), 0)
+    pal = Image.fromarray(ref).quantize(16)
+    pal.info["transparency"] = 0
+    pal.save(root / "palette.png", transparency=0)
+    pal_rgb = np.asarray(pal.convert("RGB"))
+    cases["palette.png"] = (np.where((np.asarray(pal) == 0)[..., None], 255, pal_rgb).astype(np.uint8), 0)
+    Image.fromarray(ref).convert("CMYK").save(root / "cmyk.tif")
+    cases["cmyk.tif"] = (ref, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the camera was turned; show it rotated 90 degrees clockwise
+    Image.fromarray(ref).save(root / "turned.jpg", exif=exif.tobytes(), quality=95)
+    cases["turned.jpg"] = (np.rot90(ref, k=-1), 6)
+    return cases
+
+
+def test_the_decoder_reads_16_bit_float_alpha_palette_cmyk_and_exif_orientation(tmp_path):
+    for name, (want, tol) in _decoder_files(tmp_path).items():
+        got = sources.read_image_file(tmp_path / name)
+        assert got.dtype == np.uint8 and got.shape == want.shape, name
+        assert np.abs(got.astype(int) - want).mean() <= tol + 0.5, name
+
+
+def test_prepare_reads_a_16_bit_photo_scaled_and_a_turned_jpeg_upright(tmp_path):
+    """Through prepare: a 16-bit photo was clipped to white (mean 253 for a mid-grey picture)."""
+    cases = _decoder_files(tmp_path / "photos")
+    raw = tiny_raw(
+        prepare={"photos": {"source": "folder", "path": str(tmp_path / "photos"), "test_sources": ["cmyk.tif"]}}
+    )
+    full = {
+        r.source: r.image
+        for r in build_photo_sets(parse_params(raw).prepare, sources.BadImages("fail")).sets["photos_full"]
+    }
+    assert set(full) == set(cases)
+    for name, (want, tol) in cases.items():
+        assert full[name].shape == want.shape and np.abs(full[name].astype(int) - want).mean() <= tol + 0.5, name

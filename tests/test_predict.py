@@ -267,3 +267,25 @@ def test_models_off_logs_a_tag_and_no_model_and_register_needs_them(tmp_path, mo
     with pytest.raises(UserError, match="--register digits needs the MLflow models: set tracking.log_models: true"):
         with stage_run("classify@erm", {}, "models-off", log_models=False, register="digits"):
             pass
+
+
+def test_colorize_a_16_bit_grey_photo_keeps_its_luminance_instead_of_turning_white(tmp_path):
+    """A 16-bit greyscale PNG (PIL mode I;16) came out almost white (mean 253 for a mid-grey
+    picture): the decoder clipped it at 255. Scaled to 8 bits, its luminance is the 8-bit file's."""
+    from skimage import data
+
+    grey8 = data.camera()[::4, ::4]
+    (tmp_path / "in").mkdir()
+    Image.fromarray(grey8.astype(np.uint16) * 257).save(tmp_path / "in" / "deep.png")
+    Image.fromarray(grey8).save(tmp_path / "in" / "plain.png")
+    model = load_model(translator_file(tmp_path / "c.pt", "colorize"))
+    predict("colorize", model, [tmp_path / "in"], tmp_path / "out")
+    deep, plain = (np.asarray(Image.open(tmp_path / "out" / f"{n}.png")) for n in ("deep", "plain"))
+    assert np.array_equal(deep, plain)
+    lum = rgb_to_lab(torch.from_numpy(deep.copy()).permute(2, 0, 1)[None].float() / 255)[:, 0].mean().item()
+    want = (
+        rgb_to_lab(torch.from_numpy(np.repeat(grey8[..., None], 3, 2)).permute(2, 0, 1)[None].float() / 255)[:, 0]
+        .mean()
+        .item()
+    )
+    assert abs(lum - want) < 1.5

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.errors import UserError
 
@@ -85,12 +85,39 @@ class BadImages:
         print(f"warning: skipped bad image {path}: {reason}", file=sys.stderr)
 
 
+def to_rgb8(img: Image.Image) -> np.ndarray:
+    """uint8 (H, W, 3) RGB of a decoded PIL image, whatever its mode.
+
+    - EXIF orientation is applied, so a photo stands as the camera showed it;
+    - 16-bit (``I;16*``, ``I``) is scaled to 8 bits (``v / 257``), not clipped at 255, and float
+      (``F``) is read as [0, 1] when it stays there, else as [0, 255];
+    - alpha (``RGBA``, ``LA``, palette transparency) is composited over white;
+    - palette, CMYK, YCbCr, bilevel and greyscale go through PIL's own conversion.
+    """
+    img = ImageOps.exif_transpose(img)
+    if img.mode.startswith("I") or img.mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        if img.mode == "F":
+            scale = 255.0 if np.nanmax(a, initial=0.0) <= 1.0 else 1.0
+        else:
+            scale = 1 / 257
+        grey = np.clip(np.rint(np.nan_to_num(a) * scale), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return np.asarray(img.convert("RGB"))
+
+
 def read_image_file(path: Path) -> np.ndarray:
-    """uint8 (H, W, 3) RGB, or raise ValueError naming why the file is not an image."""
+    """uint8 (H, W, 3) RGB (see :func:`to_rgb8`), or raise ValueError naming why the file is not an image."""
     try:
         with Image.open(path) as img:
             img.load()
-            return np.asarray(img.convert("RGB"))
+            return to_rgb8(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ValueError(str(exc).split("\n")[0] or type(exc).__name__) from None
 
