@@ -41,6 +41,47 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
+MLFLOW_CONNECT_TIMEOUT_S = 10
+EXPERIMENT_KIND = {
+    "mlflow.experimentKind": "custom_model_development"
+}  # the UI opens on the training runs, not the GenAI view
+
+
+def check_reachable(uri: str, timeout_s: float | None = None) -> None:
+    """Raise a one-line :class:`UserError` when the tracking server of an ``http(s)://`` ``uri`` does not
+    answer its ``/health`` within ``timeout_s`` (default ``PIPELINE_MLFLOW_CONNECT_TIMEOUT_S`` or 10 s).
+
+    MLflow's own client retries a dead server for about four minutes before it fails with a long
+    traceback; a stage checks once, before any work. File and database stores are left to MLflow."""
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    timeout_s = (
+        float(os.environ.get("PIPELINE_MLFLOW_CONNECT_TIMEOUT_S", MLFLOW_CONNECT_TIMEOUT_S))
+        if timeout_s is None
+        else timeout_s
+    )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(
+                uri.rstrip("/") + "/health", timeout=max(0.5, min(3.0, deadline - time.monotonic()))
+            ):
+                return
+        except urllib.error.HTTPError:
+            return  # something answers: MLflow reports auth or API problems in its own words
+        except (OSError, ValueError) as exc:
+            if time.monotonic() + 1 >= deadline:
+                reason = getattr(exc, "reason", None) or exc
+                reason = getattr(reason, "strerror", None) or reason
+                raise UserError(
+                    f"cannot reach the MLflow tracking server at MLFLOW_TRACKING_URI={uri} after {timeout_s:.0f} s ({reason})"
+                ) from None
+            time.sleep(1)
+
+
 def dvc_tags() -> dict[str, str]:
     """The DVC experiment a run belongs to, when DVC runs it as one."""
     names = {"DVC_EXP_NAME": "dvc.exp_name", "DVC_EXP_BASELINE_REV": "dvc.baseline_rev"}
@@ -257,6 +298,8 @@ def add_register_option(parser: argparse.ArgumentParser) -> None:
 def stage_run(stage: str, params: Mapping[str, Any], experiment: str = "ssl-i2i", log_models: bool = True,
               register: str | None = None) -> Iterator[StageRun]:  # fmt: skip
     """Open an MLflow run named after the DVC stage, log params and tags, end it FINISHED or FAILED.
+    An unreachable tracking server stops the stage here (:func:`check_reachable`); the experiment is
+    tagged as model development, so that MLflow's UI opens on its runs.
 
     ``log_models`` and ``register`` are what :meth:`StageRun.log_models` does with the stage's
     model file (``tracking.log_models`` and the ``--register`` option); a name to register with
@@ -266,8 +309,12 @@ def stage_run(stage: str, params: Mapping[str, Any], experiment: str = "ssl-i2i"
     if register is not None and not log_models:
         raise UserError(f"--register {register} needs the MLflow models: set tracking.log_models: true")
 
+    check_reachable(tracking_uri())
     mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(experiment)
+    exp = mlflow.set_experiment(experiment)
+    if any(exp.tags.get(k) != v for k, v in EXPERIMENT_KIND.items()):
+        for k, v in EXPERIMENT_KIND.items():
+            mlflow.set_experiment_tag(k, v)
     commit = git_commit()
     tags = {"dvc.stage": stage, "git.commit": commit, "mlflow.source.git.commit": commit, **dvc_tags(), **host_tags()}
     with mlflow.start_run(run_name=stage, tags=tags) as run:

@@ -38,27 +38,34 @@ def main() -> None:
     params = load_params(args.params)
     p = params.prepare
 
-    bad = sources.BadImages(p.on_bad_image)
-    photo_sets = build_photo_sets(p, bad)
-    test_full = [sources.NamedImage(r.image, r.source) for r in photo_sets.sets["photos_full"] if r.split == "test"]
-    probe = build_probe(p, test_full)
-    digits = build_digits_lt(p)
-    all_sets = {**photo_sets.sets, **probe.sets, **digits.sets}
-    for name, recs in all_sets.items():
-        if not recs:
-            raise UserError(f"prepare produced no images for set '{name}'")
-
-    counts: dict[str, dict[str, int]] = {}
-    with atomic_dir(args.out) as tmp:
-        for name, recs in all_sets.items():
-            counts[name] = write_set(tmp / name, recs)
-            print(
-                f"prepare: {name}: " + ", ".join(f"{k}={v}" for k, v in sorted(counts[name].items())), file=sys.stderr
-            )
-
-    grid = image_grid(sample_rows(all_sets), "plots/prepare_samples.png", "prepare: samples of every set")
-    metrics = {"counts": counts, "bad_images_skipped": len(bad.skipped), **photo_sets.info, **probe.info, **digits.info}
     with stage_run("prepare", params.prepare.model_dump(), params.tracking.experiment) as run:
+        bad = sources.BadImages(p.on_bad_image)
+        photo_sets = build_photo_sets(p, bad)
+        test_full = [sources.NamedImage(r.image, r.source) for r in photo_sets.sets["photos_full"] if r.split == "test"]
+        probe = build_probe(p, test_full)
+        digits = build_digits_lt(p)
+        all_sets = {**photo_sets.sets, **probe.sets, **digits.sets}
+        for name, recs in all_sets.items():
+            if not recs:
+                raise UserError(f"prepare produced no images for set '{name}'")
+
+        counts: dict[str, dict[str, int]] = {}
+        with atomic_dir(args.out) as tmp:
+            for name, recs in all_sets.items():
+                counts[name] = write_set(tmp / name, recs)
+                print(
+                    f"prepare: {name}: " + ", ".join(f"{k}={v}" for k, v in sorted(counts[name].items())),
+                    file=sys.stderr,
+                )
+
+        grid = image_grid(sample_rows(all_sets), "plots/prepare_samples.png", "prepare: samples of every set")
+        metrics = {
+            "counts": counts,
+            "bad_images_skipped": len(bad.skipped),
+            **photo_sets.info,
+            **probe.info,
+            **digits.info,
+        }
         run.log_dict(metrics, "prepare_summary.json")
         run.log_artifact(grid, "plots")
         run.finish(metrics)

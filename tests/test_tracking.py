@@ -35,6 +35,8 @@ def test_stage_run_logs_params_history_tags_and_metrics_file(store, tmp_path):
     assert sorted((m.step, m.value) for m in history) == [(0, 1.0), (1, 0.5)]
     artifacts = [a.path for a in client.list_artifacts(found.info.run_id)]
     assert "pretrain_simsiam.json" in artifacts
+    # MLflow's UI picks its view by this tag: without it the experiment opens on GenAI traces
+    assert client.get_experiment_by_name("exp").tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_failed_stage_run_is_marked_failed(store):
@@ -70,3 +72,27 @@ def test_runs_carry_the_dvc_experiment_name(store, monkeypatch):
         pass
     (found,) = mlflow.search_runs(experiment_names=["exp3"], output_format="list")
     assert found.data.tags["dvc.exp_name"] == "bushy-lark" and found.data.tags["dvc.baseline_rev"] == "abc123"
+
+
+def test_an_unreachable_tracking_server_stops_a_stage_at_once_with_one_line_and_writes_nothing(tmp_path):
+    """MLflow's client would retry a dead server for about four minutes and end in a traceback;
+    the stage asks the server once, before any work, and an existing output stays as it was."""
+    import os
+    import subprocess
+    import sys
+
+    from pipeline.distributed import free_port
+
+    from .conftest import ROOT
+
+    out = tmp_path / "prepared"
+    out.mkdir()
+    (out / "kept").write_text("from an earlier run")
+    uri = f"http://127.0.0.1:{free_port()}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PIPELINE_MLFLOW_CONNECT_TIMEOUT_S": "2"}
+    proc = subprocess.run([sys.executable, "-m", "stages.prepare", "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [f"error: cannot reach the MLflow tracking server at MLFLOW_TRACKING_URI={uri} after 2 s "
+                                                "(Connection refused)"]  # fmt: skip
+    assert [p.name for p in out.iterdir()] == ["kept"] and (out / "kept").read_text() == "from an earlier run"
