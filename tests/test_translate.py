@@ -225,6 +225,54 @@ def test_cyclegan_step_updates_both_generators_and_frozen_encoder_stays(tiny_dat
     assert {g["role"]: g["lr"] for g in opt_g.param_groups}["encoder"] > 0
 
 
+def test_generator_steps_compute_no_discriminator_gradient(tiny_data):
+    """The generator's loss goes through the discriminators with their weights frozen: each
+    discriminator weight gets one gradient per step (its own step), not a second one from G's that
+    would be thrown away (and, under DDP, all-reduced first)."""
+    for gan, discs in (("cgan", ("D",)), ("cyclegan", ("D_X", "D_Y"))):
+        _, cfg = _tiny_config("colorize", gan, tiny_data)
+        m = T.build_models(cfg, ResNet18(4, 3))
+        gens = [m[k] for k in ("G", "F") if k in m]
+        opt_g = T.generator_optimizer(gens, cfg["translate"])
+        opt_d = torch.optim.Adam([p for k in discs for p in m[k].parameters()], lr=2e-4)
+        grads = {}
+        for k in discs:
+            for i, p in enumerate(m[k].parameters()):
+                p.register_hook(lambda g, key=(k, i), seen=grads: seen.__setitem__(key, seen.get(key, 0) + 1))
+        data = D.load_domains(cfg)
+        x, y = data["X"][:2], data["Y"][:2]
+        for _ in range(2):
+            if gan == "cgan":
+                cgan_step(m, (opt_g, opt_d), x, y, cfg)
+            else:
+                cyclegan_step(m, (opt_g, opt_d), x, y, cfg, {"X": ImagePool(2), "Y": ImagePool(2)})
+        assert grads and set(grads.values()) == {2}, (gan, grads)
+        assert all(p.requires_grad for k in discs for p in m[k].parameters())  # trainable again after G's step
+
+
+def test_the_cyclegan_pool_lives_for_the_run_and_a_resumed_run_repeats_it(tiny_data, monkeypatch):
+    """At the default length (4 epochs x 25 steps of one image per worker, a pool of 50) a pool made
+    anew each epoch never filled, and the discriminators never saw a past fake (share 0.000); kept
+    for the run it serves about a quarter from its history. Every rank's pool is in the checkpoint,
+    so a run resumed after epoch 2 ends bit for bit as the uninterrupted one."""
+    _, cfg = _tiny_config("colorize", "cyclegan", tiny_data, epochs=4, steps_per_epoch=25)
+    cfg["cyclegan"]["batch_size"] = 1
+    assert cfg["cyclegan"]["pool_size"] == 50
+    states = []
+    report = distributed.report
+    monkeypatch.setattr(distributed, "report", lambda m, st, w: (states.append(copy.deepcopy(st)), report(m, st, w))[1])
+    full = distributed.run_plain(T.train_loop, cfg)
+    shares = [row["pool_history_share"] for row in full["history"]]
+    assert shares[:2] == [0.0, 0.0] and 0.15 < shares[-1] < 0.35, shares  # fills over 50 images, then swaps half
+    assert [len(p["X"]["images"]) for p in full["pools"]] == [50]
+    monkeypatch.setattr(distributed, "report", report)
+    monkeypatch.setattr(distributed, "load_state", lambda: copy.deepcopy(states[1]))
+    resumed = distributed.run_plain(T.train_loop, cfg)
+    assert resumed["starts"] == [0, 2] and [r["pool_history_share"] for r in resumed["history"]] == shares
+    for k, weights in full["models"].items():
+        assert all(torch.equal(v, resumed["models"][k][n]) for n, v in weights.items()), k
+
+
 def test_stylizers_are_served_as_the_moving_average_of_their_weights_and_a_resumed_run_repeats_it(
     tiny_data, monkeypatch
 ):

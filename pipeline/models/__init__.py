@@ -21,6 +21,24 @@ def evaluating(module: nn.Module) -> Iterator[nn.Module]:
         module.train(was)
 
 
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """The bare ``module`` (out of its DistributedDataParallel wrapper) with no parameter requiring a
+    gradient inside the block: a generator's loss through a discriminator then computes no gradient
+    for the discriminator's weights and, under DDP, all-reduces none (the references'
+    ``set_requires_grad(D, False)``). Its outputs are the wrapped module's, as long as it has no
+    buffers for DDP to broadcast (the PatchGAN discriminators have none)."""
+    bare = module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
+    params = [p for p in bare.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield bare
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def recompute_batchnorm(module: nn.Module, images: torch.Tensor, batch: int = 64) -> nn.Module:
     """Set every BatchNorm's running mean and variance to their average over ``images`` (N, C, H, W),
     fed in order in chunks of ``batch`` ("precise BN"); ``module`` keeps its train/eval mode.

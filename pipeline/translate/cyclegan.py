@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.models import frozen
 from pipeline.models.gan import ImagePool, adversarial_loss
 
 
@@ -24,7 +25,8 @@ def cyclegan_step(
     cg = cfg["cyclegan"]
     fake_y, fake_x = m["G"](x), m["F"](y)
     rec_x, rec_y = m["F"](fake_y), m["G"](fake_x)
-    loss_gan = adversarial_loss(m["D_Y"](fake_y), True, "lsgan") + adversarial_loss(m["D_X"](fake_x), True, "lsgan")
+    with frozen(m["D_Y"]) as d_y, frozen(m["D_X"]) as d_x:
+        loss_gan = adversarial_loss(d_y(fake_y), True, "lsgan") + adversarial_loss(d_x(fake_x), True, "lsgan")
     loss_cycle = F.l1_loss(rec_x, x) + F.l1_loss(rec_y, y)
     loss_idt = F.l1_loss(m["G"](y), y) + F.l1_loss(m["F"](x), x) if cg["identity"] > 0 else torch.zeros(())
     loss_g = cg["gan_weight"] * loss_gan + cg["cycle"] * loss_cycle + cg["identity"] * cg["cycle"] * loss_idt

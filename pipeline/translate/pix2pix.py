@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.models import frozen
 from pipeline.models.gan import adversarial_loss
 
 
@@ -24,7 +25,8 @@ def cgan_step(
     loss_d.backward()
     opt_d.step()
 
-    loss_gan = adversarial_loss(m["D"](fake), True, "bce")
+    with frozen(m["D"]) as d:
+        loss_gan = adversarial_loss(d(fake), True, "bce")
     loss_l1 = F.l1_loss(fake[:, 1:], y[:, 1:]) if cfg["task"] == "colorize" else F.l1_loss(fake, y)
     loss_g = cfg["colorize"]["gan_weight"] * loss_gan + cfg["colorize"]["lambda_l1"] * loss_l1
     opt_g.zero_grad(set_to_none=True)
