@@ -6,6 +6,7 @@ code runs on one worker, under Ray Train (gloo / NCCL) or in a test without eith
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -27,6 +28,15 @@ def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
     if _world() > 1:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every worker's ``obj`` (picklable), in rank order; ``[obj]`` outside a process group."""
+    if _world() == 1:
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:

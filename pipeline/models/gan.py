@@ -41,15 +41,21 @@ class ImagePool:
     """CycleGAN's history of generated images (Shrivastava et al.): the discriminator sees past fakes.
 
     ``query(batch)``: each image is returned as is until the pool holds ``size``; after that, with
-    probability 1/2 it is swapped for a stored one (which the new image replaces). Seeded.
+    probability 1/2 it is swapped for a stored one (which the new image replaces). Seeded. It counts
+    what it served (``queried``) and how many of those came from the history (``from_history``).
+    A pool is meant to live as long as the run: its state (images, random state, counts) goes into
+    the checkpoint.
     """
 
     def __init__(self, size: int, seed: int = 0) -> None:
         self.size = size
         self.images: list[torch.Tensor] = []
         self.rng = np.random.default_rng(seed)
+        self.queried = self.from_history = 0
 
     def query(self, batch: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, C, H, W): the batch, some images swapped for stored ones."""
+        self.queried += len(batch)
         if self.size == 0:
             return batch
         out = []
@@ -61,13 +67,25 @@ class ImagePool:
                 k = int(self.rng.integers(0, self.size))
                 out.append(self.images[k].clone())
                 self.images[k] = img.clone()
+                self.from_history += 1
             else:
                 out.append(img)
         return torch.stack(out)
 
+    @property
+    def history_share(self) -> float:
+        """The share of served images that came from the history (0 while the pool fills)."""
+        return self.from_history / max(1, self.queried)
+
     def state_dict(self) -> dict:
-        return {"images": [t.cpu() for t in self.images], "rng": self.rng.bit_generator.state}
+        return {"images": [t.cpu() for t in self.images], "rng": self.rng.bit_generator.state,
+                "queried": self.queried, "from_history": self.from_history}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         self.images = list(state["images"])
         self.rng.bit_generator.state = state["rng"]
+        self.queried, self.from_history = state.get("queried", 0), state.get("from_history", 0)
+
+    def to(self, device: torch.device) -> ImagePool:
+        self.images = [t.to(device) for t in self.images]
+        return self

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from pipeline import distributed, storage
+from pipeline import collectives, distributed, storage
 from pipeline.config import Params
 from pipeline.data.augment import crop_flip
 from pipeline.data.shards import read_images
@@ -145,14 +145,20 @@ def train_loop(config: dict[str, Any]) -> None:
     train_x, train_y = data["X"].to(w.device), data["Y"].to(w.device)
     global_batch = config["colorize"]["batch_size"] if gan == "cgan" else config["cyclegan"]["batch_size"]
     batch = max(1, global_batch // w.world_size)
+    # CycleGAN's history of fakes lives for the whole run, as in the reference; every rank's pools are
+    # in the checkpoint, so a resumed run repeats the uninterrupted one
+    pools = {
+        d: ImagePool(config["cyclegan"]["pool_size"], seed=seed_for(tr["seed"], w.rank, 2 + i))
+        for i, d in enumerate("XY")
+    }
+    saved_pools = run.state.get("pools") if run.resumed else None
+    if saved_pools and w.rank < len(saved_pools):
+        Bundle(pools).load_state_dict(saved_pools[w.rank])
+    for pool in pools.values():
+        pool.to(w.device)
     for epoch in run.epochs():
         g = run.generator(tr["seed"], epoch)
         torch.manual_seed(seed_for(tr["seed"], epoch, w.rank, 1))
-        # pools restart every epoch from a seeded state so a resumed run repeats the uninterrupted one
-        pools = {
-            d: ImagePool(config["cyclegan"]["pool_size"], seed=seed_for(tr["seed"], epoch, w.rank, 2 + i))
-            for i, d in enumerate("XY")
-        }
         lr = set_lrs(opt_g, opt_d, epoch, tr)
         for mod in wrapped.values():
             mod.train()
@@ -173,6 +179,11 @@ def train_loop(config: dict[str, Any]) -> None:
             for k, avg in averages.items():
                 avg.update_parameters(cores[k])
         row = run.summary(epoch, tr["steps_per_epoch"], tr["steps_per_epoch"] * batch, lr=lr)
+        if gan == "cyclegan":
+            row["pool_history_share"] = float(
+                np.mean([p.history_share for p in pools.values()])
+            )  # rank 0's, over the run
+            pool_states = collectives.all_gather_object({k: p.state_dict() for k, p in pools.items()})
         served = {**cores, **{k: avg.module for k, avg in averages.items()}}
         if config.get("precise_bn"):  # on every rank: SyncBatchNorm (GPU) all-reduces its statistics
             for k, images in (("G", train_x), ("F", train_y)):
@@ -189,6 +200,7 @@ def train_loop(config: dict[str, Any]) -> None:
             models=Bundle(cores),
             opt_g=opt_g,
             opt_d=opt_d,
+            extra={"pools": pool_states} if gan == "cyclegan" else None,
             **({"averages": Bundle(averages)} if averages else {}),
         )
 
