@@ -34,6 +34,24 @@ def test_munit_step_reduces_reconstruction_on_a_fixed_batch(tiny_data):
     assert G.reconstruction_l1(model, x) < 0.8 * before
 
 
+def test_munit_discriminator_loss_is_weighted_by_gan_as_the_generators():
+    """NVlabs/MUNIT scales the discriminator's loss by gan_w too; at gan 0.5 the discriminator's
+    gradients are half those at 1.0 (same weights, same batch)."""
+    x = torch.rand(4, 1, 16, 16) * 2 - 1
+    grads = {}
+    for gan in (1.0, 0.5):
+        torch.manual_seed(0)
+        model, disc = G.build_munit(MP)
+        opt_d = torch.optim.SGD(disc.parameters(), lr=0.0)  # keeps the grads of the step for reading
+        opt_g = torch.optim.SGD(model.parameters(), lr=0.0)
+        opt_d.zero_grad = lambda set_to_none=True: None  # the grads of the step stay readable
+        torch.manual_seed(1)
+        row = G.munit_step(MunitPass(model, True), disc, (opt_g, opt_d), x, {**MP, "gan": gan}, model.style_dim)
+        grads[gan] = torch.cat([p.grad.flatten() for p in disc.parameters()])
+        assert float(row["loss_d"]) > 0
+    torch.testing.assert_close(grads[0.5], 0.5 * grads[1.0])
+
+
 def test_style_diversity_sees_collapse():
     model, _ = G.build_munit(MP)
     x = torch.rand(4, 1, 16, 16) * 2 - 1

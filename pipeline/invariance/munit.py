@@ -27,7 +27,7 @@ from pipeline.errors import UserError
 from pipeline.io import load_torch
 from pipeline.loop import Schedule, TrainingRun, seed_for
 from pipeline.metrics.seeds import t_interval
-from pipeline.models import evaluating
+from pipeline.models import evaluating, frozen
 from pipeline.models.gan import PatchDiscriminator, adversarial_loss
 from pipeline.models.munit import MUNIT, MunitPass
 
@@ -63,13 +63,20 @@ def munit_step(
     s_rand = torch.randn(len(x), style_dim, device=x.device)
     out = gen(x, s_rand)
     scores = disc(torch.cat([x, out["x_fake"].detach()]))
-    loss_d = adversarial_loss(scores[: len(x)], True, "lsgan") + adversarial_loss(scores[len(x) :], False, "lsgan")
+    loss_d = (
+        mp["gan"]
+        * (  # weighted as the generator's adversarial term, as NVlabs/MUNIT's gan_w
+            adversarial_loss(scores[: len(x)], True, "lsgan") + adversarial_loss(scores[len(x) :], False, "lsgan")
+        )
+    )
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
 
+    with frozen(disc) as bare_disc:
+        gan = adversarial_loss(bare_disc(out["x_fake"]), True, "lsgan")
     losses = {
-        "gan": adversarial_loss(disc(out["x_fake"]), True, "lsgan"),
+        "gan": gan,
         "recon_x": F.l1_loss(out["x_rec"], x),
         "recon_c": F.l1_loss(out["c_rec"], out["c"]),
         "recon_s": F.l1_loss(out["s_rec"], s_rand),
