@@ -48,6 +48,17 @@ def test_simsiam_model_trains_a_step():
     assert all(p.grad is not None for p in model.backbone.parameters())
 
 
+def test_simsiam_normalises_each_view_by_its_own_batch_statistics():
+    """As both references: one pass per view, so in training mode the first view's projection does
+    not depend on the second view (a joint pass over both views shares BatchNorm statistics)."""
+    torch.manual_seed(0)
+    model = SimSiam(ResNet18(4, 3), 16, 8).train()
+    x1, x2 = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
+    _, z1 = model(x1, x2)
+    _, z1_other = model(x1, torch.rand(4, 3, 16, 16) * 3)
+    torch.testing.assert_close(z1, z1_other, rtol=0, atol=0)
+
+
 def test_sinkhorn_marginals():
     scores = 0.3 * torch.randn(64, 10)  # cosine-like scores
     q = sinkhorn(scores, epsilon=0.05, iters=300)

@@ -34,7 +34,11 @@ def simsiam_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch
 
 
 class SimSiam(nn.Module):
-    """Backbone + projector + predictor. forward(x1, x2: (N, C, H, W)) -> (loss, z1 (N, dim))."""
+    """Backbone + projector + predictor. forward(x1, x2: (N, C, H, W)) -> (loss, z1 (N, dim)).
+
+    Each view takes its own pass, as in both references (facebookresearch/simsiam, lightly): every
+    BatchNorm normalises a view by that view's batch statistics. One pass over ``cat([x1, x2])``
+    would mix the two views' statistics, and change the loss and its gradients."""
 
     def __init__(self, backbone: nn.Module, proj_dim: int, pred_hidden: int) -> None:
         super().__init__()
@@ -43,8 +47,6 @@ class SimSiam(nn.Module):
         self.predictor = predictor(proj_dim, pred_hidden)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.projector(self.backbone.embed(torch.cat([x1, x2])))
-        p = self.predictor(z)
-        z1, z2 = z.chunk(2)
-        p1, p2 = p.chunk(2)
+        z1, z2 = (self.projector(self.backbone.embed(x)) for x in (x1, x2))
+        p1, p2 = self.predictor(z1), self.predictor(z2)
         return simsiam_loss(p1, p2, z1, z2), z1.detach()
