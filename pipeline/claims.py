@@ -14,8 +14,10 @@ from pipeline.config import Params, PretrainParams
 from pipeline.metrics.seeds import claim
 
 SSL = ("simsiam", "swav")
+ENCODERS = ("scratch", *SSL)
+GANS = ("cgan", "cyclegan")
 METRICS = (  # the metrics files the claims read
-    "pretrain_simsiam", "pretrain_swav", "colorize_scratch_cgan", "colorize_simsiam_cgan", "colorize_swav_cgan",
+    "pretrain_simsiam", "pretrain_swav", *(f"colorize_{e}_{g}" for e in ENCODERS for g in GANS),
     "stylize", "ace", "classify", "augment",
 )  # fmt: skip
 
@@ -67,6 +69,33 @@ def colorize_claims(m: dict[str, dict[str, Any]], profile: str) -> list[dict[str
             [scratch[s] - ssl[s] for s in seeds], f"scratch encoder cGAN, ab L1 {sum(scratch[s] for s in seeds) / len(seeds):.4f}",
             profile, [int(s) for s in seeds], "t over seeds, paired (same train subset and batches)",
             detail={"l1_ab_scratch": [scratch[s] for s in seeds], f"l1_ab_{method}": [ssl[s] for s in seeds]},
+        ))  # fmt: skip
+    return out
+
+
+def table_one_claims(m: dict[str, dict[str, Any]], profile: str) -> list[dict[str, Any]]:
+    """The other comparisons of seed 002's Table I (ab L1: baseline 0.082, SwAV + cGAN 0.069,
+    SimSiam + CycleGAN 0.054, SwAV + CycleGAN 0.051), paired by seed (same train subset): the
+    CycleGAN colorizer against the cGAN for every encoder, and SwAV against SimSiam for each GAN."""
+    l1 = {(e, g): _per_seed(m[f"colorize_{e}_{g}"], "l1_ab") for e in ENCODERS for g in GANS}
+
+    def paired(worse: tuple[str, str], better: tuple[str, str]) -> tuple[list[str], list[float], str]:
+        seeds = sorted(set(l1[worse]) & set(l1[better]), key=int)
+        mean = sum(l1[worse][s] for s in seeds) / len(seeds)
+        return seeds, [l1[worse][s] - l1[better][s] for s in seeds], f"{worse[0]} encoder {worse[1]}, ab L1 {mean:.4f}"
+
+    out = []
+    for e in ENCODERS:
+        seeds, effect, baseline = paired((e, "cgan"), (e, "cyclegan"))
+        out.append(claim(
+            f"colorize_cyclegan_beats_cgan_{e}", f"with a {e} encoder the CycleGAN colorizer beats the cGAN (test ab L1; seed 002's Table I)",
+            effect, baseline, profile, [int(s) for s in seeds], "t over seeds, paired (same train subset)",
+        ))  # fmt: skip
+    for g in GANS:
+        seeds, effect, baseline = paired(("simsiam", g), ("swav", g))
+        out.append(claim(
+            f"colorize_swav_beats_simsiam_{g}", f"in the {g} a SwAV encoder beats a SimSiam one (test ab L1; seed 002's Table I)",
+            effect, baseline, profile, [int(s) for s in seeds], "t over seeds, paired (same train subset and batches)",
         ))  # fmt: skip
     return out
 
@@ -165,8 +194,8 @@ def invariance_claims(m: dict[str, dict[str, Any]], profile: str) -> list[dict[s
 def study_claims(m: dict[str, dict[str, Any]], params: Params) -> list[dict[str, Any]]:
     """Every claim of the study (seeds 000-003), in a fixed order."""
     profile = params.tracking.profile
-    return (ssl_claims(m, profile, params.pretrain) + colorize_claims(m, profile) + stylize_claims(m, profile) + ace_claims(m, profile)
-            + invariance_claims(m, profile))  # fmt: skip
+    return (ssl_claims(m, profile, params.pretrain) + colorize_claims(m, profile) + table_one_claims(m, profile)
+            + stylize_claims(m, profile) + ace_claims(m, profile) + invariance_claims(m, profile))  # fmt: skip
 
 
 def markdown(claims: list[dict[str, Any]]) -> str:

@@ -57,6 +57,8 @@ def _metrics(ssl_l1: list[float], stylize_l1: list[float], zero: list[float], fi
                             "floor_gain_over_identity_l1": 0.05} for s, z, f in zip(seeds, zero, fine)}}  # fmt: skip
     return {"pretrain_simsiam": pre, "pretrain_swav": {**pre, "knn_gain": 0.0}, "colorize_scratch_cgan": cgan([0.20, 0.21, 0.19]),
             "colorize_simsiam_cgan": cgan(ssl_l1), "colorize_swav_cgan": cgan([0.22, 0.20, 0.21]), "stylize": stylize, "ace": ace,
+            "colorize_scratch_cyclegan": cgan([0.21, 0.22, 0.20]), "colorize_simsiam_cyclegan": cgan([0.16, 0.17, 0.15]),
+            "colorize_swav_cyclegan": cgan([0.15, 0.17, 0.14]),
             **_invariance_metrics([0.80, 0.85, 0.90, 0.82, 0.88], [0.5] * 5, [0.01, 0.02, 0.015, 0.012, 0.018])}  # fmt: skip
 
 
@@ -126,7 +128,8 @@ def test_study_claims_sign_and_judge_each_effect():
         )
     }
     assert list(claims) == ["ssl_knn_gain_simsiam", "ssl_knn_gain_swav", "colorize_ssl_beats_scratch_simsiam", "colorize_ssl_beats_scratch_swav",
-                            "stylize_beats_identity", "stylize_kid_below_identity", "ace_zero_shot_beats_identity", "ace_finetune_beats_zero_shot", "ace_floor_beats_identity",
+                            "colorize_cyclegan_beats_cgan_scratch", "colorize_cyclegan_beats_cgan_simsiam", "colorize_cyclegan_beats_cgan_swav",
+                            "colorize_swav_beats_simsiam_cgan", "colorize_swav_beats_simsiam_cyclegan", "stylize_beats_identity", "stylize_kid_below_identity", "ace_zero_shot_beats_identity", "ace_finetune_beats_zero_shot", "ace_floor_beats_identity",
                             "oracle_beats_erm_bal_acc", "erm_ekld_falls_with_size", "oracle_lowest_ekld", "git_lowers_tail_ekld", "git_keeps_bal_acc",
                             "munit_style_alive"]  # fmt: skip
     assert claims["ssl_knn_gain_simsiam"]["holds"] and not claims["ssl_knn_gain_swav"]["holds"]
@@ -142,6 +145,14 @@ def test_study_claims_sign_and_judge_each_effect():
         claims["colorize_ssl_beats_scratch_swav"]["value"] < 0
         and not claims["colorize_ssl_beats_scratch_swav"]["holds"]
     )
+    # seed 002's Table I, paired by seed: scratch cGAN 0.20 / 0.21 / 0.19 against its CycleGAN 0.21 / 0.22 / 0.20
+    assert claims["colorize_cyclegan_beats_cgan_scratch"]["per_seed"] == pytest.approx([-0.01, -0.01, -0.01])
+    assert not claims["colorize_cyclegan_beats_cgan_scratch"]["holds"]
+    assert claims["colorize_cyclegan_beats_cgan_simsiam"]["value"] == pytest.approx(0.02)
+    assert claims["colorize_cyclegan_beats_cgan_simsiam"]["holds"]
+    assert claims["colorize_swav_beats_simsiam_cyclegan"]["per_seed"] == pytest.approx([0.01, 0.0, 0.01])
+    assert claims["colorize_swav_beats_simsiam_cgan"]["per_seed"] == pytest.approx([-0.04, -0.01, -0.04])
+    assert claims["colorize_cyclegan_beats_cgan_swav"]["baseline"] == "swav encoder cgan, ab L1 0.2100"
     assert claims["stylize_beats_identity"]["holds"] and len(claims["stylize_beats_identity"]["per_seed"]) == 9
     assert (
         claims["stylize_beats_identity"]["baseline"] == "identity, L1 0.1000; palette oracle 0.0400"
