@@ -6,7 +6,7 @@ import torch
 
 from pipeline.data.augment import PhotoBank
 from pipeline.metrics.knn import bootstrap_gain, chance_level, knn_predict
-from pipeline.models.features import knn_probe, recompute_batchnorm
+from pipeline.models.features import knn_probe, with_data_statistics
 from pipeline.models.resnet import ResNet18
 from pipeline.pretrain import make_views, z_std
 from pipeline.ssl.simsiam import SimSiam, negative_cosine, simsiam_loss
@@ -94,7 +94,7 @@ def test_recompute_batchnorm_matches_data_statistics():
     torch.manual_seed(0)
     net = ResNet18(width=4)
     x = torch.rand(20, 3, 8, 8) * 5 + 3
-    fixed = recompute_batchnorm(net, x, batch=10)
+    fixed = with_data_statistics(net, x, batch=10)
     stem_bn = fixed.stem[1]
     pre = net.stem[0](x)
     torch.testing.assert_close(stem_bn.running_mean, pre.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-4)

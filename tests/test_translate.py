@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -175,6 +176,12 @@ def test_psnr_and_ssim_reference_points():
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     assert ssim(x, x) == pytest.approx(1.0)
     assert psnr((x + 0.1).clamp(0, 1), x) < psnr((x + 0.01).clamp(0, 1), x)
+    half = x.clone()
+    half[0] = 1 - x[0]
+    assert psnr(half, x) == pytest.approx(
+        (100 + 10 * math.log10(1 / ((1 - 2 * x[0]) ** 2).mean().item())) / 2, rel=1e-6
+    )
+    assert psnr(torch.full((1, 3, 4, 4), 0.5), torch.full((1, 3, 4, 4), 0.6)) == pytest.approx(20.0)  # MSE 0.01
 
 
 def test_l1_split_puts_brightness_in_luma_and_hue_in_chroma():

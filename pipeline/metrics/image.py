@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from scipy import linalg
-from skimage.metrics import structural_similarity
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from pipeline.color import to_gray
 
@@ -25,10 +25,15 @@ def l1_luma_chroma(pred: torch.Tensor, target: torch.Tensor) -> tuple[float, flo
     return l1(yp, yt), l1(pred - yp, target - yt)
 
 
+PSNR_CAP_DB = 100.0  # an image equal to its target (MSE 0, infinite PSNR) counts as an MSE of 1e-10
+
+
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """Mean over images of the PSNR (dB) of (N, C, H, W) images in [0, 1]."""
-    mse = ((pred - target) ** 2).flatten(1).mean(1).clamp(min=1e-10)
-    return float((10 * torch.log10(1.0 / mse)).mean())
+    """Mean over images of the PSNR (dB) of (N, C, H, W) images in [0, 1] (scikit-image, float64)."""
+    p, t = pred.double().numpy(), target.double().numpy()
+    with np.errstate(divide="ignore"):
+        values = [peak_signal_noise_ratio(b, a, data_range=1.0) for a, b in zip(p, t)]
+    return float(np.mean(np.minimum(values, PSNR_CAP_DB)))
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor) -> float:

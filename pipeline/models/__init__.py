@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 
 @contextlib.contextmanager
@@ -41,25 +42,12 @@ def frozen(module: nn.Module) -> Iterator[nn.Module]:
 
 def recompute_batchnorm(module: nn.Module, images: torch.Tensor, batch: int = 64) -> nn.Module:
     """Set every BatchNorm's running mean and variance to their average over ``images`` (N, C, H, W),
-    fed in order in chunks of ``batch`` ("precise BN"); ``module`` keeps its train/eval mode.
+    fed in order in chunks of ``batch`` ("precise BN", ``torch.optim.swa_utils.update_bn``);
+    ``module`` keeps its train/eval mode and its BatchNorms their momentum.
 
     Why: the running estimate is an exponential average with momentum 0.1, so after training on a
     few images per worker it mostly holds the last ten or so batches, and eval mode inherits their
     noise. Training itself is unchanged: train mode normalises with the batch's own statistics.
     """
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    momenta = [m.momentum for m in norms]
-    was = module.training
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the chunks
-    module.train()
-    try:
-        with torch.no_grad():
-            for i in range(0, len(images), batch):
-                module(images[i : i + batch])
-    finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-        module.train(was)
+    update_bn([images[i : i + batch] for i in range(0, len(images), batch)], module)
     return module

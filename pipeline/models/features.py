@@ -1,6 +1,6 @@
 """Feature networks for evaluation, and the kNN probe protocol of a backbone.
 
-- ``embed`` / ``recompute_batchnorm`` / ``knn_probe``: kNN top-1 of a backbone with BatchNorm
+- ``embed`` / ``with_data_statistics`` / ``knn_probe``: kNN top-1 of a backbone with BatchNorm
   statistics recomputed on the bank (the same protocol for every backbone, trained or not).
 - ``feature_net``: the network that FD and KID are computed on (named in every report). By
   default ``random_resnet``, a ResNet-18 (width 32) with a fixed seed that no generator shares,
@@ -22,7 +22,7 @@ from torch import nn
 from pipeline.errors import UserError
 from pipeline.io import load_torch
 from pipeline.metrics.knn import ProbeResult, knn_score
-from pipeline.models import evaluating
+from pipeline.models import evaluating, recompute_batchnorm
 from pipeline.models.resnet import ResNet18
 
 FEATURE_SEED = 20_231_117
@@ -35,18 +35,10 @@ def embed(backbone: nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tenso
 
 
 @torch.no_grad()
-def recompute_batchnorm(backbone: nn.Module, x: torch.Tensor, batch: int = 256) -> nn.Module:
-    """A copy of ``backbone`` whose BatchNorm running statistics are the exact mean/var over ``x``."""
-    model = copy.deepcopy(backbone)
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average over all batches
-    model.train()
-    for i in range(0, len(x), batch):
-        model.embed(x[i : i + batch])
-    model.eval()
-    return model
+def with_data_statistics(backbone: nn.Module, x: torch.Tensor, batch: int = 256) -> nn.Module:
+    """A copy of ``backbone`` in eval mode whose BatchNorm running statistics are the exact mean/var
+    over ``x`` (:func:`pipeline.models.recompute_batchnorm`); ``backbone`` is left as it is."""
+    return recompute_batchnorm(copy.deepcopy(backbone), x, batch).eval()
 
 
 def knn_probe(
@@ -63,7 +55,7 @@ def knn_probe(
     A randomly initialised network's BN running stats are meaningless (mean 0, var 1), which
     costs it ~20 points; recomputing them on the bank makes the untrained baseline fair.
     """
-    model = recompute_batchnorm(backbone, bank_x)
+    model = with_data_statistics(backbone, bank_x)
     return knn_score(embed(model, bank_x), bank_y, embed(model, query_x), query_y, k, temperature)
 
 
@@ -75,7 +67,7 @@ class RandomResNetFeatures(nn.Module):
     def __init__(self, reference: torch.Tensor, width: int = 32) -> None:
         super().__init__()
         torch.manual_seed(FEATURE_SEED)
-        self.net = recompute_batchnorm(ResNet18(width, 3), reference)
+        self.net = with_data_statistics(ResNet18(width, 3), reference)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
