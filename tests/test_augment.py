@@ -59,19 +59,20 @@ def test_color_jitter_matches_torchvision_functionals_per_image():
     x = A.crop_resize(
         A.PhotoBank(photos(), torch.device("cpu")).images, torch.arange(3), torch.tensor([[0.0, 0, 80, 80]] * 3), 16
     )
-    for i in range(3):  # no hue rotation (jitter 0 for hue cannot be isolated): check b, c, s one at a time
-        for name, ref in (("b", TF.adjust_brightness), ("c", TF.adjust_contrast), ("s", TF.adjust_saturation)):
-            f = 1.3
-            ours = x[i : i + 1]
-            if name == "b":
-                ours = (ours * f).clamp(0, 1)
-            elif name == "c":
-                m = A.to_gray(ours).mean(dim=(1, 2, 3), keepdim=True)
-                ours = ((ours - m) * f + m).clamp(0, 1)
-            else:
-                grey = A.to_gray(ours)
-                ours = ((ours - grey) * f + grey).clamp(0, 1)
-            assert torch.allclose(ours[0], ref(x[i], f), atol=2e-3), name
+    ones, no_hue = torch.ones(3, 1, 1, 1), torch.zeros(3)
+    factors = torch.tensor([0.7, 1.0, 1.3]).view(3, 1, 1, 1)  # a factor per image, the others left at 1
+    for i, ref in enumerate((TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation)):
+        args = [ones, ones, ones]
+        args[i] = factors
+        out = A.adjust_colors(x, *args, no_hue)
+        for k in range(3):
+            assert torch.allclose(out[k], ref(x[k], float(factors[k])), atol=2e-3), (ref.__name__, k)
+    # the three in torchvision's order, then the hue rotation that color_jitter draws
+    both = A.adjust_colors(x, factors, factors.flip(0), factors, torch.tensor([0.0, 0.3, -0.2]))
+    expected = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(x[0], 0.7), 1.3), 0.7)
+    assert torch.allclose(both[0], expected, atol=2e-3)
+    assert torch.allclose(both[1:], A.rotate_hue(A.adjust_colors(x[1:], factors[1:], factors.flip(0)[1:], factors[1:], no_hue[1:]),
+                                                 torch.tensor([0.3, -0.2])), atol=1e-6)  # fmt: skip
     y = A.color_jitter(x, gen(), jitter=0.4, grayscale_p=1.0)
     assert torch.allclose(y[:, 0], y[:, 1]) and torch.allclose(y[:, 1], y[:, 2])  # all grey
     assert torch.allclose(A.color_jitter(x, gen(), jitter=0.0, grayscale_p=0.0), x, atol=1e-5)  # factors 1, hue 0

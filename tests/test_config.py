@@ -1,7 +1,9 @@
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from pipeline.config import Params, load_params, parse_params
 from pipeline.errors import UserError
@@ -11,12 +13,33 @@ from .conftest import tiny_raw
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _missing_keys(model: type[BaseModel], raw: dict, where: str = "") -> list[str]:
+    """Every field of ``model`` (recursing into sub-models) that ``raw`` does not write out."""
+    missing = []
+    for name, field in model.model_fields.items():
+        if name not in raw:
+            missing.append(f"{where}{name}")
+            continue
+        sub = [
+            a
+            for a in (field.annotation, *typing.get_args(field.annotation))
+            if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
+        if sub and isinstance(raw[name], dict):
+            missing += _missing_keys(sub[0], raw[name], f"{where}{name}.")
+    return missing
+
+
 def test_repo_params_are_valid_and_complete():
+    """params.yaml writes out every key of every section and sub-section (extra keys are refused by
+    the models), so the file documents all of them and no value comes from a default in the code."""
     params = load_params(ROOT / "params.yaml")
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    # every section of the model is written out in params.yaml, so the file documents all keys
-    assert set(raw) == set(Params.model_fields)
+    assert _missing_keys(Params, raw) == []
     assert params.distributed.num_workers == raw["distributed"]["num_workers"]
+    without = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del without["prepare"]["photos"]["max_side"], without["translate"]["lr"]
+    assert _missing_keys(Params, without) == ["prepare.photos.max_side", "translate.lr"]  # the check sees nested keys
 
 
 @pytest.mark.parametrize(

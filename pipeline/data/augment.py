@@ -154,14 +154,23 @@ def color_jitter(
     on = torch.rand(n, generator=g, device=g.device) < jitter_p
     b, c, s = factor(), factor(), factor()
     hue = (torch.where(on, uniform(n, -jitter / 4, jitter / 4, g), 0.0) * 2 * math.pi).to(x.device)
-    x = (x * b).clamp(0, 1)
-    mean = to_gray(x).mean(dim=(1, 2, 3), keepdim=True)
-    x = ((x - mean) * c + mean).clamp(0, 1)
-    grey = to_gray(x)
-    x = ((x - grey) * s + grey).clamp(0, 1)
-    x = rotate_hue(x, hue)
+    x = adjust_colors(x, b, c, s, hue)
     gray = (torch.rand(n, generator=g, device=g.device) < grayscale_p).to(x.device).view(n, 1, 1, 1)
     return torch.where(gray, to_gray(x).expand_as(x), x)
+
+
+def adjust_colors(
+    x: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor, saturation: torch.Tensor, hue: torch.Tensor
+) -> torch.Tensor:
+    """x (N, 3, H, W) in [0, 1] with per-image factors (N, 1, 1, 1) and hue angles (N,) in radians:
+    torchvision's brightness (scale), contrast (blend with the mean grey) and saturation (blend with
+    the grey image), in that order, then a hue rotation (:func:`rotate_hue`)."""
+    x = (x * brightness).clamp(0, 1)
+    mean = to_gray(x).mean(dim=(1, 2, 3), keepdim=True)
+    x = ((x - mean) * contrast + mean).clamp(0, 1)
+    grey = to_gray(x)
+    x = ((x - grey) * saturation + grey).clamp(0, 1)
+    return rotate_hue(x, hue)
 
 
 # ----------------------------------------------------------------------------- nuisances (seed 000)
