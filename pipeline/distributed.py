@@ -27,7 +27,7 @@ import posixpath
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,8 +113,48 @@ def worker(cpus_per_worker: float = 1.0) -> Worker:
 
     ctx = ray.train.get_context()
     torch.set_num_threads(max(1, int(cpus_per_worker)))
-    device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
+    device = ray.train.torch.get_device() if check_cuda() else torch.device("cpu")
     return Worker(ctx.get_world_rank(), ctx.get_world_size(), device)
+
+
+CPU_ON_GPU_NODES = "PIPELINE_CPU_ON_GPU_NODES"
+
+
+def cpu_on_gpu_nodes() -> bool:
+    """``PIPELINE_CPU_ON_GPU_NODES=1``: Ray still schedules workers by the GPUs they ask for, but they
+    train on the CPU (gloo). For checking GPU scheduling on nodes that advertise GPUs they lack
+    (``ray start --num-gpus N``); a real run leaves it unset."""
+    return os.environ.get(CPU_ON_GPU_NODES) == "1"
+
+
+def nvidia_driver() -> str | None:
+    """The loaded NVIDIA kernel driver's version (``/proc/driver/nvidia/version``), or None."""
+    try:
+        first = Path("/proc/driver/nvidia/version").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    return next((w for w in first.split() if w[:1].isdigit() and "." in w), first.strip())
+
+
+def check_cuda() -> list[Any]:
+    """The GPUs Ray gave this worker (none under :func:`cpu_on_gpu_nodes`); a one-line :class:`UserError`
+    when it has some and CUDA cannot use them (no driver, or one older than torch's CUDA needs)."""
+    import ray
+
+    gpus = [] if cpu_on_gpu_nodes() else ray.get_gpu_ids()
+    if gpus and not torch.cuda.is_available():
+        raise UserError(cuda_unusable(gpus))
+    return gpus
+
+
+def cuda_unusable(gpus: list[Any]) -> str:
+    """Why a worker that Ray gave ``gpus`` cannot train on them, in one line."""
+    driver = nvidia_driver()
+    return (
+        f"distributed.use_gpu: this worker holds GPU {','.join(map(str, gpus))} but CUDA is not usable: "
+        f"NVIDIA driver {driver or 'not loaded'}, torch {torch.__version__} built for CUDA {torch.version.cuda} "
+        "(CUDA 13 wheels need a driver >= 580; build the image with TORCH_INDEX for CUDA 12, or set use_gpu: false)"
+    )
 
 
 def prepare_model(model: torch.nn.Module, w: Worker) -> torch.nn.Module:
@@ -334,7 +374,8 @@ def free_port() -> int:
 
 
 def init_ray(num_cpus: int | None = None) -> None:
-    """Connect to ``RAY_ADDRESS`` when set (bounded wait), else start a private local instance."""
+    """Connect to ``RAY_ADDRESS`` when set (bounded wait), else start a private local instance that
+    listens on 127.0.0.1 only (GCS, raylet, workers, dashboard and its agent)."""
     import ray
 
     if ray.is_initialized():
@@ -342,14 +383,48 @@ def init_ray(num_cpus: int | None = None) -> None:
     address = os.environ.get("RAY_ADDRESS")
     if address:
         wait_for_cluster(address)
+        # a loopback address is a local instance of this machine (a pipeline run's, see
+        # stages/with_ray.py): join it as a node of 127.0.0.1, the address it was started with
+        joining = _loopback_node() if address.split(":")[0] in ("127.0.0.1", "localhost") else contextlib.nullcontext()
+        api = os.environ.get("RAY_API_SERVER_ADDRESS")  # see _init_local; set by stages/with_ray.py for its children
         try:
-            ray.init(address=address, log_to_driver=True)
+            with joining:
+                ray.init(
+                    address=address,
+                    log_to_driver=True,
+                    runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": api}} if api else None,
+                )
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
             raise UserError(
                 f"cannot reach the Ray cluster at RAY_ADDRESS={address}: {str(exc).splitlines()[0]}"
             ) from None
         return
     dashboard_port = free_port()
+    with _loopback_node():
+        _init_local(num_cpus, dashboard_port)
+
+
+@contextlib.contextmanager
+def _loopback_node() -> Iterator[None]:
+    """While a local instance starts, its node address is 127.0.0.1, so that the GCS, the raylet,
+    the workers and the dashboard agent listen on loopback only.
+
+    Ray resolves a local node to the machine's reachable address (and then binds its servers to
+    every interface) unless multi-node clusters are off, as it does on macOS and Windows; the
+    flag is read at call time, and the started processes get the address from the driver."""
+    from ray._private import ray_constants
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+
+
+def _init_local(num_cpus: int | None, dashboard_port: int) -> None:
+    import ray
+
     ray.init(
         address="local",
         num_cpus=num_cpus or max(os.cpu_count() or 1, 2),
@@ -395,6 +470,73 @@ def release_orphaned_placement_groups() -> int:
     return released
 
 
+_loopback_store: Any = None  # rank 0's rendezvous store, while its worker group lives
+
+
+def _serve_loopback_store(world_size: int, timeout_s: float) -> int:
+    """Rank 0: host the process group's rendezvous store on 127.0.0.1; return its port.
+
+    torch's own ``env://`` rendezvous starts the store on every interface (``::``); here rank 0
+    binds the listening socket to loopback itself and hands it to the store."""
+    global _loopback_store
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(world_size * 2)
+    port = sock.getsockname()[1]
+    _loopback_store = (sock, TCPStore("127.0.0.1", port, world_size, True, timedelta(seconds=timeout_s), wait_for_workers=False,
+                                      master_listen_fd=sock.fileno(), multi_tenant=True))  # fmt: skip
+    return port
+
+
+def _join_loopback_store(port: int) -> None:
+    """Every rank: rendezvous through rank 0's loopback store (as a client), gloo on ``lo``."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TORCHELASTIC_USE_AGENT_STORE="True", GLOO_SOCKET_IFNAME="lo"
+    )
+
+
+def _close_loopback_store() -> None:
+    global _loopback_store
+    if _loopback_store is not None:
+        _loopback_store[0].close()
+    _loopback_store = None
+
+
+def _torch_config(backend: str) -> Any:
+    """Ray Train's ``TorchConfig`` whose process group, when every worker runs on a local instance
+    (node address 127.0.0.1, see :func:`init_ray`), rendezvous on loopback; on a cluster, Ray's own."""
+    import ray
+    from ray.train.torch import TorchConfig
+    from ray.train.torch.config import _set_torch_distributed_env_vars, _setup_torch_process_group, _TorchBackend
+
+    class LoopbackBackend(_TorchBackend):
+        def on_start(self, worker_group: Any, backend_config: Any) -> None:
+            worker_group.execute(check_cuda)  # before NCCL, whose own error says less
+            if worker_group.execute_single(0, ray.util.get_node_ip_address) != "127.0.0.1":
+                return super().on_start(worker_group, backend_config)
+            n, timeout_s = len(worker_group), backend_config.timeout_s
+            port = worker_group.execute_single(0, _serve_loopback_store, n, timeout_s)
+            worker_group.execute(_join_loopback_store, port=port)
+            worker_group.execute(_set_torch_distributed_env_vars)
+            ray.get([worker_group.execute_single_async(i, _setup_torch_process_group, backend=backend_config.backend, world_rank=i, world_size=n,
+                                                       init_method="env://", timeout_s=timeout_s) for i in range(n)])  # fmt: skip
+
+        def on_shutdown(self, worker_group: Any, backend_config: Any) -> None:
+            super().on_shutdown(worker_group, backend_config)
+            worker_group.execute(_close_loopback_store)
+
+    class LoopbackTorchConfig(TorchConfig):
+        @property
+        def backend_cls(self) -> type:
+            return LoopbackBackend
+
+    return LoopbackTorchConfig(backend=backend)
+
+
 def checkpoint_storage(default: str | Path) -> str:
     """Where run checkpoints live: see :func:`pipeline.storage.run_storage` (``default`` is the local folder)."""
     return storage.run_storage(default)
@@ -417,7 +559,7 @@ def fit(
     one that forwards reports to Tune); ``gpus_per_worker`` may be a fraction when ``use_gpu``.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchTrainer
 
     if params.use_gpu and params.num_workers == 0:
         raise UserError("distributed.use_gpu needs distributed.num_workers >= 1")
@@ -427,7 +569,7 @@ def fit(
     trainer = TorchTrainer(
         loop,
         train_loop_config=config,
-        torch_config=TorchConfig(backend="nccl" if params.use_gpu else "gloo"),
+        torch_config=_torch_config("nccl" if params.use_gpu and not cpu_on_gpu_nodes() else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=params.num_workers,
             use_gpu=params.use_gpu,
@@ -444,12 +586,32 @@ def fit(
             callbacks=callbacks,
         ),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # Ray Train raises the run's error; a UserError inside it is said in one line
+        user = _user_error(exc)
+        if user is None:
+            raise
+        raise user from None
     if result.error is not None:
-        raise result.error
+        raise _user_error(result.error) or result.error
     if result.checkpoint is None:
         raise RuntimeError(f"training run {name} finished without a checkpoint")
     return read_state(result.checkpoint)
+
+
+def _user_error(error: BaseException) -> UserError | None:
+    """The :class:`UserError` a worker or the backend's set-up raised inside Ray Train's ``error``, if any."""
+    causes = [*(getattr(error, "worker_failures", None) or {}).values(), getattr(error, "controller_failure", None)]
+    for cause in causes:
+        while cause is not None:
+            original = getattr(cause, "cause", None)  # a RayTaskError(UserError) carries the worker's own exception
+            if isinstance(original, UserError):
+                return original
+            if isinstance(cause, UserError):
+                return cause
+            cause = cause.__cause__
+    return None
 
 
 def fit_seeds(loop: Callable[[dict[str, Any]], None], configs: list[dict[str, Any]], params: DistributedParams, name: str,

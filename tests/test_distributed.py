@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
 import time
 
 import cloudpickle
@@ -234,3 +238,191 @@ def test_ace_resumes_and_repeats_the_uninterrupted_run(ray_local, tiny_params, t
     assert [r["loss_recon"] for r in resumed["history"]] == [r["loss_recon"] for r in clean["history"]]
     for k, v in clean["ace"].items():
         assert torch.equal(resumed["ace"][k], v), k
+
+
+LOOPBACK_PROBE = """
+import json, sys, threading, time
+import psutil, torch
+from pipeline import distributed
+from pipeline.config import parse_params
+from tests import ray_loops
+from tests.conftest import tiny_raw
+
+me, seen, done = psutil.Process(), {}, threading.Event()
+
+def sample():
+    while not done.is_set():
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                for c in p.net_connections(kind="inet"):
+                    if c.status == psutil.CONN_LISTEN:
+                        seen[f"{c.laddr.ip}:{c.laddr.port}"] = p.name()
+            except psutil.Error:
+                pass
+        time.sleep(0.05)
+
+threading.Thread(target=sample, daemon=True).start()
+out = sys.argv[1]
+torch.save(torch.randn(32, 7), out + "/scores.pt")
+config = {"scores": out + "/scores.pt", "out": out, "epsilon": 0.05, "iters": 3}
+distributed.fit(ray_loops.sinkhorn_shards, config, parse_params(tiny_raw()).distributed, "loopback", out + "/runs")
+time.sleep(1)
+done.set()
+print(json.dumps(seen))
+"""
+
+
+def test_a_stages_local_ray_instance_listens_on_loopback_only(tmp_path):
+    """Every listening socket of the processes a stage's private Ray instance starts (GCS, raylet,
+    dashboard and its agent, the Train controller and workers), sampled while a 2-worker Ray Train
+    run trains, is on 127.0.0.1: nobody else on the network can submit code to it."""
+    import json
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    env = {k: v for k, v in __import__("os").environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(
+        [sys.executable, "-c", LOOPBACK_PROBE, str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    names = set(seen.values())
+    assert {"gcs_server", "raylet"} <= names and any("DashboardAgent" in n for n in names), (
+        seen
+    )  # the sampler saw the instance
+    exposed = {a: n for a, n in seen.items() if not a.rsplit(":", 1)[0].removeprefix("::ffff:").startswith("127.")}
+    assert not exposed, f"listening beyond loopback: {exposed}"
+
+
+GPU_PROBE = """
+import sys, tempfile
+import ray
+from pipeline import distributed
+from pipeline.config import parse_params
+from pipeline.errors import UserError
+from tests.conftest import tiny_raw
+
+def loop(config):
+    w = distributed.worker()
+    distributed.report({"epoch": 0}, {"device": str(w.device)}, w)
+
+ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False)  # a GPU this machine lacks
+p = parse_params(tiny_raw()).distributed.model_copy(update={"use_gpu": True, "num_workers": 1, "max_failures": 0})
+try:
+    print("STATE", distributed.fit(loop, {}, p, "gpu", tempfile.mkdtemp()))
+except UserError as e:
+    print("USERERROR", e)
+"""
+
+
+def test_use_gpu_on_a_node_whose_cuda_is_unusable_stops_with_one_line_naming_driver_and_cuda(tmp_path):
+    """A worker that Ray gives a GPU (here one the node only advertises) on a node where CUDA cannot be
+    used used to train on the CPU without a word; it stops the run before NCCL, with one line.
+    With PIPELINE_CPU_ON_GPU_NODES=1 (the scheduling tests) the same worker trains on the CPU."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    from .conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+    def run(**extra: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-c", GPU_PROBE],
+            cwd=ROOT,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        lines = [line for line in proc.stdout.splitlines() if line.startswith(("STATE", "USERERROR"))]
+        assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+        return lines[-1]
+
+    assert not torch.cuda.is_available()  # the CPU machines this suite runs on
+    assert run() == (
+        f"USERERROR distributed.use_gpu: this worker holds GPU 0 but CUDA is not usable: NVIDIA driver not loaded, torch "
+        f"{torch.__version__} built for CUDA {torch.version.cuda} (CUDA 13 wheels need a driver >= 580; build the image "
+        "with TORCH_INDEX for CUDA 12, or set use_gpu: false)"
+    )
+    assert run(PIPELINE_CPU_ON_GPU_NODES="1") == "STATE {'device': 'cpu'}"
+
+
+JOIN_PROBE = """
+import sys, tempfile, torch, ray
+from pipeline import distributed
+from pipeline.config import parse_params
+from tests import ray_loops
+from tests.conftest import tiny_raw
+
+out = tempfile.mkdtemp()
+torch.save(torch.randn(32, 7), out + "/scores.pt")
+config = {"scores": out + "/scores.pt", "out": out, "epsilon": 0.05, "iters": 3}
+distributed.fit(ray_loops.sinkhorn_shards, config, parse_params(tiny_raw()).distributed, "joined", out + "/runs")
+print("TRAINED ON", ray.get_runtime_context().gcs_address, flush=True)
+"""
+
+
+def _with_ray(command: str, tmp_path) -> subprocess.Popen:
+    import os
+    import sys
+
+    from .conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    (tmp_path / "probe.py").write_text(JOIN_PROBE)
+    return subprocess.Popen([sys.executable, "-m", "stages.with_ray", "--", "bash", "-c", command], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+
+
+def _descendants(pid: int) -> list:
+    import psutil
+
+    return psutil.Process(pid).children(recursive=True)
+
+
+def test_a_pipeline_run_shares_one_ray_instance_and_stops_it_after_success_failure_or_ctrl_c(tmp_path):
+    """`stages.with_ray` (what `make repro` runs) starts one local Ray instance; two training runs
+    in its command both train on it; it is stopped, with every process it started, when the command
+    succeeds, when a stage fails (its exit status kept), and after Ctrl-C (130)."""
+    import sys
+
+    import psutil
+
+    probe = f"{sys.executable} {tmp_path / 'probe.py'}"
+    proc = _with_ray(f"{probe} && {probe}", tmp_path)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    shared = re.search(r"with_ray: a local Ray instance at (\S+) for", out).group(1)
+    assert re.findall(r"TRAINED ON (\S+)", out) == [shared, shared]
+    assert shared.startswith("127.0.0.1:")
+
+    proc = _with_ray("exit 3", tmp_path)  # a stage that fails
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 3 and "with_ray: a local Ray instance" in out, out[-3000:]
+
+    proc = _with_ray("sleep 300", tmp_path)
+    started, seen = time.monotonic(), []
+    while time.monotonic() - started < 120:
+        seen = _descendants(proc.pid)
+        if any(p.name() == "raylet" for p in seen if p.is_running()) and any(
+            p.name() == "sleep" for p in seen if p.is_running()
+        ):
+            break
+        time.sleep(0.5)
+    assert any(p.name() == "raylet" for p in seen), [p.name() for p in seen]
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-3000:]
+    gone, alive = psutil.wait_procs(seen, timeout=30)
+    assert not alive, [p.name() for p in alive]
