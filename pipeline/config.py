@@ -6,6 +6,7 @@ with one line naming the key and what is allowed, before any stage does work.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -383,6 +384,18 @@ class SweepParams(Section):
     space: dict[str, dict[str, SweepDimension]] = {}
 
     @model_validator(mode="after")
+    def _gpus(self) -> SweepParams:
+        g = self.gpus_per_worker
+        if 0 < g < 1 and self.workers_per_trial > 1:
+            raise ValueError(
+                f"gpus_per_worker {g:g} puts {self.workers_per_trial} workers of a trial on one GPU, which NCCL refuses:"
+                " a fractional GPU needs workers_per_trial: 1"
+            )
+        if g > 1 and g != int(g):
+            raise ValueError(f"gpus_per_worker above 1 must be a whole number of GPUs, got {g:g}")
+        return self
+
+    @model_validator(mode="after")
     def _space(self) -> SweepParams:
         for stage, dims in self.space.items():
             if stage not in SWEEPABLE:
@@ -450,8 +463,31 @@ def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
         raise UserError(describe_validation_error(exc, Params, source)) from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate ``params.yaml``."""
+def set_values(raw: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """``raw`` with each ``section.key=value`` of ``assignments`` set (``dvc exp run -S`` syntax: the
+    value is read as YAML); a one-line error for a malformed assignment or a key params.yaml lacks."""
+    out = copy.deepcopy(raw)
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"-S {item}: expected section.key=value")
+        *parents, leaf = key.strip().split(".")
+        node = out
+        for i, part in enumerate(parents):
+            node = node.get(part) if isinstance(node, dict) else None
+            if not isinstance(node, dict):
+                raise UserError(f"-S {item}: {'.'.join(parents[: i + 1])} is not a section of the params")
+        if leaf not in node:
+            raise UserError(f"-S {item}: unknown key {key.strip()} (allowed: {', '.join(sorted(node))})")
+        try:
+            node[leaf] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UserError(f"-S {item}: not a YAML value: {str(exc).splitlines()[0]}") from None
+    return out
+
+
+def load_params(path: str | Path = "params.yaml", assignments: list[str] = ()) -> Params:
+    """Read and validate ``params.yaml``, with ``section.key=value`` ``assignments`` (:func:`set_values`) applied."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"params file not found: {path}")
@@ -459,4 +495,5 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    return parse_params(raw, str(path))
+    source = str(path) + "".join(f" -S {a}" for a in assignments)
+    return parse_params(set_values(raw, list(assignments)) if assignments else raw, source)

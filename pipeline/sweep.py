@@ -173,8 +173,12 @@ class ForwardReports(TuneReportCallback):
         self.trial_node = ray.get_runtime_context().get_node_id()
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        nodes = sorted({m.get("node_id", "") for m in metrics} | {self.trial_node})
-        first = {k: v for k, v in metrics[0].items() if k != "node_id"} | {"nodes": ",".join(nodes)}
+        workers = sorted({m.get("node_id", "") for m in metrics})
+        nodes = sorted({*workers, self.trial_node})
+        first = {k: v for k, v in metrics[0].items() if k != "node_id"} | {
+            "nodes": ",".join(nodes),
+            "worker_nodes": ",".join(workers),
+        }
         super().after_report(run_context, [first, *metrics[1:]], checkpoint)
 
 
@@ -278,7 +282,7 @@ def trial_records(grid: Any, metric: str, max_reports: int) -> list[dict[str, An
             {int(r["report"]): r for r in rows}.values()
         )  # a report redone after a restart counts once, as last seen
         history = sorted((int(r["report"]), float(r[metric])) for r in rows)
-        nodes = set().union(*(set(str(r.get("nodes", "")).split(",")) for r in rows)) - {"", "nan"} if rows else set()
+        nodes, worker_nodes = (_listed(rows, key) for key in ("nodes", "worker_nodes"))
         status = (
             "FAILED"
             if result.error is not None
@@ -287,8 +291,13 @@ def trial_records(grid: Any, metric: str, max_reports: int) -> list[dict[str, An
             else "KILLED"
         )
         records.append({"trial": trial_index(trial_id), "trial_id": trial_id, "config": dict(result.config),
-                        "history": history, "nodes": nodes, "status": status})  # fmt: skip
+                        "history": history, "nodes": nodes, "worker_nodes": worker_nodes, "status": status})  # fmt: skip
     return sorted(records, key=lambda r: r["trial"])
+
+
+def _listed(rows: list[dict[str, Any]], key: str) -> set[str]:
+    """The union of the comma-separated ``key`` of every row (the Ray nodes a trial reported)."""
+    return set().union(*(set(str(r.get(key, "")).split(",")) for r in rows)) - {"", "nan"}
 
 
 def latest_sweep(storage: str | Path, stage: str) -> str:
@@ -387,7 +396,8 @@ def run(
     baseline = records[0]
     trials = [{"trial": r["trial"], "config": r["config"], "status": r["status"], "reports": r["history"][-1][0] if r["history"] else 0,
                spec.metric: r["history"][-1][1] if r["history"] else None, "history": [v for _, v in r["history"]],
-               "history_reports": [k for k, _ in r["history"]], "nodes": sorted(r["nodes"])} for r in records]  # fmt: skip
+               "history_reports": [k for k, _ in r["history"]], "nodes": sorted(r["nodes"]),
+               "worker_nodes": sorted(r["worker_nodes"])} for r in records]  # fmt: skip
     return {
         "stage": stage,
         "describe": spec.describe,

@@ -4,6 +4,11 @@ stage, one MLflow parent run with a child run per trial; writes ``metrics/sweep_
 
 Runs on a private local Ray instance, or on the cluster at ``RAY_ADDRESS`` (also set for you by
 ``ray job submit``). On a cluster, ``--data`` and ``--models`` must be on storage every node sees.
+``-S section.key=value`` sets any param for this sweep (workers per trial, GPUs per worker,
+concurrency, samples, the search space), checked like params.yaml. On a GPU cluster:
+
+    python -m stages.sweep --stage colorize -S sweep.gpus_per_worker=1 -S sweep.max_concurrent=4
+
 Interrupted (Ctrl-C), it saves the sweep's state and says so; ``--resume`` carries on the latest
 sweep of the stage: finished trials are kept and unfinished ones resume from their checkpoints.
 """
@@ -27,6 +32,16 @@ def main() -> None:
     ap.add_argument("--models", default="models", help="folder of backbone_<encoder>.pt (colorize / cyclegan)")
     ap.add_argument("--storage", default="checkpoints/sweeps", help="Tune results and trial checkpoints")
     ap.add_argument("--samples", type=int, default=None, help="override sweep.num_samples")
+    ap.add_argument(
+        "-S",
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a param as `dvc exp run -S` does, e.g. -S sweep.gpus_per_worker=1 -S sweep.workers_per_trial=1"
+        " -S sweep.max_concurrent=4 (repeatable; validated with the params)",
+    )
     ap.add_argument("--metrics", default="metrics", help="folder of sweep_<stage>.json")
     ap.add_argument("--plots", default="plots", help="folder of sweep_<stage>.png")
     ap.add_argument(
@@ -35,7 +50,7 @@ def main() -> None:
         help="carry on the latest sweep of this stage under --storage after an interruption",
     )
     args = ap.parse_args()
-    params = load_params(args.params)
+    params = load_params(args.params, args.assignments)
     space = search_space(params, args.stage)  # unknown stage / empty space: one line, before Ray starts
     if args.samples is not None:
         if args.samples < 1:

@@ -37,12 +37,15 @@ def start_node(
     log: Path,
     resources: str | None = None,
     dashboard_port: int = 0,
+    num_gpus: int = 0,
 ) -> subprocess.Popen:
     """``ray start --block`` for a head (``head_address`` None, on ``gcs_port``) or a worker joining ``head_address``."""
     cmd = [RAY, "start", "--block", f"--num-cpus={num_cpus}", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
     cmd += [f"{flag}={free_port()}" for flag in PORT_FLAGS]
     if resources:
         cmd.append(f"--resources={resources}")
+    if num_gpus:  # advertised only: the tests set PIPELINE_CPU_ON_GPU_NODES=1 and train on the CPU
+        cmd.append(f"--num-gpus={num_gpus}")
     if head_address is None:
         cmd += [f"--port={gcs_port}", f"--temp-dir={temp_dir}", "--head", "--include-dashboard=true",
                 "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port or free_port()}", f"--ray-client-server-port={free_port()}"]  # fmt: skip
@@ -105,8 +108,9 @@ def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def local_cluster(num_cpus: int = 4, workers: int = 0, worker_cpus: int = 2) -> Iterator[dict]:
-    """A head (and ``workers`` worker nodes, each with a custom resource ``node_<i>``) on 127.0.0.1;
+def local_cluster(num_cpus: int = 4, workers: int = 0, worker_cpus: int = 2, worker_gpus: int = 0) -> Iterator[dict]:
+    """A head (and ``workers`` worker nodes, each with a custom resource ``node_<i>`` and
+    ``worker_gpus`` advertised GPUs) on 127.0.0.1;
     yields the GCS ``address`` and the ``dashboard`` URL (the job server of `ray job submit`)."""
     base = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
     procs: list[subprocess.Popen] = []
@@ -128,7 +132,13 @@ def local_cluster(num_cpus: int = 4, workers: int = 0, worker_cpus: int = 2) -> 
             def worker(attempt: int, i: int = i) -> tuple[subprocess.Popen, int]:
                 tag = f"w{i}" if attempt == 0 else f"w{i}-{attempt}"  # its own temp dir: see start_node
                 return start_node(
-                    base / tag, port, address, worker_cpus, base / f"{tag}.log", f'{{"node_{i + 1}": 1}}'
+                    base / tag,
+                    port,
+                    address,
+                    worker_cpus,
+                    base / f"{tag}.log",
+                    f'{{"node_{i + 1}": 1}}',
+                    num_gpus=worker_gpus,
                 ), dashboard
 
             # the head, the workers before this one, and this one

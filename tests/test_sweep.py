@@ -79,9 +79,36 @@ def test_a_sweep_warns_when_its_concurrent_trials_cannot_all_get_their_workers()
     cpu = sweep.capacity_warning(sw, {"CPU": 2.0})
     assert "need 4 CPU" in cpu and "has 2 now" in cpu and "sweep.max_concurrent: 1" in cpu
     assert "fewer workers" in sweep.capacity_warning(sw, {"CPU": 1.0})
-    gpu = parse_params(tiny_raw(sweep={"max_concurrent": 2, "workers_per_trial": 2, "gpus_per_worker": 0.5})).sweep
+    gpu = parse_params(tiny_raw(sweep={"max_concurrent": 2, "workers_per_trial": 1, "gpus_per_worker": 1})).sweep
     assert sweep.capacity_warning(gpu, {"CPU": 6.0, "GPU": 2.0}) is None
     assert "need 2 GPU" in sweep.capacity_warning(gpu, {"CPU": 6.0, "GPU": 1.0})
+
+
+def test_set_values_reads_dvc_style_assignments_and_names_what_is_wrong():
+    from pipeline.config import set_values
+
+    raw = tiny_raw()
+    out = set_values(
+        raw, ["sweep.gpus_per_worker=1", "sweep.space.colorize.lambda_l1={uniform: [1, 2]}", "translate.seeds=[3]"]
+    )
+    assert out["sweep"]["gpus_per_worker"] == 1 and out["translate"]["seeds"] == [3]
+    assert out["sweep"]["space"]["colorize"]["lambda_l1"] == {"uniform": [1, 2]}
+    assert raw["sweep"]["gpus_per_worker"] == 0.0  # the input is left as it was
+    assert parse_params(out).sweep.gpus_per_worker == 1.0
+    for bad, message in [("sweep.gpus_per_worker", "expected section.key=value"), ("=1", "expected section.key=value"),
+                         ("sweeps.num_samples=2", "sweeps is not a section"), ("sweep.samples=2", "unknown key sweep.samples"),
+                         ("sweep.seed=[1", "not a YAML value")]:  # fmt: skip
+        with pytest.raises(UserError, match=message):
+            set_values(raw, [bad])
+
+
+def test_gpus_per_worker_is_whole_or_a_fraction_for_one_worker():
+    assert _params(sweep={"gpus_per_worker": 0.25, "workers_per_trial": 1}).sweep.gpus_per_worker == 0.25
+    assert _params(sweep={"gpus_per_worker": 2, "workers_per_trial": 4}).sweep.workers_per_trial == 4
+    with pytest.raises(UserError, match=r"gpus_per_worker 0.5 puts 2 workers of a trial on one GPU"):
+        _params(sweep={"gpus_per_worker": 0.5, "workers_per_trial": 2})
+    with pytest.raises(UserError, match=r"must be a whole number of GPUs, got 1.5"):
+        _params(sweep={"gpus_per_worker": 1.5, "workers_per_trial": 1})
 
 
 def test_unreachable_ray_address_fails_after_a_bounded_wait():
@@ -135,6 +162,16 @@ def test_cli_errors_are_one_line(tmp_path, tiny_data):
         out.stderr.strip()
         .splitlines()[-1]
         .startswith(f"error: cannot reach the Ray cluster at RAY_ADDRESS=127.0.0.1:{port} after 2 s")
+    )
+    out = run("--stage", "colorize", "-S", "sweep.gpus_per_worker=0.5", "-S", "sweep.workers_per_trial=2")
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        f"error: {good} -S sweep.gpus_per_worker=0.5 -S sweep.workers_per_trial=2: sweep: gpus_per_worker 0.5 puts 2 "
+        "workers of a trial on one GPU, which NCCL refuses: a fractional GPU needs workers_per_trial: 1"
+    )
+    out = run("--stage", "colorize", "-S", "sweep.gpus=1")
+    assert out.returncode == 2 and out.stderr.strip().startswith(
+        "error: -S sweep.gpus=1: unknown key sweep.gpus (allowed: "
     )
     out = run("--stage", "colorize", "--resume", "--storage", str(tmp_path / "nothing"))
     assert out.returncode == 2
@@ -229,8 +266,10 @@ def _post(url: str, body: dict) -> dict:
 def test_ray_job_submit_sweep_on_two_nodes(tmp_path, tiny_data, s3):
     """Head + worker node (`ray start --block`, stopped by pid), an MLflow server and an S3 server
     (moto) on 127.0.0.1, and `ray job submit` of a 4-trial colorize sweep with the storage URI in
-    the bucket: trials use both nodes and read the shards from S3, Tune results and the trials'
-    checkpoints land there, 4 child runs over REST."""
+    the bucket: trials read the shards from S3, Tune results and the trials' checkpoints land there,
+    4 child runs over REST. The worker node advertises 2 GPUs (`--num-gpus`, none real) and the
+    sweep asks for one per Train worker (`-S sweep.gpus_per_worker=1`): every trial's workers are
+    scheduled there, never on the GPU-less head, and compute on the CPU (PIPELINE_CPU_ON_GPU_NODES)."""
     models = tmp_path / "models"
     _save_backbone(models)
     params = tmp_path / "params.yaml"
@@ -253,17 +292,18 @@ def test_ray_job_submit_sweep_on_two_nodes(tmp_path, tiny_data, s3):
                     -2000:
                 ]
                 time.sleep(0.5)
-        with local_cluster(num_cpus=2, workers=1, worker_cpus=2) as cluster:
+        with local_cluster(num_cpus=2, workers=1, worker_cpus=4, worker_gpus=2) as cluster:
             dashboard = cluster["dashboard"]
             env = {**ray_env(), "RAY_ADDRESS": dashboard}
             runtime_env = {"working_dir": str(ROOT), "excludes": [".venv", ".git", ".dvc/cache", "data", "models", "checkpoints", "mlflow.db", "*.egg-info"],
                            # RAY_ADDRESS for every process of the job: Ray Train's placement-group cleaner looks the
                            # cluster up by "auto", which fails while the suite's in-process instance also runs here
                            "env_vars": {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}", "RAY_AUTH_MODE": env["RAY_AUTH_MODE"],
-                                        "RAY_ADDRESS": cluster["address"], **s3["env"], storage.ENV: s3["uri"]}}  # fmt: skip
+                                        "RAY_ADDRESS": cluster["address"], **s3["env"], storage.ENV: s3["uri"],
+                                        "PIPELINE_CPU_ON_GPU_NODES": "1"}}  # fmt: skip
             entry = [sys.executable, "-m", "stages.sweep", "--stage", "colorize", "--params", str(params), "--data", str(tiny_data),
                      "--models", str(models), "--storage", str(tmp_path / "sweeps"), "--metrics", str(tmp_path / "metrics"),
-                     "--plots", str(tmp_path / "plots")]  # fmt: skip
+                     "--plots", str(tmp_path / "plots"), "-S", "sweep.gpus_per_worker=1"]  # fmt: skip
             ray_bin = str(Path(sys.executable).parent / "ray")
             out = subprocess.run([ray_bin, "job", "submit", "--address", dashboard, "--runtime-env-json", json.dumps(runtime_env), "--", *entry],
                                  env=env, capture_output=True, text=True, timeout=1100)  # fmt: skip
@@ -272,7 +312,9 @@ def test_ray_job_submit_sweep_on_two_nodes(tmp_path, tiny_data, s3):
             nodes = _node_ids(cluster["address"])
         summary = json.loads((tmp_path / "metrics" / "sweep_colorize.json").read_text())
         used = {n for t in summary["trials"] for n in t["nodes"]}
-        assert len(nodes) == 2 and used == nodes, (used, nodes)
+        gpu_nodes = {n for n, gpus in nodes.items() if gpus > 0}
+        assert len(nodes) == 2 and len(gpu_nodes) == 1 and used <= set(nodes), (used, nodes)
+        assert all(set(t["worker_nodes"]) == gpu_nodes for t in summary["trials"] if t["reports"]), summary["trials"]
         # the storage URI: shards read from the bucket, Tune's results and the trials' Ray Train checkpoints there
         assert '"GET /study/run/data/' in s3["log"].read_text()
         assert summary["tune_experiment"].startswith("s3://study/run/sweeps/sweep_colorize_")
@@ -307,8 +349,9 @@ def test_ray_job_submit_sweep_on_two_nodes(tmp_path, tiny_data, s3):
         stop_group(server)
 
 
-def _node_ids(address: str) -> set[str]:
-    code = "import ray, json; ray.init(); print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))"
+def _node_ids(address: str) -> dict[str, float]:
+    """The alive nodes of the cluster at ``address``: node id -> GPUs it advertises."""
+    code = "import ray, json; ray.init(); print(json.dumps({n['NodeID']: n['Resources'].get('GPU', 0) for n in ray.nodes() if n['Alive']}))"
     out = subprocess.run(
         [sys.executable, "-c", code],
         env={**ray_env(), "RAY_ADDRESS": address},
@@ -316,4 +359,4 @@ def _node_ids(address: str) -> set[str]:
         text=True,
         timeout=120,
     )
-    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+    return json.loads(out.stdout.strip().splitlines()[-1])
