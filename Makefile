@@ -23,11 +23,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 PROFILE ?=
+# stages.with_ray: one private local Ray instance (127.0.0.1 only) that every stage joins, stopped at the end
 repro: setup
 ifeq ($(PROFILE),)
-	dvc repro
+	python -m stages.with_ray -- dvc repro
 else
-	eval dvc exp run $$(python -m stages.profile $(PROFILE))
+	eval python -m stages.with_ray -- dvc exp run $$(python -m stages.profile $(PROFILE))
 endif
 
 test: setup
