@@ -3,7 +3,8 @@
 It owns what every loop would otherwise repeat: resume from the last checkpoint (epoch,
 history, the epoch each attempt started at), the per-rank per-epoch random state, per-step
 scalars kept on the device with one host sync per epoch, the epoch timer, and the rank-0
-checkpoint and report. :class:`Schedule` is the one learning-rate schedule of all loops.
+checkpoint and report, and on a GPU every rank's utilisation and memory (:mod:`pipeline.monitor`).
+:class:`Schedule` is the one learning-rate schedule of all loops.
 
     run = TrainingRun(w, epochs=E, name="simsiam")
     run.restore(model=model, optimizer=opt)           # no-op on a fresh start
@@ -30,7 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline import distributed
+from pipeline import collectives, distributed
+from pipeline.monitor import gpu_monitor
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ class TrainingRun:
         self._t0 = 0.0
         self._data_s = 0.0
         self._flops: torch.utils.flop_counter.FlopCounterMode | None = None
+        self.gpu = gpu_monitor(w.device)
 
     @property
     def resumed(self) -> bool:
@@ -207,6 +210,9 @@ class TrainingRun:
         row.update(means)
         row["steps_per_s"] = steps / elapsed
         row["images_per_s"] = images * self.w.world_size / elapsed
+        if self.w.device.type == "cuda":  # every rank's GPU use, in rank 0's row (what the run logs)
+            for rank, gpu in enumerate(collectives.all_gather_object(self.gpu.epoch() if self.gpu else {})):
+                row |= {f"{k}_rank{rank}": v for k, v in gpu.items()}
         if self.profile:
             row["data_s"] = self._data_s / steps
             row["model_s"] = (elapsed - self._data_s) / steps
