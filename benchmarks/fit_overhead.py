@@ -76,11 +76,11 @@ def _work_loop(config: dict) -> None:
 
 
 def child(workers: int) -> dict:
-    from pipeline import distributed
+    from pipeline import distributed, ray_cluster
     from pipeline.config import DistributedParams
 
     params = DistributedParams(num_workers=workers)
-    distributed.init_ray()
+    ray_cluster.init_ray()
     with tempfile.TemporaryDirectory() as storage:
         distributed.fit(_empty_loop, {}, params, "warm", storage)
         t0, c0 = time.perf_counter(), busy_cpu_s()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline import distributed, translate
+from pipeline import distributed, ray_cluster, translate
 from pipeline.config import load_params
 from pipeline.io import write_json
 from pipeline.models.resnet import ResNet18
@@ -56,7 +56,7 @@ def main() -> None:
         translate.job_config(params, args.stage, "scratch", gan, args.data, backbone, seed)
         for seed in range(args.seeds)
     ]
-    distributed.init_ray()  # both ways find Ray started
+    ray_cluster.init_ray()  # both ways find Ray started
     with tempfile.TemporaryDirectory() as storage:
         t0 = time.perf_counter()
         alone = [

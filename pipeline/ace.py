@@ -41,6 +41,7 @@ from pipeline.data.shards import read_images
 from pipeline.data.sources import BadImages, load_folder
 from pipeline.data.transforms import to_tensor
 from pipeline.errors import UserError
+from pipeline.fingerprint import run_name
 from pipeline.io import load_torch, save_torch, state_digest
 from pipeline.loop import Bundle, TrainingRun, seed_for
 from pipeline.metrics.image import l1
@@ -455,7 +456,7 @@ def train(
         job_config(params, mode, data_root, backbone, None if init_states is None else init_states[seed], seed)
         for seed in params.ace.seeds
     ]
-    name = distributed.run_name(
+    name = run_name(
         f"ace_{mode}", {"seeds": [run_key(c) for c in configs]}, train_loop, [Path(data_root) / s for s in sets]
     )
     return dict(zip(params.ace.seeds, distributed.fit_seeds(train_loop, configs, params.distributed, name, storage)))

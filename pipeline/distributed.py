@@ -3,9 +3,10 @@
 Driver side: :func:`fit` runs a per-worker loop as a ``TorchTrainer`` and returns the state
 dict of its final checkpoint; :func:`fit_seeds` runs the loop once per config (one per seed), one
 after the other in one worker group, so that a stage of several seeds starts its workers once. It runs on a local Ray instance by default and on an existing
-cluster when ``RAY_ADDRESS`` is set. Each run is named by a hash of its config and of the
-library code, so running the same config again resumes from (or returns) its last
-checkpoint, and a changed config or code starts fresh.
+cluster when ``RAY_ADDRESS`` is set (:mod:`pipeline.ray_cluster`). Each run is named by a hash of
+its config, of the library code and of its data (:func:`pipeline.fingerprint.run_name`), so running
+the same config again resumes from (or returns) its last checkpoint, and a changed config, code or
+data starts fresh.
 
 Worker side: :func:`worker`, :func:`prepare_model`, :func:`load_state`, :func:`report`,
 :func:`autocast`; the process-group collectives are :mod:`pipeline.collectives`.
@@ -16,18 +17,14 @@ checkpoint storage): the plain baseline the benchmarks compare Ray Train against
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import functools
-import hashlib
 import io
-import json
 import os
 import posixpath
 import socket
 import tempfile
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,10 +34,10 @@ import torch
 from pipeline import storage
 from pipeline.config import DistributedParams
 from pipeline.errors import UserError
-from pipeline.io import file_digest, load_torch
+from pipeline.io import load_torch
+from pipeline.ray_cluster import init_ray
 
 STATE_FILE = "state.pt"
-RAY_CONNECT_TIMEOUT_S = 30
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -252,223 +249,6 @@ def _run_sequence(loop: Callable[[dict[str, Any]], None], config: dict[str, Any]
 
 
 # ----------------------------------------------------------------------------- driver side
-
-
-def _module_file(name: str, root: Path) -> Path | None:
-    base = root.joinpath(*name.split("."))
-    return next((f for f in (base.with_suffix(".py"), base / "__init__.py") if f.is_file()), None)
-
-
-def _code_tree(source: str) -> str:
-    """The syntax tree of ``source`` without docstrings: comments, layout and docs do not count."""
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
-                and isinstance(body[0].value.value, str):  # fmt: skip
-            node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree)
-
-
-def imported_files(module: str, root: str | Path | None = None, packages: tuple[str, ...] = ()) -> dict[str, Path]:
-    """``module`` and every module of its own package (and of ``packages``) it imports, transitively
-    (parent packages' ``__init__`` included), by name -> source file. ``root`` is the folder
-    holding the packages (default: the one holding ``pipeline``)."""
-    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
-    top = {module.split(".")[0], *packages}
-    seen: dict[str, Path] = {}
-    todo = [module]
-    while todo:
-        name = todo.pop()
-        parts = name.split(".")
-        for k in range(1, len(parts) + 1):  # the module and its parent packages
-            sub = ".".join(parts[:k])
-            f = _module_file(sub, root)
-            if sub in seen or f is None:
-                continue
-            seen[sub] = f
-            for node in ast.walk(ast.parse(f.read_text())):
-                if isinstance(node, ast.Import):
-                    todo += [a.name for a in node.names if a.name.split(".")[0] in top]
-                elif (
-                    isinstance(node, ast.ImportFrom)
-                    and node.module
-                    and node.level == 0
-                    and node.module.split(".")[0] in top
-                ):
-                    todo += [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
-    return seen
-
-
-def code_fingerprint(module: str = "pipeline", root: str | Path | None = None) -> str:
-    """sha256 of the code ``module`` runs (:func:`imported_files`), as syntax trees: a comment or
-    docstring edit, or an edit of a module it does not import, leaves the fingerprint as it is."""
-    h = hashlib.sha256()
-    for name, f in sorted(imported_files(module, root).items()):
-        h.update(name.encode())
-        h.update(_code_tree(f.read_text()).encode())
-    return h.hexdigest()
-
-
-def data_fingerprint(paths: Iterable[str | Path]) -> str:
-    """sha256 over every file under ``paths`` (folders walked, names and bytes): what a run reads."""
-    h = hashlib.sha256()
-    for path in map(Path, paths):
-        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
-        for f in files:
-            h.update(f.name.encode())
-            h.update(file_digest(f).encode())
-    return h.hexdigest()
-
-
-def run_name(
-    prefix: str, config: dict[str, Any], loop: Callable[..., Any] | None = None, inputs: Iterable[str | Path] = ()
-) -> str:
-    """``<prefix>-<hash of config, the loop's code and its input data>``.
-
-    The same config, code and data resume (or return) the same run; a changed config, a change
-    in the code the loop imports (see :func:`code_fingerprint`; the whole library without
-    ``loop``) or changed ``inputs`` (files or folders the loop reads) start fresh, so a finished
-    checkpoint is never reused for other code or other data.
-    """
-    code = code_fingerprint(loop.__module__ if loop is not None else "pipeline")
-    payload = json.dumps(config, sort_keys=True, default=str) + code + data_fingerprint(inputs)
-    return f"{prefix}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
-
-
-def wait_for_cluster(address: str, timeout_s: float | None = None) -> None:
-    """Wait until the GCS port of ``address`` (``host:port``) accepts a connection, at most
-    ``timeout_s`` (default ``PIPELINE_RAY_CONNECT_TIMEOUT_S`` or 30 s); raise a one-line error after.
-
-    ``ray.init`` itself retries an unreachable address for minutes; this bounds the wait.
-    ``auto`` and ``ray://`` client addresses are left to Ray.
-    """
-    if address == "auto" or "://" in address:
-        return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise UserError(f"RAY_ADDRESS={address} is not host:port (e.g. 127.0.0.1:6379)")
-    timeout_s = (
-        float(os.environ.get("PIPELINE_RAY_CONNECT_TIMEOUT_S", RAY_CONNECT_TIMEOUT_S))
-        if timeout_s is None
-        else timeout_s
-    )
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection((host, int(port)), timeout=2):
-                return
-        except OSError as exc:
-            if time.monotonic() >= deadline:
-                raise UserError(
-                    f"cannot reach the Ray cluster at RAY_ADDRESS={address} after {timeout_s:.0f} s ({exc.strerror or exc})"
-                ) from None
-            time.sleep(1)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def init_ray(num_cpus: int | None = None) -> None:
-    """Connect to ``RAY_ADDRESS`` when set (bounded wait), else start a private local instance that
-    listens on 127.0.0.1 only (GCS, raylet, workers, dashboard and its agent)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        wait_for_cluster(address)
-        # a loopback address is a local instance of this machine (a pipeline run's, see
-        # stages/with_ray.py): join it as a node of 127.0.0.1, the address it was started with
-        joining = _loopback_node() if address.split(":")[0] in ("127.0.0.1", "localhost") else contextlib.nullcontext()
-        api = os.environ.get("RAY_API_SERVER_ADDRESS")  # see _init_local; set by stages/with_ray.py for its children
-        try:
-            with joining:
-                ray.init(
-                    address=address,
-                    log_to_driver=True,
-                    runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": api}} if api else None,
-                )
-        except (ConnectionError, TimeoutError, RuntimeError) as exc:
-            raise UserError(
-                f"cannot reach the Ray cluster at RAY_ADDRESS={address}: {str(exc).splitlines()[0]}"
-            ) from None
-        return
-    dashboard_port = free_port()
-    with _loopback_node():
-        _init_local(num_cpus, dashboard_port)
-
-
-@contextlib.contextmanager
-def _loopback_node() -> Iterator[None]:
-    """While a local instance starts, its node address is 127.0.0.1, so that the GCS, the raylet,
-    the workers and the dashboard agent listen on loopback only.
-
-    Ray resolves a local node to the machine's reachable address (and then binds its servers to
-    every interface) unless multi-node clusters are off, as it does on macOS and Windows; the
-    flag is read at call time, and the started processes get the address from the driver."""
-    from ray._private import ray_constants
-
-    before = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = before
-
-
-def _init_local(num_cpus: int | None, dashboard_port: int) -> None:
-    import ray
-
-    ray.init(
-        address="local",
-        num_cpus=num_cpus or max(os.cpu_count() or 1, 2),
-        dashboard_host="127.0.0.1",
-        dashboard_port=dashboard_port,
-        include_dashboard=True,  # Train V2 placement-group cleanup and `ray job` need it
-        # Train's placement-group cleaner asks the state API for its controller, which otherwise
-        # resolves "auto" and fails when another Ray instance runs on the machine; the
-        # placement groups of stopped trials then leak until later trials wait forever.
-        runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard_port}"}},
-        log_to_driver=True,
-        configure_logging=False,
-    )
-
-
-def release_orphaned_placement_groups() -> int:
-    """Remove this job's placement groups whose creating actor is dead; returns how many.
-
-    Ray Train's controller creates its worker group's placement group, and a placement group
-    lives as long as the job that made it. When Tune stops a trial, the trial's controller dies
-    with it, and it can die after it has stopped its ``PlacementGroupCleaner`` but before it has
-    removed the group: the group then holds its CPUs until the sweep ends, and a later trial's
-    workers wait for them forever (seen in a sweep on 2 CPUs: 1.5 reserved, a 1-CPU worker group
-    pending, its controller dead). Groups made by the driver itself (Tune's trials) have no
-    creating actor and are left alone, as are other jobs' groups."""
-    import ray
-    from ray._private import state
-    from ray.core.generated import gcs_pb2
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
-
-    job = ray.get_runtime_context().get_job_id()
-    held = (gcs_pb2.PlacementGroupTableData.CREATED, gcs_pb2.PlacementGroupTableData.PENDING)
-    released = 0
-    # GCS's own tables (a private accessor; ray is pinned): the state API resolves "auto", which fails beside another Ray instance
-    for raw in state.state._connect_and_get_accessor().get_placement_group_table():
-        pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        creator = ray.ActorID(pg.creator_actor_id)
-        if pg.state not in held or pg.is_detached or creator.is_nil() or ray.JobID(pg.creator_job_id).hex() != job:
-            continue
-        if state.actors(creator.hex()).get("State") == "DEAD":
-            remove_placement_group(PlacementGroup(ray.PlacementGroupID(pg.placement_group_id)))
-            released += 1
-    return released
-
 
 _loopback_store: Any = None  # rank 0's rendezvous store, while its worker group lives
 

@@ -21,6 +21,7 @@ from pipeline.config import Params
 from pipeline.data.augment import PhotoBank, color_jitter, crop_resize, hflip, random_resized_boxes, random_squares
 from pipeline.data.shards import read_images, read_table
 from pipeline.data.transforms import to_tensor
+from pipeline.fingerprint import run_name
 from pipeline.loop import Schedule, TrainingRun
 from pipeline.metrics.knn import bootstrap_gain, chance_level
 from pipeline.models.features import knn_probe
@@ -161,7 +162,7 @@ def pretrain(params: Params, method: str, data_root: str | Path, storage: str | 
         )
         for s in seeds
     ]
-    name = distributed.run_name(
+    name = run_name(
         method, {"seeds": configs}, train_loop, [Path(data_root) / "photos_full", Path(data_root) / "probe"]
     )
     return distributed.fit_seeds(train_loop, configs, params.distributed, name, storage)

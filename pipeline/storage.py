@@ -19,6 +19,8 @@ import posixpath
 from collections.abc import Iterable
 from pathlib import Path
 
+from pipeline.fingerprint import data_fingerprint
+
 ENV = "PIPELINE_STORAGE_URI"
 COMPLETE = "_COMPLETE"
 
@@ -75,8 +77,6 @@ def publish_data(data_root: str | Path, sets: Iterable[str]) -> str:
     if uri is None:
         return str(Path(data_root).resolve())
     import pyarrow.fs as pafs
-
-    from pipeline.distributed import data_fingerprint
 
     digest = data_fingerprint([Path(data_root) / s for s in sets])[:16]
     remote = f"{uri}/data/{digest}"

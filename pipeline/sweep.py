@@ -38,7 +38,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
-from pipeline import distributed, translate
+from pipeline import distributed, ray_cluster, translate
 from pipeline.config import DistributedParams, Params, SweepDimension, SweepParams
 from pipeline.errors import UserError
 from pipeline.invariance import classify, munit
@@ -111,7 +111,7 @@ def connect(params: Params) -> None:
     """Join ``RAY_ADDRESS`` (bounded wait) or start a local instance sized for ``max_concurrent`` trials."""
     sw = params.sweep
     per_trial = sw.trial_cpus + sw.workers_per_trial * sw.cpus_per_worker
-    distributed.init_ray(num_cpus=max(2, math.ceil(sw.max_concurrent * per_trial)))
+    ray_cluster.init_ray(num_cpus=max(2, math.ceil(sw.max_concurrent * per_trial)))
 
 
 def capacity_warning(sw: SweepParams, cluster: dict[str, float]) -> str | None:
@@ -248,7 +248,7 @@ class TrialRuns(tune.Callback):
 
 class ReleaseOrphanedGroups(tune.Callback):
     """Tune callback: every ``every_s`` seconds of the sweep's loop, remove the placement groups that
-    stopped trials' Ray Train runs left behind (:func:`distributed.release_orphaned_placement_groups`),
+    stopped trials' Ray Train runs left behind (:func:`ray_cluster.release_orphaned_placement_groups`),
     which would otherwise keep later trials' workers waiting forever."""
 
     def __init__(self, every_s: float = 5.0) -> None:
@@ -259,7 +259,7 @@ class ReleaseOrphanedGroups(tune.Callback):
         if now - self._last < self.every_s and now >= self._last:  # a restored copy carries another process's clock
             return
         self._last = now
-        if released := distributed.release_orphaned_placement_groups():
+        if released := ray_cluster.release_orphaned_placement_groups():
             print(
                 f"sweep: released {released} placement group(s) a stopped trial's Ray Train run left behind", flush=True
             )

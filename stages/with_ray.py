@@ -1,7 +1,7 @@
 """``python -m stages.with_ray -- CMD [ARGS...]``: run CMD (``dvc repro``, ``dvc exp run ...``) beside
 one private Ray instance that every stage it runs joins, instead of each stage starting its own.
 
-The instance is local and listens on 127.0.0.1 only (:func:`pipeline.distributed.init_ray`); CMD
+The instance is local and listens on 127.0.0.1 only (:func:`pipeline.ray_cluster.init_ray`); CMD
 gets its address in ``RAY_ADDRESS``. It stops when CMD ends: after success, a failing stage, Ctrl-C
 or SIGTERM; the exit status is CMD's (130 after Ctrl-C). With ``RAY_ADDRESS`` already set (a
 cluster, ``ray job submit``) CMD runs as it is. ``make repro`` runs through it.
@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 
-from pipeline import distributed
+from pipeline import ray_cluster
 from pipeline.errors import UserError, run_cli
 
 NUM_CPUS = 4  # logical: room for a stage's 2 workers + driver, or a sweep trial, on a 2-core machine
@@ -37,7 +37,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     child: subprocess.Popen | None = None
     try:
-        distributed.init_ray(num_cpus=max(os.cpu_count() or 1, NUM_CPUS))
+        ray_cluster.init_ray(num_cpus=max(os.cpu_count() or 1, NUM_CPUS))
         context = ray.get_runtime_context()
         env = {**os.environ, "RAY_ADDRESS": context.gcs_address,
                "RAY_API_SERVER_ADDRESS": f"http://{ray._private.worker.global_worker.node.address_info['webui_url']}"}  # fmt: skip

@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.distributed import free_port
+from pipeline.ray_cluster import free_port
 
 RAY = str(Path(sys.executable).parent / "ray")
 PORT_FLAGS = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-grpc-port",

@@ -105,7 +105,7 @@ def ray_local():
     """One private in-process Ray instance for the session (never `ray stop`)."""
     import ray
 
-    from pipeline.distributed import init_ray
+    from pipeline.ray_cluster import init_ray
 
     os.environ.pop("RAY_ADDRESS", None)
     init_ray(num_cpus=4)
@@ -122,7 +122,7 @@ def s3(tmp_path, monkeypatch):
     (in this process and in what it starts). Yields the storage URI and the server's request log."""
     import urllib.request
 
-    from pipeline.distributed import free_port
+    from pipeline.ray_cluster import free_port
 
     port, log = free_port(), tmp_path / "moto.log"
     proc = subprocess.Popen(

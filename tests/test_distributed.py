@@ -12,7 +12,7 @@ import cloudpickle
 import pytest
 import torch
 
-from pipeline import distributed
+from pipeline import distributed, fingerprint, ray_cluster
 from pipeline.pretrain import job_config, train_loop
 from pipeline.ssl.swav import sinkhorn
 
@@ -75,14 +75,14 @@ def test_placement_groups_whose_creating_actor_died_are_released_and_no_others(r
             assert time.monotonic() < deadline
             time.sleep(0.2)
         assert placement_group_table()[orphan]["state"] == "CREATED"  # Ray keeps it for the job's lifetime
-        assert distributed.release_orphaned_placement_groups() >= 1
+        assert ray_cluster.release_orphaned_placement_groups() >= 1
         states = placement_group_table()
         assert (states[orphan]["state"], states[kept]["state"], states[own.id.hex()]["state"]) == (
             "REMOVED",
             "CREATED",
             "CREATED",
         )
-        assert distributed.release_orphaned_placement_groups() == 0
+        assert ray_cluster.release_orphaned_placement_groups() == 0
     finally:
         for pg in (own, PlacementGroup(ray_local.PlacementGroupID(bytes.fromhex(kept)))):
             remove_placement_group(pg)
@@ -115,14 +115,14 @@ def test_same_seed_same_run_and_rerun_resumes(ray_local, tiny_params, tiny_data,
 
 
 def test_run_name_follows_config_code_and_data(tmp_path):
-    assert distributed.run_name("x", {"a": 1}) == distributed.run_name("x", {"a": 1})
-    assert distributed.run_name("x", {"a": 1}) != distributed.run_name("x", {"a": 2})
+    assert fingerprint.run_name("x", {"a": 1}) == fingerprint.run_name("x", {"a": 1})
+    assert fingerprint.run_name("x", {"a": 1}) != fingerprint.run_name("x", {"a": 2})
     (tmp_path / "shards").mkdir()
     (tmp_path / "shards" / "train-00000.parquet").write_bytes(b"one")
-    name = distributed.run_name("x", {"a": 1}, inputs=[tmp_path / "shards"])
-    assert distributed.run_name("x", {"a": 1}, inputs=[tmp_path / "shards"]) == name
+    name = fingerprint.run_name("x", {"a": 1}, inputs=[tmp_path / "shards"])
+    assert fingerprint.run_name("x", {"a": 1}, inputs=[tmp_path / "shards"]) == name
     (tmp_path / "shards" / "train-00000.parquet").write_bytes(b"two")
-    assert distributed.run_name("x", {"a": 1}, inputs=[tmp_path / "shards"]) != name
+    assert fingerprint.run_name("x", {"a": 1}, inputs=[tmp_path / "shards"]) != name
 
 
 def test_code_fingerprint_follows_imported_code_only(tmp_path):
@@ -133,14 +133,14 @@ def test_code_fingerprint_follows_imported_code_only(tmp_path):
     (pkg / "loop.py").write_text('"""Doc."""\nfrom pkg.sub import helper\n\nX = helper.Y + 1\n')
     (pkg / "sub" / "helper.py").write_text("Y = 1\n")
     (pkg / "other.py").write_text("Z = 1\n")
-    before = distributed.code_fingerprint("pkg.loop", tmp_path)
+    before = fingerprint.code_fingerprint("pkg.loop", tmp_path)
     (pkg / "other.py").write_text("Z = 2\n")  # not imported by the loop
     (pkg / "loop.py").write_text(
         '"""Another doc."""\n# a comment\nfrom pkg.sub import helper\n\n\nX = helper.Y + 1  # same code\n'
     )
-    assert distributed.code_fingerprint("pkg.loop", tmp_path) == before
+    assert fingerprint.code_fingerprint("pkg.loop", tmp_path) == before
     (pkg / "sub" / "helper.py").write_text("Y = 2\n")  # imported through `from pkg.sub import helper`
-    assert distributed.code_fingerprint("pkg.loop", tmp_path) != before
+    assert fingerprint.code_fingerprint("pkg.loop", tmp_path) != before
 
 
 def test_changed_prepare_parameter_retrains_pretrain(ray_local, tiny_params, tiny_data, tmp_path):

@@ -408,7 +408,7 @@ def test_every_stage_depends_on_the_library_code_it_imports():
     a change in the code a stage runs reruns that stage. Bookkeeping modules that cannot change
     a result (logging, atomic writes, plots, errors, params parsing: every value is in params.yaml)
     are left out on purpose."""
-    from pipeline.distributed import imported_files
+    from pipeline.fingerprint import imported_files
 
     bookkeeping = {f"pipeline/{m}.py" for m in ("tracking", "io", "plots", "errors", "config")}
 

@@ -18,10 +18,10 @@ import yaml
 
 from pipeline import storage, sweep
 from pipeline.config import parse_params
-from pipeline.distributed import wait_for_cluster
 from pipeline.errors import UserError
 from pipeline.io import save_torch
 from pipeline.models.resnet import ResNet18
+from pipeline.ray_cluster import wait_for_cluster
 
 from .cluster import free_port, local_cluster, ray_env, stop_group
 from .conftest import ROOT, s3_keys, tiny_raw

@@ -81,7 +81,7 @@ def test_an_unreachable_tracking_server_stops_a_stage_at_once_with_one_line_and_
     import subprocess
     import sys
 
-    from pipeline.distributed import free_port
+    from pipeline.ray_cluster import free_port
 
     from .conftest import ROOT
 

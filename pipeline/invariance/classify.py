@@ -25,6 +25,7 @@ from pipeline.data.augment import apply_nuisances, balanced_draw, draw_nuisances
 from pipeline.data.shards import decode_png, read_images, read_table
 from pipeline.data.transforms import apply_nuisance, draw_nuisance, to_tensor
 from pipeline.errors import UserError
+from pipeline.fingerprint import run_name
 from pipeline.loop import Schedule, TrainingRun, seed_for
 from pipeline.metrics.invariance import balanced_accuracy, ekld_by_class
 from pipeline.models import evaluating
@@ -206,7 +207,7 @@ def train(
     """Train ``classify.seeds`` classifiers of ``method`` through Ray Train; returns the final state."""
     config = job_config(params, method, data_root, augment_root)
     inputs = [Path(data_root) / "digits_lt", *([Path(augment_root)] if method == "git" else [])]
-    name = distributed.run_name(f"classify_{method}", config, train_loop, inputs)
+    name = run_name(f"classify_{method}", config, train_loop, inputs)
     return distributed.fit(train_loop, config, params.distributed, name, storage)
 
 

@@ -24,6 +24,7 @@ from pipeline.data.augment import balanced_draw
 from pipeline.data.shards import Record, read_images
 from pipeline.data.transforms import to_tensor
 from pipeline.errors import UserError
+from pipeline.fingerprint import run_name
 from pipeline.io import load_torch
 from pipeline.loop import Schedule, TrainingRun, seed_for
 from pipeline.metrics.seeds import t_interval
@@ -226,7 +227,7 @@ def job_config(params: Params, data_root: str | Path) -> dict[str, Any]:
 def train(params: Params, data_root: str | Path, storage: str | Path) -> dict[str, Any]:
     """Train MUNIT through Ray Train; returns the final state (model, history, ...)."""
     config = job_config(params, data_root)
-    name = distributed.run_name("munit", config, train_loop, [Path(data_root) / "digits_lt"])
+    name = run_name("munit", config, train_loop, [Path(data_root) / "digits_lt"])
     return distributed.fit(train_loop, config, params.distributed, name, storage)
 
 

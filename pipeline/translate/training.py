@@ -21,6 +21,7 @@ from pipeline.config import Params
 from pipeline.data.augment import crop_flip
 from pipeline.data.shards import read_images
 from pipeline.errors import UserError
+from pipeline.fingerprint import run_name
 from pipeline.io import state_digest
 from pipeline.loop import Bundle, Schedule, TrainingRun, seed_for
 from pipeline.metrics.image import l1
@@ -298,9 +299,7 @@ def train(
     sets = ["photos", "painting"] if task == "stylize" else ["photos"]
     configs = [job_config(params, task, encoder, gan, data_root, backbone, seed) for seed in params.translate.seeds]
     key = {"seeds": [run_key(c) for c in configs]}
-    name = distributed.run_name(
-        configs[0]["variant"].replace("@", "_"), key, train_loop, [Path(data_root) / s for s in sets]
-    )
+    name = run_name(configs[0]["variant"].replace("@", "_"), key, train_loop, [Path(data_root) / s for s in sets])
     return list(zip(configs, distributed.fit_seeds(train_loop, configs, params.distributed, name, storage)))
 
 
