@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import subprocess
 import time
@@ -310,6 +311,10 @@ def stage_run(stage: str, params: Mapping[str, Any], experiment: str = "ssl-i2i"
         raise UserError(f"--register {register} needs the MLflow models: set tracking.log_models: true")
 
     check_reachable(tracking_uri())
+    if not os.environ.get(
+        "MLFLOW_LOGGING_LEVEL"
+    ):  # MLflow's INFO lines (a new store's tables...) would bury a stage's own
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri())
     exp = mlflow.set_experiment(experiment)
     if any(exp.tags.get(k) != v for k, v in EXPERIMENT_KIND.items()):
