@@ -212,6 +212,8 @@ def test_every_ray_pod_runs_as_the_service_account_with_fsgroup_shm_and_gpu_tole
         for container in pod["containers"]:
             mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
             assert mounts["/dev/shm"] == shm[0], where
+            # the MLflow server asks for a login: the Ray user's, from the Secret infra/mlflow/README.md creates
+            assert {"secretRef": {"name": "mlflow-client"}} in container.get("envFrom", []), where
         gpu_tolerations = [
             t for t in pod.get("tolerations", []) if t["key"] == "nvidia.com/gpu" and t.get("effect") == "NoSchedule"
         ]
