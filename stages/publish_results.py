@@ -1,6 +1,8 @@
 """``python -m stages.publish_results``: copy what a study leaves (metrics/, plots/, reports/ with
-every stage's MLflow run id in reports/runs.json, and dvc.lock) to ``<storage>/results/<UTC time>/``,
-for a cluster job whose own disk dies with it (the KubeRay RayJob runs it after ``dvc exp run``).
+every stage's MLflow run id in reports/runs.json, models/ with every trained network, and dvc.lock)
+to ``<storage>/results/<UTC time>/``, for a cluster job whose own disk dies with it (the KubeRay
+RayJob runs it after ``dvc exp run`` and ``python -m stages.push``). A missing path is a one-line
+error before anything is written.
 
 ``--to`` defaults to ``$PIPELINE_STORAGE_URI/results``; a URI (``s3://``, ``gs://``) or a folder.
 Not a DVC stage: it reads the outputs, it makes none.
@@ -14,7 +16,7 @@ import time
 from pipeline import storage
 from pipeline.errors import UserError, run_cli
 
-DEFAULT_PATHS = ["metrics", "plots", "reports", "dvc.lock"]
+DEFAULT_PATHS = ["metrics", "plots", "reports", "models", "dvc.lock"]
 
 
 def main() -> None:
