@@ -7,17 +7,16 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import time
 from collections.abc import Iterator
 
-from pipeline.errors import UserError
+from pipeline.errors import UserError, seconds_from_env, wait_until_reachable
 
 RAY_CONNECT_TIMEOUT_S = 30
 
 
 def wait_for_cluster(address: str, timeout_s: float | None = None) -> None:
     """Wait until the GCS port of ``address`` (``host:port``) accepts a connection, at most
-    ``timeout_s`` (default ``PIPELINE_RAY_CONNECT_TIMEOUT_S`` or 30 s); raise a one-line error after.
+    ``timeout_s`` seconds (default ``PIPELINE_RAY_CONNECT_TIMEOUT_S`` or 30); raise a one-line error after.
 
     ``ray.init`` itself retries an unreachable address for minutes; this bounds the wait.
     ``auto`` and ``ray://`` client addresses are left to Ray.
@@ -27,22 +26,12 @@ def wait_for_cluster(address: str, timeout_s: float | None = None) -> None:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise UserError(f"RAY_ADDRESS={address} is not host:port (e.g. 127.0.0.1:6379)")
-    timeout_s = (
-        float(os.environ.get("PIPELINE_RAY_CONNECT_TIMEOUT_S", RAY_CONNECT_TIMEOUT_S))
-        if timeout_s is None
-        else timeout_s
-    )
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection((host, int(port)), timeout=2):
-                return
-        except OSError as exc:
-            if time.monotonic() >= deadline:
-                raise UserError(
-                    f"cannot reach the Ray cluster at RAY_ADDRESS={address} after {timeout_s:.0f} s ({exc.strerror or exc})"
-                ) from None
-            time.sleep(1)
+    timeout_s = seconds_from_env(timeout_s, "PIPELINE_RAY_CONNECT_TIMEOUT_S", RAY_CONNECT_TIMEOUT_S)
+
+    def connect(seconds: float) -> None:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+
+    wait_until_reachable(connect, timeout_s, f"the Ray cluster at RAY_ADDRESS={address}")
 
 
 def free_port() -> int:

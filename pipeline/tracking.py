@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
+from pipeline.errors import UserError, seconds_from_env, wait_until_reachable
 from pipeline.io import write_json
 
 
@@ -50,7 +50,7 @@ EXPERIMENT_KIND = {
 
 def check_reachable(uri: str, timeout_s: float | None = None) -> None:
     """Raise a one-line :class:`UserError` when the tracking server of an ``http(s)://`` ``uri`` does not
-    answer its ``/health`` within ``timeout_s`` (default ``PIPELINE_MLFLOW_CONNECT_TIMEOUT_S`` or 10 s).
+    answer its ``/health`` within ``timeout_s`` seconds (default ``PIPELINE_MLFLOW_CONNECT_TIMEOUT_S`` or 10).
 
     MLflow's own client retries a dead server for about four minutes before it fails with a long
     traceback; a stage checks once, before any work. File and database stores are left to MLflow."""
@@ -59,28 +59,15 @@ def check_reachable(uri: str, timeout_s: float | None = None) -> None:
 
     if not uri.startswith(("http://", "https://")):
         return
-    timeout_s = (
-        float(os.environ.get("PIPELINE_MLFLOW_CONNECT_TIMEOUT_S", MLFLOW_CONNECT_TIMEOUT_S))
-        if timeout_s is None
-        else timeout_s
-    )
-    deadline = time.monotonic() + timeout_s
-    while True:
+    timeout_s = seconds_from_env(timeout_s, "PIPELINE_MLFLOW_CONNECT_TIMEOUT_S", MLFLOW_CONNECT_TIMEOUT_S)
+
+    def connect(seconds: float) -> None:
         try:
-            with urllib.request.urlopen(
-                uri.rstrip("/") + "/health", timeout=max(0.5, min(3.0, deadline - time.monotonic()))
-            ):
-                return
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=seconds).close()
         except urllib.error.HTTPError:
-            return  # something answers: MLflow reports auth or API problems in its own words
-        except (OSError, ValueError) as exc:
-            if time.monotonic() + 1 >= deadline:
-                reason = getattr(exc, "reason", None) or exc
-                reason = getattr(reason, "strerror", None) or reason
-                raise UserError(
-                    f"cannot reach the MLflow tracking server at MLFLOW_TRACKING_URI={uri} after {timeout_s:.0f} s ({reason})"
-                ) from None
-            time.sleep(1)
+            pass  # something answers: MLflow reports auth or API problems in its own words
+
+    wait_until_reachable(connect, timeout_s, f"the MLflow tracking server at MLFLOW_TRACKING_URI={uri}")
 
 
 def dvc_tags() -> dict[str, str]:
