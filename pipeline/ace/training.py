@@ -1,4 +1,4 @@
-"""ACE, the Auto-Contrastive-Encoder (Xu et al.): zero-shot image translation on a frozen encoder.
+"""ACE training: the Auto-Contrastive-Encoder (Xu et al.), zero-shot image translation on a frozen encoder.
 
 The frozen encoder is our SSL backbone at one pyramid level (the paper's VGG cannot be
 downloaded here; the paper notes any encoder fits). On its feature map f (N, F, h, w):
