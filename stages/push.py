@@ -7,7 +7,7 @@ git refs to the team's git server.
     python -m stages.push                       # dvc push only (after `dvc repro` and a commit)
     python -m stages.push --configure           # only set the remote's URL from PIPELINE_STORAGE_URI
 
-The remote ``storage`` is the default remote of ``.dvc/config`` with a placeholder URL. With
+The remote ``storage`` is the default remote of ``.dvc/config`` with a URL to fill in (its bucket is BUCKET). With
 ``PIPELINE_STORAGE_URI`` set, its URL becomes ``$PIPELINE_STORAGE_URI/dvc`` (a folder: the absolute
 path) in the git-ignored ``.dvc/config.local``, so the data sit beside the run's shards and checkpoints;
 without it, the URL is whatever ``dvc remote modify --local storage url ...`` set. S3 takes
@@ -30,7 +30,7 @@ from pipeline import storage
 from pipeline.errors import UserError, run_cli
 
 REMOTE = "storage"
-PLACEHOLDER = "s3://BUCKET/ssl-i2i/dvc"  # the URL .dvc/config ships with
+UNSET_URL = "s3://BUCKET/ssl-i2i/dvc"  # the URL .dvc/config ships with, before a team sets its own
 GIT_ENV = "GIT_REMOTE_URL"
 
 
@@ -69,7 +69,7 @@ def configure() -> str:
     if uri is not None:
         run([dvc, "remote", "modify", "--local", REMOTE, "url", remote_url(uri)])
     url = run([dvc, "config", f"remote.{REMOTE}.url"], capture=True).strip()
-    if not url or url == PLACEHOLDER:
+    if not url or url == UNSET_URL:
         raise UserError(
             f"the DVC remote '{REMOTE}' has no URL: set {storage.ENV} (the remote is <uri>/dvc) or run "
             f"`dvc remote modify --local {REMOTE} url s3://<bucket>/ssl-i2i/dvc`"
