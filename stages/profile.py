@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import load_params, parse_params
+from pipeline.config import load_params, parse_params, set_values
 from pipeline.errors import UserError, run_cli
 
 PROFILES = Path("infra/profiles")
@@ -29,15 +29,6 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def merge(base: dict[str, Any], extra: dict[str, Any], where: str = "") -> dict[str, Any]:
-    out = dict(base)
-    for k, v in extra.items():
-        if k not in base:
-            raise UserError(f"profile key {where}{k} is not in params.yaml")
-        out[k] = merge(base[k], v, f"{where}{k}.") if isinstance(v, dict) else v
-    return out
-
-
 def profile_args(profile: str, params_path: str = "params.yaml") -> list[str]:
     """``-S key=value`` pairs of ``profile`` after checking params.yaml merged with it."""
     path = Path(profile) if profile.endswith((".yaml", ".yml")) else PROFILES / f"{profile}.yaml"
@@ -46,8 +37,10 @@ def profile_args(profile: str, params_path: str = "params.yaml") -> list[str]:
         raise UserError(f"profile not found: {path} (profiles: {names or 'none'})")
     values = yaml.safe_load(path.read_text()) or {}
     load_params(params_path)  # the base itself is valid
-    parse_params(merge(yaml.safe_load(Path(params_path).read_text()), values), f"{params_path} + {path}")
-    return [a for k, v in flatten(values).items() for a in ("-S", f"{k}={json.dumps(v, separators=(',', ':'))}")]
+    assignments = [f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in flatten(values).items()]
+    merged = set_values(yaml.safe_load(Path(params_path).read_text()), assignments)  # each key one of params.yaml's
+    parse_params(merged, f"{params_path} + {path}")
+    return [a for assignment in assignments for a in ("-S", assignment)]
 
 
 def main() -> None:
