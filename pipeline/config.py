@@ -212,9 +212,8 @@ class StylizeParams(Section):
     steps_per_epoch: PosInt | None = 50  # None = translate.steps_per_epoch
     batch_size: PosInt | None = 4  # None = cyclegan.batch_size
     precise_bn: bool = True  # BatchNorm running statistics recomputed over each generator's training domain every epoch
-    ema_decay: Annotated[float, Field(ge=0, lt=1)] = (
-        0.98  # generators scored and saved as this moving average of their weights (0 = the last weights)
-    )
+    # generators scored and saved as this moving average of their weights (0 = the last weights)
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.98
 
 
 class MunitParams(Section):
@@ -335,9 +334,8 @@ class AceFinetuneParams(Section):
     epochs: PosInt = 3
     steps_per_epoch: PosInt = 40
     lr: PosFloat = 0.0001
-    recon: Annotated[float, Field(ge=0)] = (
-        0.0  # reconstruction anchor on both domains (not in the paper): 0 = the paper's recipe
-    )
+    # reconstruction anchor on both domains (not in the paper): 0 = the paper's recipe
+    recon: Annotated[float, Field(ge=0)] = 0.0
 
 
 class SweepDimension(Section):
