@@ -45,21 +45,19 @@ def busy_cpu_s() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def _empty_loop(config: dict) -> None:
+def _empty_loop(config: dict, session: object) -> None:
+    import torch
+
+    w = session.worker()
+    session.report({"step": 1}, {"x": torch.zeros(1)}, w)
+
+
+def _work_loop(config: dict, session: object) -> None:
     import torch
 
     from pipeline import distributed
 
-    w = distributed.worker()
-    distributed.report({"step": 1}, {"x": torch.zeros(1)}, w)
-
-
-def _work_loop(config: dict) -> None:
-    import torch
-
-    from pipeline import distributed
-
-    w = distributed.worker()
+    w = session.worker()
     torch.manual_seed(0)
     model = distributed.prepare_model(
         torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256)), w
@@ -72,7 +70,7 @@ def _work_loop(config: dict) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    distributed.report({"step": 1}, {"work_s": torch.tensor(time.perf_counter() - t0)}, w)
+    session.report({"step": 1}, {"work_s": torch.tensor(time.perf_counter() - t0)}, w)
 
 
 def child(workers: int) -> dict:

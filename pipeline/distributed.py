@@ -8,8 +8,10 @@ its config, of the library code and of its data (:func:`pipeline.fingerprint.run
 the same config again resumes from (or returns) its last checkpoint, and a changed config, code or
 data starts fresh.
 
-Worker side: :func:`worker`, :func:`prepare_model`, :func:`load_state`, :func:`report`,
-:func:`autocast`; the process-group collectives are :mod:`pipeline.collectives`.
+Worker side: a loop is ``loop(job, session)``; its :class:`Session` (Ray Train's, or
+:class:`PlainSession` in :func:`run_plain`) gives the :class:`Worker` and carries the resume state
+and the reports. :func:`prepare_model` and :func:`autocast` are the device helpers; the
+process-group collectives are :mod:`pipeline.collectives`.
 
 :func:`run_plain` runs the same per-worker loop in this process, without Ray (one rank, no
 checkpoint storage): the plain baseline the benchmarks compare Ray Train against.
@@ -18,6 +20,7 @@ checkpoint storage): the plain baseline the benchmarks compare Ray Train against
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import io
 import os
@@ -45,38 +48,94 @@ STATE_FILE = "state.pt"
 
 @dataclass(frozen=True)
 class Worker:
+    """Who this worker is (rank, world size, device) and the :class:`Session` it reports through."""
+
     rank: int
     world_size: int
     device: torch.device
+    session: Session
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
 
-class _PlainSession:
-    """What :func:`report` and :func:`load_state` use while :func:`run_plain` runs a loop in-process."""
+class Session:
+    """How a per-worker loop ``loop(config, session)`` meets its runner: who it is, the state it
+    resumes from, and where its reports and checkpoints go. This one is a Ray Train worker's."""
 
-    def __init__(self) -> None:
-        self.state: dict[str, Any] | None = None
+    def worker(self, cpus_per_worker: float = 1.0) -> Worker:
+        """Rank, world size and device of this Ray Train worker; sets torch's thread count."""
+        import ray.train
+        import ray.train.torch
+
+        ctx = ray.train.get_context()
+        torch.set_num_threads(max(1, int(cpus_per_worker)))
+        device = ray.train.torch.get_device() if check_cuda() else torch.device("cpu")
+        return Worker(ctx.get_world_rank(), ctx.get_world_size(), device, self)
+
+    def load_state(self) -> dict[str, Any] | None:
+        """The state dict of the checkpoint this worker resumes from, or None on a fresh start."""
+        return _checkpoint_state()
+
+    def report(self, metrics: dict[str, Any], state: dict[str, Any] | None, w: Worker) -> None:
+        """Report an epoch's metrics from every worker; rank 0 also saves ``state`` as the checkpoint.
+
+        The reported metrics also name the Ray node the worker runs on (``node_id``)."""
+        import ray
+        import ray.train
+
+        metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}
+        if state is not None and w.is_main:
+            with tempfile.TemporaryDirectory() as d:
+                torch.save(state, Path(d) / STATE_FILE)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        else:
+            ray.train.report(metrics, checkpoint=None)
 
 
-_plain: _PlainSession | None = None
+class PlainSession(Session):
+    """The session of :func:`run_plain`: rank 0 of 1 in this process, resuming from ``resume``.
+    ``states`` holds a copy of the last checkpointed state (the run's result), or of every one
+    with ``keep_all`` (to resume from any of them, as a checkpoint on disk would)."""
+
+    def __init__(self, resume: dict[str, Any] | None = None, keep_all: bool = False) -> None:
+        self.resume, self.keep_all = resume, keep_all
+        self.states: list[dict[str, Any]] = []
+
+    def worker(self, cpus_per_worker: float = 1.0) -> Worker:
+        return Worker(0, 1, default_device(), self)
+
+    def load_state(self) -> dict[str, Any] | None:
+        return self.resume
+
+    def report(self, metrics: dict[str, Any], state: dict[str, Any] | None, w: Worker) -> None:
+        if state is not None:
+            self.states = [*self.states, copy.deepcopy(state)] if self.keep_all else [copy.deepcopy(state)]
 
 
-class _Sequence:
-    """What :func:`load_state` and :func:`report` use while :func:`fit_seeds` runs one of its
-    configs: the finished configs' final states ride along in every checkpoint, and ``last`` is
-    the state this config last reported (its resume state until it reports). Its reports carry
-    ``sequence_index``, the config's place in the sequence."""
+class SequenceSession(Session):
+    """A Ray Train worker's session while :func:`fit_seeds` runs one of its configs: the finished
+    configs' final states ride along in every checkpoint, and ``last`` is the state this config last
+    reported (its resume state until it reports). Its reports carry ``sequence_index``, the
+    config's place in the sequence."""
 
     def __init__(self, finished: list[dict[str, Any] | None], resume: dict[str, Any] | None) -> None:
         self.finished, self.resume, self.last = finished, resume, resume
         self.index = len(finished)
 
+    def load_state(self) -> dict[str, Any] | None:
+        return self.resume
 
-_sequence: _Sequence | None = None
+    def report(self, metrics: dict[str, Any], state: dict[str, Any] | None, w: Worker) -> None:
+        if state is not None:
+            self.last = state
+            state = {SEQUENCE_KEY: {"finished": self.finished, "current": state}}
+        super().report({**metrics, "sequence_index": self.index}, state, w)
+
+
 SEQUENCE_KEY = "sequence"
+Loop = Callable[[Any, Session], None]
 
 
 def default_device() -> torch.device:
@@ -84,34 +143,17 @@ def default_device() -> torch.device:
 
 
 def run_plain(
-    loop: Callable[[dict[str, Any]], None], config: dict[str, Any], threads: int | None = None
+    loop: Loop, config: Any, threads: int | None = None, session: PlainSession | None = None
 ) -> dict[str, Any]:
-    """Run ``loop(config)`` in this process as the only rank, without Ray; return its last checkpoint state."""
-    global _plain
+    """Run ``loop(config, session)`` in this process as the only rank, without Ray; return its last
+    checkpoint state. ``session`` (default: a fresh :class:`PlainSession`) may resume from a state."""
     if threads is not None:
         torch.set_num_threads(threads)
-    _plain = _PlainSession()
-    try:
-        loop(config)
-        if _plain.state is None:
-            raise RuntimeError("the loop finished without a checkpoint")
-        return _plain.state
-    finally:
-        _plain = None
-
-
-def worker(cpus_per_worker: float = 1.0) -> Worker:
-    """Rank, world size and device of this Ray Train worker; sets torch's thread count.
-    Under :func:`run_plain`: rank 0 of 1, the threads left as they are."""
-    if _plain is not None:
-        return Worker(0, 1, default_device())
-    import ray.train
-    import ray.train.torch
-
-    ctx = ray.train.get_context()
-    torch.set_num_threads(max(1, int(cpus_per_worker)))
-    device = ray.train.torch.get_device() if check_cuda() else torch.device("cpu")
-    return Worker(ctx.get_world_rank(), ctx.get_world_size(), device)
+    session = session or PlainSession()
+    loop(config, session)
+    if not session.states:
+        raise RuntimeError("the loop finished without a checkpoint")
+    return session.states[-1]
 
 
 CPU_ON_GPU_NODES = "PIPELINE_CPU_ON_GPU_NODES"
@@ -181,15 +223,6 @@ def autocast(w: Worker, enabled: bool) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def load_state() -> dict[str, Any] | None:
-    """The state dict of the checkpoint this worker resumes from, or None on a fresh start."""
-    if _plain is not None:
-        return None
-    if _sequence is not None:
-        return _sequence.resume
-    return _checkpoint_state()
-
-
 def _checkpoint_state() -> dict[str, Any] | None:
     import ray.train
 
@@ -207,44 +240,21 @@ def read_state(ckpt: Any) -> dict[str, Any]:
         return load_torch(io.BytesIO(f.read()))
 
 
-def report(metrics: dict[str, Any], state: dict[str, Any] | None, w: Worker) -> None:
-    """Report an epoch's metrics from every worker; rank 0 also saves ``state`` as the checkpoint.
-
-    The reported metrics also name the Ray node the worker runs on (``node_id``)."""
-    if _plain is not None:
-        _plain.state = state if state is not None else _plain.state
-        return
-    import ray
-    import ray.train
-
-    metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}
-    if _sequence is not None:
-        metrics["sequence_index"] = _sequence.index
-        if state is not None:
-            _sequence.last = state
-            state = {SEQUENCE_KEY: {"finished": _sequence.finished, "current": state}}
-    if state is not None and w.is_main:
-        with tempfile.TemporaryDirectory() as d:
-            torch.save(state, Path(d) / STATE_FILE)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-    else:
-        ray.train.report(metrics, checkpoint=None)
+def _in_session(loop: Loop, train_loop_config: dict[str, Any]) -> None:
+    """Per-worker: ``loop`` on the job :func:`fit` was given, in a Ray Train worker's :class:`Session`."""
+    loop(train_loop_config["job"], Session())
 
 
-def _run_sequence(loop: Callable[[dict[str, Any]], None], config: dict[str, Any]) -> None:
-    """Per-worker: ``loop`` on each of ``config["configs"]`` in turn, skipping those the
-    checkpoint resumed from has finished and resuming the one it was in."""
-    global _sequence
+def _run_sequence(loop: Loop, configs: list[Any], session: Session) -> None:
+    """Per-worker: ``loop`` on each of ``configs`` in turn, skipping those the checkpoint resumed
+    from has finished and resuming the one it was in (each in its own :class:`SequenceSession`)."""
     saved = _checkpoint_state()
     progress = saved[SEQUENCE_KEY] if saved is not None else {"finished": [], "current": None}
     finished, resume = list(progress["finished"]), progress["current"]
-    for one in config["configs"][len(finished) :]:
-        _sequence = _Sequence(list(finished), resume)
-        try:
-            loop(one)
-            finished.append(_sequence.last)
-        finally:
-            _sequence = None
+    for one in configs[len(finished) :]:
+        session = SequenceSession(list(finished), resume)
+        loop(one, session)
+        finished.append(session.last)
         resume = None
 
 
@@ -323,15 +333,15 @@ def checkpoint_storage(default: str | Path) -> str:
 
 
 def fit(
-    loop: Callable[[dict[str, Any]], None],
-    config: dict[str, Any],
+    loop: Loop,
+    config: Any,
     params: DistributedParams,
     name: str,
     storage: str | Path,
     callbacks: list[Any] | None = None,
     gpus_per_worker: float = 1.0,
 ) -> dict[str, Any]:
-    """Run ``loop(config)`` on ``params.num_workers`` Ray Train workers; return the final state dict.
+    """Run ``loop(config, session)`` on ``params.num_workers`` Ray Train workers; return the final state dict.
 
     Checkpoints every epoch (the loop calls :func:`report`), keeps the last
     ``keep_checkpoints``, and restarts dead workers from the last checkpoint up to
@@ -347,8 +357,8 @@ def fit(
         num_cpus=max(os.cpu_count() or 1, int(params.num_workers * params.cpus_per_worker) + 1)
     )  # no-op inside a Tune trial
     trainer = TorchTrainer(
-        loop,
-        train_loop_config=config,
+        functools.partial(_in_session, loop),
+        train_loop_config={"job": config},
         torch_config=_torch_config("nccl" if params.use_gpu and not cpu_on_gpu_nodes() else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=params.num_workers,
@@ -394,7 +404,7 @@ def _user_error(error: BaseException) -> UserError | None:
     return None
 
 
-def fit_seeds(loop: Callable[[dict[str, Any]], None], configs: list[dict[str, Any]], params: DistributedParams, name: str,
+def fit_seeds(loop: Loop, configs: list[Any], params: DistributedParams, name: str,
               storage: str | Path) -> list[dict[str, Any]]:  # fmt: skip
     """Run ``loop`` on each of ``configs`` one after the other in one Ray Train worker group (as
     :func:`fit` does for one); return their final state dicts in order.
@@ -403,7 +413,7 @@ def fit_seeds(loop: Callable[[dict[str, Any]], None], configs: list[dict[str, An
     state), without starting the workers again. Every checkpoint holds the finished configs'
     final states, so a restart resumes inside the config it was in.
     """
-    final = fit(functools.partial(_run_sequence, loop), {"configs": configs}, params, name, storage)[SEQUENCE_KEY]
+    final = fit(functools.partial(_run_sequence, loop), configs, params, name, storage)[SEQUENCE_KEY]
     states = [*final["finished"], final["current"]]
     if len(states) != len(configs):
         raise RuntimeError(f"training run {name} finished {len(states)} of {len(configs)} configs")

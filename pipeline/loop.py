@@ -6,6 +6,7 @@ scalars kept on the device with one host sync per epoch, the epoch timer, and th
 checkpoint and report, and on a GPU every rank's utilisation and memory (:mod:`pipeline.monitor`).
 :class:`Schedule` is the one learning-rate schedule of all loops.
 
+    w = session.worker(cpus)                       # in loop(job, session)
     run = TrainingRun(w, epochs=E, name="simsiam")
     run.restore(model=model, optimizer=opt)           # no-op on a fresh start
     for epoch in run.epochs():
@@ -139,7 +140,7 @@ class TrainingRun:
 
     def __init__(self, w: distributed.Worker, epochs: int, name: str, profile: bool = False) -> None:
         self.w, self.total, self.name, self.profile = w, epochs, name, profile
-        self.state = distributed.load_state()
+        self.state = w.session.load_state()
         self.start_epoch = 0 if self.state is None else self.state["epoch"] + 1
         self.history: list[dict[str, Any]] = [] if self.state is None else list(self.state["history"])
         self.starts: list[int] = [*([] if self.state is None else self.state["starts"]), self.start_epoch]
@@ -246,4 +247,4 @@ class TrainingRun:
             state = {k: o.state_dict() for k, o in objects.items()} | (extra or {})
             state |= {"epoch": self.epoch, "history": list(self.history), "starts": self.starts, "world_size": self.w.world_size,
                       "reports": self.reports}  # fmt: skip
-        distributed.report({**row, "report": self.reports}, state, self.w)
+        self.w.session.report({**row, "report": self.reports}, state, self.w)

@@ -96,10 +96,10 @@ def z_std(z: torch.Tensor) -> torch.Tensor:
     return nn.functional.normalize(z, dim=1).std(dim=0).mean()
 
 
-def train_loop(config: dict[str, Any]) -> None:
+def train_loop(config: dict[str, Any], session: distributed.Session) -> None:
     """Per-worker SSL loop (runs under Ray Train); resumes from the last checkpoint."""
     method, pre, mp = config["method"], config["pretrain"], config["method_params"]
-    w = distributed.worker(config["cpus_per_worker"])
+    w = session.worker(config["cpus_per_worker"])
     torch.manual_seed(pre["seed"])  # identical init on every rank
     model = build_model(method, pre, mp)
     batch = pre["batch_size"] // w.world_size

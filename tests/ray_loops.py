@@ -26,17 +26,17 @@ LOOPS = {
 }
 
 
-def sinkhorn_shards(config: dict[str, Any]) -> None:
+def sinkhorn_shards(config: dict[str, Any], session: distributed.Session) -> None:
     """Each rank solves Sinkhorn on its half of a fixed score matrix and saves its codes."""
-    w = distributed.worker()
+    w = session.worker()
     scores = torch.load(config["scores"], weights_only=True)
     shard = scores.chunk(w.world_size)[w.rank]
     q = sinkhorn(shard, config["epsilon"], config["iters"])
     torch.save(q, Path(config["out"]) / f"q{w.rank}.pt")
-    distributed.report({"epoch": 0}, {"done": True}, w)
+    session.report({"epoch": 0}, {"done": True}, w)
 
 
-def killed_once(config: dict[str, Any]) -> None:
+def killed_once(config: dict[str, Any], session: distributed.Session) -> None:
     """The real loop ``config['loop']``; on its first attempt rank 1 SIGKILLs itself mid-run
     (only in a config that names a ``kill_marker``).
 
@@ -44,7 +44,7 @@ def killed_once(config: dict[str, Any]) -> None:
     must resume from it rather than from scratch: in a :func:`distributed.fit_seeds` sequence, one
     reported with ``sequence_index`` equal to the config's ``kill_in_sequence``.
     """
-    w = distributed.worker()
+    w = session.worker()
     if "kill_marker" in config and w.rank == 1 and not Path(config["kill_marker"]).exists():
         marker, snapshot = Path(config["kill_marker"]), Path(config["run_dir"]) / "checkpoint_manager_snapshot.json"
 
@@ -62,5 +62,5 @@ def killed_once(config: dict[str, Any]) -> None:
 
         threading.Thread(target=kill_after_first_checkpoint, daemon=True).start()
     LOOPS[config["loop"]](
-        {k: v for k, v in config.items() if k not in ("kill_marker", "run_dir", "loop", "kill_in_sequence")}
+        {k: v for k, v in config.items() if k not in ("kill_marker", "run_dir", "loop", "kill_in_sequence")}, session
     )

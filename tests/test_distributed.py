@@ -309,9 +309,9 @@ from pipeline.config import parse_params
 from pipeline.errors import UserError
 from tests.conftest import tiny_raw
 
-def loop(config):
-    w = distributed.worker()
-    distributed.report({"epoch": 0}, {"device": str(w.device)}, w)
+def loop(config, session):
+    w = session.worker()
+    session.report({"epoch": 0}, {"device": str(w.device)}, w)
 
 ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False)  # a GPU this machine lacks
 p = parse_params(tiny_raw()).distributed.model_copy(update={"use_gpu": True, "num_workers": 1, "max_failures": 0})

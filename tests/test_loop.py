@@ -47,9 +47,9 @@ def test_seeds_differ_by_every_part_of_the_key():
     assert len({seed_for(0, 1, 0), seed_for(0, 1, 1), seed_for(0, 2, 0), seed_for(1, 1, 0)}) == 4
 
 
-def _toy_loop(config: dict) -> None:
+def _toy_loop(config: dict, session: distributed.Session) -> None:
     """A regression on a fixed batch through the scaffold: the plain runner must return its checkpoint."""
-    w = distributed.worker()
+    w = session.worker()
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -75,4 +75,3 @@ def test_plain_runner_runs_a_loop_without_ray_and_returns_its_checkpoint():
     assert [r["epoch"] for r in state["history"]] == [0, 1, 2] and state["starts"] == [0] and state["world_size"] == 1
     assert losses[2] < losses[0] / 10  # it trained
     assert set(state) >= {"model", "optimizer"} and state["history"][0]["images_per_s"] > 0
-    assert distributed._plain is None

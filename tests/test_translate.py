@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
@@ -257,7 +256,7 @@ def test_generator_steps_compute_no_discriminator_gradient(tiny_data):
         assert all(p.requires_grad for k in discs for p in m[k].parameters())  # trainable again after G's step
 
 
-def test_the_cyclegan_pool_lives_for_the_run_and_a_resumed_run_repeats_it(tiny_data, monkeypatch):
+def test_the_cyclegan_pool_lives_for_the_run_and_a_resumed_run_repeats_it(tiny_data):
     """At the default length (4 epochs x 25 steps of one image per worker, a pool of 50) a pool made
     anew each epoch never filled, and the discriminators never saw a past fake (share 0.000); kept
     for the run it serves about a quarter from its history. Every rank's pool is in the checkpoint,
@@ -265,30 +264,22 @@ def test_the_cyclegan_pool_lives_for_the_run_and_a_resumed_run_repeats_it(tiny_d
     _, cfg = _tiny_config("colorize", "cyclegan", tiny_data, epochs=4, steps_per_epoch=25)
     cfg["cyclegan"]["batch_size"] = 1
     assert cfg["cyclegan"]["pool_size"] == 50
-    states = []
-    report = distributed.report
-    monkeypatch.setattr(distributed, "report", lambda m, st, w: (states.append(copy.deepcopy(st)), report(m, st, w))[1])
-    full = distributed.run_plain(T.train_loop, cfg)
+    session = distributed.PlainSession(keep_all=True)
+    full = distributed.run_plain(T.train_loop, cfg, session=session)
     shares = [row["pool_history_share"] for row in full["history"]]
     assert shares[:2] == [0.0, 0.0] and 0.15 < shares[-1] < 0.35, shares  # fills over 50 images, then swaps half
     assert [len(p["X"]["images"]) for p in full["pools"]] == [50]
-    monkeypatch.setattr(distributed, "report", report)
-    monkeypatch.setattr(distributed, "load_state", lambda: copy.deepcopy(states[1]))
-    resumed = distributed.run_plain(T.train_loop, cfg)
+    resumed = distributed.run_plain(T.train_loop, cfg, session=distributed.PlainSession(session.states[1]))
     assert resumed["starts"] == [0, 2] and [r["pool_history_share"] for r in resumed["history"]] == shares
     for k, weights in full["models"].items():
         assert all(torch.equal(v, resumed["models"][k][n]) for n, v in weights.items()), k
 
 
-def test_stylizers_are_served_as_the_moving_average_of_their_weights_and_a_resumed_run_repeats_it(
-    tiny_data, monkeypatch
-):
+def test_stylizers_are_served_as_the_moving_average_of_their_weights_and_a_resumed_run_repeats_it(tiny_data):
     _, cfg = _tiny_config("stylize", "cyclegan", tiny_data, epochs=2)
     assert cfg["ema_decay"] == 0.98
-    states = []
-    report = distributed.report
-    monkeypatch.setattr(distributed, "report", lambda m, st, w: (states.append(copy.deepcopy(st)), report(m, st, w))[1])
-    full = distributed.run_plain(T.train_loop, cfg)
+    session = distributed.PlainSession(keep_all=True)
+    full = distributed.run_plain(T.train_loop, cfg, session=session)
     served = T.served_weights(full)
     trained = full["models"]
     assert int(full["averages"]["G"]["n_averaged"]) == 4  # 2 epochs x 2 steps
@@ -303,9 +294,7 @@ def test_stylizers_are_served_as_the_moving_average_of_their_weights_and_a_resum
     g = T.generators_from_state(cfg, full)["G"]
     assert all(torch.equal(v, served["G"][n]) for n, v in g.state_dict().items())
     # resumed after epoch 1 from its checkpoint: the same average at the end, bit for bit
-    monkeypatch.setattr(distributed, "report", report)
-    monkeypatch.setattr(distributed, "load_state", lambda: copy.deepcopy(states[0]))
-    resumed = distributed.run_plain(T.train_loop, cfg)
+    resumed = distributed.run_plain(T.train_loop, cfg, session=distributed.PlainSession(session.states[0]))
     assert resumed["starts"] == [0, 1]
     assert all(torch.equal(v, T.served_weights(resumed)["G"][n]) for n, v in served["G"].items())
     no_average = T.job_config(

@@ -337,12 +337,12 @@ def load_exemplars(path: str | Path, split: str = "train") -> torch.Tensor:
 # ----------------------------------------------------------------------------- Ray Train loop
 
 
-def train_loop(config: dict[str, Any]) -> None:
+def train_loop(config: dict[str, Any], session: distributed.Session) -> None:
     """Per-worker loop (Ray Train) of ``ace`` (mode pretrain) or ``ace_finetune`` (mode finetune);
     checkpoints every epoch and resumes from the last."""
     ac, mode = config["ace"], config["mode"]
     run_params = ac if mode == "pretrain" else {**ac, **config["finetune"]}
-    w = distributed.worker(config["cpus_per_worker"])
+    w = session.worker(config["cpus_per_worker"])
     backbone = ResNet18(config["backbone_spec"]["width"], config["backbone_spec"]["in_channels"])
     backbone.load_state_dict(config["backbone_state"])
     torch.manual_seed(

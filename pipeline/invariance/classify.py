@@ -111,12 +111,12 @@ def fresh_nuisance_accuracy(model: torch.nn.Module, data: dict[str, Any], transf
     return balanced_accuracy(data["y"].cpu().numpy(), pred)
 
 
-def train_loop(config: dict[str, Any]) -> None:
+def train_loop(config: dict[str, Any], session: distributed.Session) -> None:
     """Per-worker loop: one classifier per seed, one after the other (the run's epochs are the
     seeds' epochs end to end); checkpoints every ``checkpoint_every`` epochs and at the end of
     each seed, and resumes from the last one."""
     cp, method = config["classify"], config["method"]
-    w = distributed.worker(config["cpus_per_worker"])
+    w = session.worker(config["cpus_per_worker"])
     data = {k: v.to(w.device) for k, v in load_train(config["data_root"]).items()}
     aug = tuple(t.to(w.device) for t in load_augmented(config["augment_root"])) if method == "git" else None
     labels = data["y"].cpu()

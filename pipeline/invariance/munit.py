@@ -167,10 +167,10 @@ def check_style_alive(figures: dict[str, Any], name: str = "augment") -> None:
         )
 
 
-def train_loop(config: dict[str, Any]) -> None:
+def train_loop(config: dict[str, Any], session: distributed.Session) -> None:
     """Per-worker MUNIT loop (Ray Train); checkpoints every epoch and resumes from the last."""
     mp = config["munit"]
-    w = distributed.worker(config["cpus_per_worker"])
+    w = session.worker(config["cpus_per_worker"])
     model, disc = build_munit(mp)
     opt_g = torch.optim.Adam(model.parameters(), lr=mp["lr"], betas=tuple(mp["betas"]), weight_decay=mp["weight_decay"])
     opt_d = torch.optim.Adam(disc.parameters(), lr=mp["lr"], betas=tuple(mp["betas"]), weight_decay=mp["weight_decay"])

@@ -118,10 +118,10 @@ def validation_metric(m: dict[str, nn.Module], data: dict[str, torch.Tensor], ta
     return l1(back, data["val_X"]) / 2  # RGB [0, 1] scale
 
 
-def train_loop(config: dict[str, Any]) -> None:
+def train_loop(config: dict[str, Any], session: distributed.Session) -> None:
     """Per-worker GAN loop (runs under Ray Train); checkpoints every epoch and resumes from the last."""
     tr, task, gan = config["translate"], config["task"], config["gan"]
-    w = distributed.worker(config["cpus_per_worker"])
+    w = session.worker(config["cpus_per_worker"])
     backbone = ResNet18(config["backbone_spec"]["width"], config["backbone_spec"]["in_channels"])
     backbone.load_state_dict(config["backbone_state"])
     models = build_models(config, backbone)
