@@ -23,6 +23,7 @@ to ``benchmarks/results/step_profile_<device>.json``. Needs the prepared data (`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -105,7 +106,7 @@ def timed_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def profile_stage(stage: str, params: Params, data: Path, peak: float, storage: Path) -> dict[str, Any]:
     loop, config = stage_job(stage, params, data)
-    config = {**config, "profile": True}
+    config = dataclasses.replace(config, profile=True)
     plain = distributed.run_plain(loop, config, threads=os.cpu_count())
     rows = timed_rows(plain["history"])
     data_s = float(np.mean([r["data_s"] for r in rows]))

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from pipeline.color import grey_of, lab_to_net, lab_to_rgb, net_to_lab, rgb_to_lab, to_gray
+from pipeline.config import AceParams
 from pipeline.errors import UserError
 from pipeline.io import load_torch, save_torch
 from pipeline.models.ace import build as build_ace
@@ -73,15 +74,13 @@ def kind_of(ckpt: dict[str, Any]) -> str | None:
     return None
 
 
-def save_translator(path: str | Path, runs: list[tuple[dict[str, Any], dict[str, Any]]], encoder: str) -> None:
+def save_translator(path: str | Path, runs: list[tuple[Any, dict[str, Any]]], encoder: str) -> None:
     """One file for the generators of every seed of a translation stage (``train``'s
-    [(config, state)]): {seed: {'G': weights[, 'F': weights]}} and what rebuilds them."""
-    config = runs[0][0]
-    spec = {"task": config["task"], "gan": config["gan"], "encoder": encoder, "decoder_width": config["translate"]["decoder_width"],
-            "crop_size": config["translate"]["crop_size"], "backbone_spec": config["backbone_spec"]}  # fmt: skip
-    seeds = {
-        int(c["translate"]["seed"]): {k: st["models"][k] for k in DIRECTIONS if k in st["models"]} for c, st in runs
-    }
+    [(job, state)]): {seed: {'G': weights[, 'F': weights]}} and what rebuilds them."""
+    job = runs[0][0]
+    spec = {"task": job.task, "gan": job.gan, "encoder": encoder, "decoder_width": job.translate.decoder_width,
+            "crop_size": job.translate.crop_size, "backbone_spec": job.backbone_spec}  # fmt: skip
+    seeds = {job.seed: {k: st["models"][k] for k in DIRECTIONS if k in st["models"]} for job, st in runs}
     save_torch(path, {"translator": spec, "seeds": seeds})
 
 
@@ -128,7 +127,7 @@ def networks(model: ModelFile, seed: int | None = None) -> dict[str, nn.Module]:
         net.load_state_dict(weights)
         return {"classifier": net.eval()}
     if model.kind == "ace":
-        net, _ = build_ace(ckpt["ace"], _backbone(ckpt["backbone_spec"]))
+        net, _ = build_ace(AceParams.model_validate(ckpt["ace"]), _backbone(ckpt["backbone_spec"]))
         net.load_state_dict(weights)
         return {"ace": net.eval()}
     spec = ckpt["translator"]

@@ -5,13 +5,17 @@ comments, layout and docstrings do not count) and the bytes of the data it reads
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.io import file_digest
+import torch
+from pydantic import BaseModel
+
+from pipeline.io import file_digest, state_digest
 
 
 def _module_file(name: str, root: Path) -> Path | None:
@@ -81,10 +85,26 @@ def data_fingerprint(paths: Iterable[str | Path]) -> str:
     return h.hexdigest()
 
 
+def plain(obj: Any) -> Any:
+    """``obj`` as JSON data for a run name: a job (a dataclass) and its params sections (pydantic) as
+    mappings, a state dict (a mapping of tensors) as the digest of its weights."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, BaseModel):
+        return obj.model_dump()
+    if isinstance(obj, Mapping):
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return {"state_sha": state_digest(obj)}
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return obj
+
+
 def run_name(
-    prefix: str, config: dict[str, Any], loop: Callable[..., Any] | None = None, inputs: Iterable[str | Path] = ()
+    prefix: str, config: Any, loop: Callable[..., Any] | None = None, inputs: Iterable[str | Path] = ()
 ) -> str:
-    """``<prefix>-<hash of config, the loop's code and its input data>``.
+    """``<prefix>-<hash of config (a job, or jobs: see :func:`plain`), the loop's code and its input data>``.
 
     The same config, code and data resume (or return) the same run; a changed config, a change
     in the code the loop imports (see :func:`code_fingerprint`; the whole library without
@@ -92,5 +112,5 @@ def run_name(
     checkpoint is never reused for other code or other data.
     """
     code = code_fingerprint(loop.__module__ if loop is not None else "pipeline")
-    payload = json.dumps(config, sort_keys=True, default=str) + code + data_fingerprint(inputs)
+    payload = json.dumps(plain(config), sort_keys=True, default=str) + code + data_fingerprint(inputs)
     return f"{prefix}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"

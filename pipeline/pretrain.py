@@ -8,6 +8,7 @@ probes the backbone with kNN every epoch and checkpoints model, optimiser and hi
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from pipeline import distributed, storage
 from pipeline.color import to_gray
-from pipeline.config import Params
+from pipeline.config import Params, PretrainParams, SimSiamParams, SwavParams
 from pipeline.data.augment import PhotoBank, color_jitter, crop_resize, hflip, random_resized_boxes, random_squares
 from pipeline.data.shards import read_images, read_table
 from pipeline.data.transforms import to_tensor
@@ -32,28 +33,37 @@ from pipeline.ssl.swav import Swav
 METHODS = ("simsiam", "swav")
 
 
-def job_config(params: Params, method: str, data_root: str | Path) -> dict[str, Any]:
-    """The plain-dict config a worker receives (it must pickle and hash stably)."""
+@dataclass(frozen=True)
+class PretrainJob:
+    """What each SSL worker receives for one seed (it pickles to the workers and names the run)."""
+
+    method: str  # one of METHODS
+    data_root: str
+    pretrain: PretrainParams  # its ``seed`` is this job's
+    method_params: SimSiamParams | SwavParams
+    cpus_per_worker: float
+    mixed_precision: bool
+    profile: bool = False  # the step profile's timings (see TrainingRun)
+
+
+def job_config(params: Params, method: str, data_root: str | Path) -> PretrainJob:
     if method not in METHODS:
         raise ValueError(f"unknown SSL method '{method}' (allowed: {', '.join(METHODS)})")
-    return {
-        "method": method,
-        "data_root": storage.publish_data(data_root, ["photos_full", "probe"]),
-        "pretrain": params.pretrain.model_dump(),
-        "method_params": getattr(params, method).model_dump(),
-        "cpus_per_worker": params.distributed.cpus_per_worker,
-        "mixed_precision": params.distributed.mixed_precision,
-    }
+    return PretrainJob(
+        method=method,
+        data_root=storage.publish_data(data_root, ["photos_full", "probe"]),
+        pretrain=params.pretrain,
+        method_params=getattr(params, method),
+        cpus_per_worker=params.distributed.cpus_per_worker,
+        mixed_precision=params.distributed.mixed_precision,
+    )
 
 
-def build_model(method: str, pre: dict[str, Any], mp: dict[str, Any]) -> nn.Module:
-    backbone = ResNet18(pre["width"], pre["channels"])
+def build_model(method: str, pre: PretrainParams, mp: SimSiamParams | SwavParams) -> nn.Module:
+    backbone = ResNet18(pre.width, pre.channels)
     if method == "simsiam":
-        return SimSiam(backbone, mp["proj_dim"], mp["pred_hidden"])
-    return Swav(
-        backbone, mp["proj_hidden"], mp["proj_dim"], mp["n_prototypes"],
-        mp["temperature"], mp["epsilon"], mp["sinkhorn_iters"],
-    )  # fmt: skip
+        return SimSiam(backbone, mp.proj_dim, mp.pred_hidden)
+    return Swav(backbone, mp.proj_hidden, mp.proj_dim, mp.n_prototypes, mp.temperature, mp.epsilon, mp.sinkhorn_iters)
 
 
 def load_probe(data_root: str | Path, channels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -64,26 +74,26 @@ def load_probe(data_root: str | Path, channels: int) -> tuple[torch.Tensor, torc
 
 
 def make_views(
-    bank: PhotoBank, n: int, method: str, pre: dict[str, Any], mp: dict[str, Any], g: torch.Generator
+    bank: PhotoBank, n: int, method: str, pre: PretrainParams, mp: SimSiamParams | SwavParams, g: torch.Generator
 ) -> list[torch.Tensor]:
     """Views of ``n`` fresh instances (random squares of the photos), made on ``g``'s device:
     [v1, v2] (SimSiam) or [g1, g2, s1, ..] (SwAV), each (n, C, h, w) in [0, 1]."""
-    k, instances = random_squares(bank.sizes, n, tuple(pre["instance_scale"]), g)
+    k, instances = random_squares(bank.sizes, n, tuple(pre.instance_scale), g)
 
     def view(size: int, scale: list[float]) -> torch.Tensor:
         x = crop_resize(bank.images, k, random_resized_boxes(instances, tuple(scale), g), size)
-        x = color_jitter(hflip(x, g), g, pre["color_jitter"], pre["grayscale_p"])
-        return to_gray(x) if pre["channels"] == 1 else x
+        x = color_jitter(hflip(x, g), g, pre.color_jitter, pre.grayscale_p)
+        return to_gray(x) if pre.channels == 1 else x
 
-    views = [view(pre["crop_size"], pre["scale"]), view(pre["crop_size"], pre["scale"])]
+    views = [view(pre.crop_size, pre.scale), view(pre.crop_size, pre.scale)]
     if method == "swav":
-        views += [view(mp["small_crop_size"], mp["small_scale"]) for _ in range(mp["n_small_crops"])]
+        views += [view(mp.small_crop_size, mp.small_scale) for _ in range(mp.n_small_crops)]
     return views
 
 
-def param_groups(model: nn.Module, method: str, mp: dict[str, Any]) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, method: str, mp: SimSiamParams | SwavParams) -> list[dict[str, Any]]:
     """SimSiam keeps the predictor's lr fixed when ``fix_pred_lr``; everything else follows the schedule."""
-    if method == "simsiam" and mp["fix_pred_lr"]:
+    if method == "simsiam" and mp.fix_pred_lr:
         pred = list(model.predictor.parameters())
         ids = {id(p) for p in pred}
         rest = [p for p in model.parameters() if id(p) not in ids]
@@ -96,41 +106,41 @@ def z_std(z: torch.Tensor) -> torch.Tensor:
     return nn.functional.normalize(z, dim=1).std(dim=0).mean()
 
 
-def train_loop(config: dict[str, Any], session: distributed.Session) -> None:
+def train_loop(config: PretrainJob, session: distributed.Session) -> None:
     """Per-worker SSL loop (runs under Ray Train); resumes from the last checkpoint."""
-    method, pre, mp = config["method"], config["pretrain"], config["method_params"]
-    w = session.worker(config["cpus_per_worker"])
-    torch.manual_seed(pre["seed"])  # identical init on every rank
+    method, pre, mp = config.method, config.pretrain, config.method_params
+    w = session.worker(config.cpus_per_worker)
+    torch.manual_seed(pre.seed)  # identical init on every rank
     model = build_model(method, pre, mp)
-    batch = pre["batch_size"] // w.world_size
-    steps = max(1, pre["crops_per_epoch"] // pre["batch_size"])
-    base_lr = mp["lr"] * pre["batch_size"] / 256
-    schedule = Schedule(base_lr, steps * pre["epochs"], pre["warmup_epochs"] * steps, "cosine")
+    batch = pre.batch_size // w.world_size
+    steps = max(1, pre.crops_per_epoch // pre.batch_size)
+    base_lr = mp.lr * pre.batch_size / 256
+    schedule = Schedule(base_lr, steps * pre.epochs, pre.warmup_epochs * steps, "cosine")
     opt = torch.optim.SGD(
-        param_groups(model, method, mp), lr=base_lr, momentum=mp["momentum"], weight_decay=mp["weight_decay"]
+        param_groups(model, method, mp), lr=base_lr, momentum=mp.momentum, weight_decay=mp.weight_decay
     )
 
-    run = TrainingRun(w, pre["epochs"], method, profile=config.get("profile", False))
+    run = TrainingRun(w, pre.epochs, method, profile=config.profile)
     run.restore(model=model, optimizer=opt)
     model = distributed.prepare_model(model, w)
     core = distributed.unwrap(model)
 
-    photos, _, _ = read_images(storage.join(config["data_root"], "photos_full"), "train")
+    photos, _, _ = read_images(storage.join(config.data_root, "photos_full"), "train")
     bank = PhotoBank(photos, w.device)
-    probe = load_probe(config["data_root"], pre["channels"]) if w.is_main else None
+    probe = load_probe(config.data_root, pre.channels) if w.is_main else None
 
     for epoch in run.epochs():
-        g = run.generator(pre["seed"], epoch)
+        g = run.generator(pre.seed, epoch)
         model.train()
         for step in range(steps):
             lr = schedule.apply(opt, epoch * steps + step)
             with run.data():
                 views = make_views(bank, batch, method, pre, mp, g)
-            with distributed.autocast(w, config["mixed_precision"]):
+            with distributed.autocast(w, config.mixed_precision):
                 loss, z = model(*views) if method == "simsiam" else model(views)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if method == "swav" and epoch < mp["freeze_prototypes_epochs"]:
+            if method == "swav" and epoch < mp.freeze_prototypes_epochs:
                 core.prototypes.weight.grad = None
             opt.step()
             if method == "swav":
@@ -143,8 +153,8 @@ def train_loop(config: dict[str, Any], session: distributed.Session) -> None:
                 copy.deepcopy(core.backbone).cpu(),
                 *probe[:2],
                 *probe[2:],
-                k=pre["knn_k"],
-                temperature=pre["knn_temperature"],
+                k=pre.knn_k,
+                temperature=pre.knn_temperature,
             ).top1
         run.report(row, ("loss", "z_std", "knn_top1"), model=core, optimizer=opt)
 
@@ -156,20 +166,14 @@ def pretrain(params: Params, method: str, data_root: str | Path, storage: str | 
     for name, split in (("photos_full", "train"), ("probe", "bank"), ("probe", "query")):
         read_table(Path(data_root) / name, split, columns=["label"])  # fail here, with one line, not in a worker
     seeds = [params.pretrain.seed, *params.pretrain.extra_seeds]
-    configs = [
-        job_config(
-            params.model_copy(update={"pretrain": params.pretrain.model_copy(update={"seed": s})}), method, data_root
-        )
-        for s in seeds
-    ]
-    name = run_name(
-        method, {"seeds": configs}, train_loop, [Path(data_root) / "photos_full", Path(data_root) / "probe"]
-    )
-    return distributed.fit_seeds(train_loop, configs, params.distributed, name, storage)
+    base = job_config(params, method, data_root)
+    jobs = [replace(base, pretrain=params.pretrain.model_copy(update={"seed": s})) for s in seeds]
+    name = run_name(method, {"seeds": jobs}, train_loop, [Path(data_root) / "photos_full", Path(data_root) / "probe"])
+    return distributed.fit_seeds(train_loop, jobs, params.distributed, name, storage)
 
 
-def backbone_from_state(state: dict[str, Any], pre: dict[str, Any]) -> ResNet18:
-    backbone = ResNet18(pre["width"], pre["channels"])
+def backbone_from_state(state: dict[str, Any], pre: PretrainParams) -> ResNet18:
+    backbone = ResNet18(pre.width, pre.channels)
     prefix = "backbone."
     backbone.load_state_dict({k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)})
     return backbone

@@ -21,25 +21,25 @@ then judge later trials against other rung values than an uninterrupted sweep wo
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import math
 import posixpath
 import re
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
+from pydantic import ValidationError
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
 from pipeline import distributed, ray_cluster, translate
-from pipeline.config import DistributedParams, Params, SweepDimension, SweepParams
+from pipeline.config import DistributedParams, Params, SweepDimension, SweepParams, describe_validation_error
 from pipeline.errors import UserError
 from pipeline.invariance import classify, munit
 from pipeline.storage import filesystem, join, sweep_storage
@@ -51,7 +51,7 @@ class SweepStage:
     """How to sweep one stage: its params section, its Train loop and the metric ASHA reads."""
 
     section: str
-    loop: Callable[[dict[str, Any]], None]
+    loop: distributed.Loop
     metric: str
     mode: str  # "min" | "max"
     describe: str
@@ -75,10 +75,10 @@ _TUNE_KEYS = {"training_iteration", "time_this_iter_s", "time_total_s", "timesta
 
 @dataclass(frozen=True)
 class Job:
-    """Everything a trial needs: the base worker config and how to run it."""
+    """Everything a trial needs: the stage's job at the current params and how to run it."""
 
     stage: str
-    config: dict[str, Any]
+    config: Any  # the stage's job (translate.TranslateJob, munit.MunitJob, classify.ClassifyJob)
     max_reports: int
     distributed: DistributedParams  # of the trial's Train workers
     gpus_per_worker: float
@@ -143,17 +143,17 @@ def build_job(params: Params, stage: str, data_root: str | Path, models_root: st
         gan = "cgan" if stage == "colorize" else "cyclegan"
         translate.check_inputs(params, "colorize", data_root)
         backbone = translate.encoder_backbone(sw.encoder, Path(models_root) / f"backbone_{sw.encoder}.pt")
-        config = translate.job_config(params, "colorize", sw.encoder, gan, data_root, backbone)
+        job = translate.job_config(params, "colorize", sw.encoder, gan, data_root, backbone)
         reports = params.translate.epochs
     elif stage == "munit":
-        config = munit.job_config(params, data_root)
+        job = munit.job_config(params, data_root)
         reports = params.munit.epochs
     else:
-        config = classify.job_config(params, "git", data_root, Path(data_root).parent / "augmented")
-        config["classify"]["seeds"] = config["classify"]["seeds"][:1]
         cp = params.classify
+        job = classify.job_config(params, "git", data_root, Path(data_root).parent / "augmented")
+        job = dataclasses.replace(job, classify=cp.model_copy(update={"seeds": cp.seeds[:1]}))
         reports = math.ceil(cp.epochs / cp.checkpoint_every)
-    config["cpus_per_worker"] = sw.cpus_per_worker
+    job = dataclasses.replace(job, cpus_per_worker=sw.cpus_per_worker)
     dist = params.distributed.model_copy(
         update={
             "num_workers": sw.workers_per_trial,
@@ -161,7 +161,7 @@ def build_job(params: Params, stage: str, data_root: str | Path, models_root: st
             "use_gpu": sw.gpus_per_worker > 0,
         }
     )
-    return Job(stage, config, reports, dist, sw.gpus_per_worker, distributed.checkpoint_storage(storage))
+    return Job(stage, job, reports, dist, sw.gpus_per_worker, distributed.checkpoint_storage(storage))
 
 
 class ForwardReports(TuneReportCallback):
@@ -183,13 +183,23 @@ class ForwardReports(TuneReportCallback):
 
 
 def _trial(sampled: dict[str, Any], job: Job) -> None:
-    """One Tune trial: the stage's Train job with the sampled weights."""
-    config = copy.deepcopy(job.config)
-    config[STAGES[job.stage].section].update(sampled)
+    """One Tune trial: the stage's Train job with the sampled weights (validated as the params are)."""
+    config = with_values(job.config, STAGES[job.stage].section, sampled)
     name = f"{job.stage}-{tune.get_context().get_trial_id()}"
     distributed.fit(
         STAGES[job.stage].loop, config, job.distributed, name, job.storage, [ForwardReports()], job.gpus_per_worker
     )
+
+
+def with_values(job: Any, section: str, values: dict[str, Any]) -> Any:
+    """``job`` with ``values`` set in its params ``section``, checked by the section's model: a value
+    out of its bounds is a one-line :class:`UserError` naming it."""
+    current = getattr(job, section)
+    try:
+        updated = type(current).model_validate({**current.model_dump(), **values})
+    except ValidationError as exc:
+        raise UserError(describe_validation_error(exc, type(current), f"sweep trial {section}")) from None
+    return dataclasses.replace(job, **{section: updated})
 
 
 _TRIAL_ID = re.compile(r"[0-9a-f]{5}_\d{5}")

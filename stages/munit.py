@@ -36,7 +36,7 @@ def main() -> None:
         history = state["history"]
         if not all(math.isfinite(r["loss_g"]) for r in history):
             raise UserError("munit: a loss became NaN or infinite; lower munit.lr")
-        model, _ = build_munit(mp.model_dump())
+        model, _ = build_munit(mp)
         model.load_state_dict(state["model"])
         model.eval()
         x, labels, _ = load_digits(args.data, "test")

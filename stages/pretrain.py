@@ -34,7 +34,7 @@ def main() -> None:
         history = state["history"]
         if not all(math.isfinite(r["loss"]) for r in history):
             raise UserError(f"{stage}: the loss became NaN or infinite; lower {args.method}.lr")
-        backbone = backbone_from_state(state, params.pretrain.model_dump())
+        backbone = backbone_from_state(state, params.pretrain)
         metrics = evaluate_backbone(backbone, params, args.data)
         last = history[-1]
         metrics.update(
@@ -50,9 +50,9 @@ def main() -> None:
             gains = {params.pretrain.seed: metrics["knn_gain"]}
             for seed, other in zip(params.pretrain.extra_seeds, others):
                 again = params.model_copy(update={"pretrain": params.pretrain.model_copy(update={"seed": seed})})
-                gains[seed] = evaluate_backbone(
-                    backbone_from_state(other, params.pretrain.model_dump()), again, args.data
-                )["knn_gain"]
+                gains[seed] = evaluate_backbone(backbone_from_state(other, params.pretrain), again, args.data)[
+                    "knn_gain"
+                ]
                 print(f"{stage}: seed {seed}: knn_gain {gains[seed]:+.3f}")
             metrics["knn_gain_per_seed"] = {str(k): v for k, v in gains.items()}
         write_json(f"plots/pretrain_{args.method}.json", history)

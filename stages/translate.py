@@ -5,7 +5,6 @@ test photos (a stylizer stuck at the identity stops the stage), log them to MLfl
 from __future__ import annotations
 
 import argparse
-import math
 
 from pipeline.config import load_params
 from pipeline.errors import UserError, run_cli
@@ -14,17 +13,7 @@ from pipeline.io import write_json
 from pipeline.metrics.seeds import mean_over_seeds
 from pipeline.plots import image_grid, plot_history
 from pipeline.tracking import add_register_option, stage_run
-from pipeline.translate import (
-    ENCODERS,
-    GANS,
-    check_stylizer,
-    evaluate_colorization,
-    evaluate_stylization,
-    generators_from_state,
-    sample_rows,
-    served_weights,
-    train,
-)
+from pipeline.translate import ENCODERS, GANS, sample_rows, score_seeds, served_weights, train
 
 TASKS = ("colorize", "stylize")
 
@@ -64,25 +53,11 @@ def main() -> None:
 
     with stage_run(stage, logged, params.tracking.experiment, params.tracking.log_models, args.register) as run:
         runs = train(params, args.task, args.encoder, args.gan, args.data, args.storage, args.backbone)
-        evaluate = evaluate_colorization if args.task == "colorize" else evaluate_stylization
-        per_seed, first_samples = {}, None
-        for config, state in runs:
-            seed, history = config["translate"]["seed"], state["history"]
-            if not all(math.isfinite(r["loss_g"]) and math.isfinite(r["loss_d"]) for r in history):
-                raise UserError(f"{stage}: a loss became NaN or infinite (seed {seed}); lower translate.lr")
-            scores = evaluate(generators_from_state(config, state), params, args.data)
-            if args.task == "stylize":
-                check_stylizer(scores, history, f"{stage} seed {seed}")
-            samples = scores.pop("samples")
-            first_samples = first_samples or samples
-            per_seed[str(seed)] = {**scores, "val_l1_last_epoch": history[-1]["val_l1"], "steps_per_s": history[-1]["steps_per_s"],
-                              "resumed_at_epochs": state["starts"][1:]}  # fmt: skip
+        per_seed, first_samples = score_seeds(runs, params, args.data, stage)
         out = args.out or f"models/{tag}.pt"
-        save_translator(
-            out, [(config, {**state, "models": served_weights(state)}) for config, state in runs], args.encoder
-        )
+        save_translator(out, [(job, {**state, "models": served_weights(state)}) for job, state in runs], args.encoder)
         run.log_models(out, *servables(out))
-        config, state = runs[0]
+        job, state = runs[0]
         history = state["history"]  # the curves shown are the first seed's; every seed's scores are kept
         metrics = {**mean_over_seeds(list(per_seed.values())), "seeds": [int(s) for s in per_seed], "per_seed": per_seed,
                    "encoder": args.encoder, "gan": args.gan, "fd_features": params.translate.fd_features,
@@ -91,9 +66,7 @@ def main() -> None:
         write_json(f"plots/{tag}.json", history)
         curves = ["loss_g", "loss_d", "val_l1"]
         baselines = {"val_l1": {"ab = 0": history[-1]["val_l1_ab0"]}} if args.task == "colorize" else None
-        png = plot_history(
-            history, curves, f"plots/{tag}.png", f"{stage} (seed {config['translate']['seed']})", baselines
-        )
+        png = plot_history(history, curves, f"plots/{tag}.png", f"{stage} (seed {job.seed})", baselines)
         grid = image_grid(
             sample_rows(first_samples, args.task), f"plots/{tag}_samples.png", f"{stage}: input | output | target", 1.0
         )

@@ -37,8 +37,8 @@ def sinkhorn_shards(config: dict[str, Any], session: distributed.Session) -> Non
 
 
 def killed_once(config: dict[str, Any], session: distributed.Session) -> None:
-    """The real loop ``config['loop']``; on its first attempt rank 1 SIGKILLs itself mid-run
-    (only in a config that names a ``kill_marker``).
+    """The real loop ``config['loop']`` on the job ``config['job']``; on its first attempt rank 1
+    SIGKILLs itself mid-run (only in a config that names a ``kill_marker``).
 
     It waits until the controller has registered a checkpoint of this loop, so that a restart
     must resume from it rather than from scratch: in a :func:`distributed.fit_seeds` sequence, one
@@ -61,6 +61,4 @@ def killed_once(config: dict[str, Any], session: distributed.Session) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
         threading.Thread(target=kill_after_first_checkpoint, daemon=True).start()
-    LOOPS[config["loop"]](
-        {k: v for k, v in config.items() if k not in ("kill_marker", "run_dir", "loop", "kill_in_sequence")}, session
-    )
+    LOOPS[config["loop"]](config["job"], session)

@@ -9,19 +9,22 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pipeline import ace
+from pipeline.config import parse_params
 from pipeline.errors import UserError
 from pipeline.io import save_torch
 from pipeline.models.ace import ContentEncoder
 from pipeline.models.resnet import ResNet18
 from pipeline.translate import encoder_backbone
 
-AC = {"level": 2, "content_dim": 16, "n_res": 2, "style_dim": 4, "mlp_dim": 16, "disc_width": 8, "recon": 10.0, "content": 1.0,
-      "style": 1.0, "gan": 1.0}  # fmt: skip
+from .conftest import tiny_raw
+
+AC = parse_params(tiny_raw(ace={"level": 2, "content_dim": 16, "n_res": 2, "style_dim": 4, "mlp_dim": 16, "disc_width": 8,
+                                "recon": 10.0, "content": 1.0, "style": 1.0, "gan": 1.0})).ace  # fmt: skip
 
 
 def _model(level: int = 2) -> tuple[ace.ACE, torch.nn.Module]:
     torch.manual_seed(0)
-    return ace.build({**AC, "level": level}, ResNet18(8, 3))
+    return ace.build(AC.model_copy(update={"level": level}), ResNet18(8, 3))
 
 
 @pytest.mark.parametrize("level,hw", [(0, 32), (1, 32), (2, 16), (3, 8)])
@@ -200,7 +203,7 @@ def test_ace_file_holds_one_model_per_seed_and_loads_weights_only(tmp_path):
     states = {}
     for seed in params.ace.seeds:
         torch.manual_seed(seed)
-        states[seed] = {"ace": ace.build(ace.ace_spec(params, seed), backbone)[0].state_dict()}
+        states[seed] = {"ace": ace.build(params.ace, backbone)[0].state_dict()}
     ace.save_ace(tmp_path / "ace.pt", params, backbone, states, "pretrain")
     models = ace.load_ace(tmp_path / "ace.pt")
     assert sorted(models) == [3, 5]

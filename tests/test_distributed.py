@@ -93,8 +93,13 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, tiny_params, tiny
     params = tiny_params.model_copy(update={"pretrain": tiny_params.pretrain.model_copy(update={"epochs": 6})})
     config = job_config(params, "simsiam", tiny_data)
     name = "killed"
-    config.update(kill_marker=str(tmp_path / "killed"), run_dir=str(tmp_path / "runs" / name), loop="pretrain")
-    state = distributed.fit(ray_loops.killed_once, config, params.distributed, name, tmp_path / "runs")
+    killed = {
+        "job": config,
+        "kill_marker": str(tmp_path / "killed"),
+        "run_dir": str(tmp_path / "runs" / name),
+        "loop": "pretrain",
+    }
+    state = distributed.fit(ray_loops.killed_once, killed, params.distributed, name, tmp_path / "runs")
     assert (tmp_path / "killed").exists(), "the worker was never killed"
     assert [r["epoch"] for r in state["history"]] == [0, 1, 2, 3, 4, 5]
     assert len(state["starts"]) == 2 and state["starts"][0] == 0 and state["starts"][1] >= 1
@@ -165,9 +170,14 @@ def test_changed_prepare_parameter_retrains_pretrain(ray_local, tiny_params, tin
     assert second["starts"] == [0] and second["history"][0]["loss"] != first["history"][0]["loss"]
 
 
-def _killed_and_clean(loop: str, config: dict, params, tmp_path) -> tuple[dict, dict]:
-    """The final state of a run whose rank 1 is SIGKILLed once, and of an uninterrupted run."""
-    killed = {**config, "kill_marker": str(tmp_path / "killed"), "run_dir": str(tmp_path / "runs" / "k"), "loop": loop}
+def _killed_and_clean(loop: str, config, params, tmp_path) -> tuple[dict, dict]:
+    """The final state of a run of the job ``config`` whose rank 1 is SIGKILLed once, and of an uninterrupted run."""
+    killed = {
+        "job": config,
+        "kill_marker": str(tmp_path / "killed"),
+        "run_dir": str(tmp_path / "runs" / "k"),
+        "loop": loop,
+    }
     resumed = distributed.fit(ray_loops.killed_once, killed, params.distributed, "k", tmp_path / "runs")
     assert (tmp_path / "killed").exists(), "the worker was never killed"
     clean = distributed.fit(ray_loops.LOOPS[loop], config, params.distributed, "c", tmp_path / "runs")
@@ -189,7 +199,7 @@ def test_seeds_in_one_run_resume_inside_the_second_and_repeat_runs_of_their_own(
         translate.job_config(params, "stylize", "scratch", "cyclegan", tiny_data, backbone, seed) for seed in (0, 1)
     ]
     kill = {"kill_marker": str(tmp_path / "killed"), "run_dir": str(tmp_path / "runs" / "k"), "kill_in_sequence": 1}
-    resumed = distributed.fit_seeds(ray_loops.killed_once, [{**configs[0], "loop": "translate"}, {**configs[1], **kill, "loop": "translate"}],
+    resumed = distributed.fit_seeds(ray_loops.killed_once, [{"job": configs[0], "loop": "translate"}, {"job": configs[1], **kill, "loop": "translate"}],
                                     params.distributed, "k", tmp_path / "runs")  # fmt: skip
     assert (tmp_path / "killed").exists(), "the worker was never killed"
     alone = [
@@ -210,13 +220,14 @@ def test_seeds_in_one_run_resume_inside_the_second_and_repeat_runs_of_their_own(
 
 
 def test_classifiers_resume_mid_seed_and_repeat_the_uninterrupted_run(ray_local, tiny_params, tiny_data, tmp_path):
+    from pipeline.invariance import classify
 
     cp = tiny_params.classify.model_copy(
         update={"epochs": 4, "decay_epochs": [3], "seeds": [0, 1], "checkpoint_every": 2}
     )
     params = tiny_params.model_copy(update={"classify": cp})
-    config = {"method": "oracle", "data_root": str(tiny_data), "augment_root": str(tmp_path / "none"), "transform": "rot",
-              "classify": cp.model_dump(), "cpus_per_worker": 1.0, "mixed_precision": False}  # fmt: skip
+    config = classify.ClassifyJob(method="oracle", data_root=str(tiny_data), augment_root=str(tmp_path / "none"), transform="rot",
+                                  classify=cp, cpus_per_worker=1.0, mixed_precision=False)  # fmt: skip
     resumed, clean = _killed_and_clean("classify", config, params, tmp_path)
     assert len(resumed["starts"]) == 2 and sorted(resumed["done"]) == ["0", "1"]
     assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in clean["history"]]

@@ -16,8 +16,8 @@ from pipeline.models.munit import MunitPass
 
 from .conftest import tiny_raw
 
-MP = {"seed": 0, "dim": 8, "style_dim": 4, "n_down": 2, "n_res": 1, "mlp_dim": 16, "disc_width": 8, "gan": 1.0,
-      "recon_x": 10.0, "recon_s": 1.0, "recon_c": 1.0, "cycle": 0.0}  # fmt: skip
+MP = parse_params(tiny_raw(munit={"seed": 0, "dim": 8, "style_dim": 4, "n_down": 2, "n_res": 1, "mlp_dim": 16, "disc_width": 8,
+                                 "gan": 1.0, "recon_x": 10.0, "recon_s": 1.0, "recon_c": 1.0, "cycle": 0.0})).munit  # fmt: skip
 
 
 def test_munit_step_reduces_reconstruction_on_a_fixed_batch(tiny_data):
@@ -29,7 +29,9 @@ def test_munit_step_reduces_reconstruction_on_a_fixed_batch(tiny_data):
     opt_d = torch.optim.Adam(disc.parameters(), lr=2e-3, betas=(0.5, 0.999))
     before = G.reconstruction_l1(model, x)
     for _ in range(15):
-        row = G.munit_step(MunitPass(model, True), disc, (opt_g, opt_d), x, {**MP, "cycle": 1.0}, model.style_dim)
+        row = G.munit_step(
+            MunitPass(model, True), disc, (opt_g, opt_d), x, MP.model_copy(update={"cycle": 1.0}), model.style_dim
+        )
     assert {"loss_gan", "loss_recon_x", "loss_recon_c", "loss_recon_s", "loss_cycle", "loss_d"} <= set(row)
     assert G.reconstruction_l1(model, x) < 0.8 * before
 
@@ -46,7 +48,9 @@ def test_munit_discriminator_loss_is_weighted_by_gan_as_the_generators():
         opt_g = torch.optim.SGD(model.parameters(), lr=0.0)
         opt_d.zero_grad = lambda set_to_none=True: None  # the grads of the step stay readable
         torch.manual_seed(1)
-        row = G.munit_step(MunitPass(model, True), disc, (opt_g, opt_d), x, {**MP, "gan": gan}, model.style_dim)
+        row = G.munit_step(
+            MunitPass(model, True), disc, (opt_g, opt_d), x, MP.model_copy(update={"gan": gan}), model.style_dim
+        )
         grads[gan] = torch.cat([p.grad.flatten() for p in disc.parameters()])
         assert float(row["loss_d"]) > 0
     torch.testing.assert_close(grads[0.5], 0.5 * grads[1.0])
@@ -113,7 +117,9 @@ def test_augment_records_keep_label_and_provenance(tiny_data):
 
 
 def test_lr_schedule_warms_up_then_steps_down():
-    cp = {"lr": 0.1, "epochs": 10, "warmup_epochs": 2, "decay_epochs": [5, 8], "decay": 0.1}
+    cp = parse_params(
+        tiny_raw(classify={"lr": 0.1, "epochs": 10, "warmup_epochs": 2, "decay_epochs": [5, 8], "decay": 0.1})
+    ).classify
     lr = C.schedule(cp, steps=10)
     assert lr(0) == pytest.approx(0.005)
     assert lr(19) == pytest.approx(0.1)
@@ -133,7 +139,7 @@ def test_drs_order_is_balanced_and_erm_order_is_a_permutation():
 
 def test_batches_per_method(tiny_data):
     params = parse_params(tiny_raw())
-    cp = params.classify.model_dump()
+    cp = params.classify
     data = C.load_train(tiny_data)
     idx = torch.arange(8)
 
@@ -145,9 +151,9 @@ def test_batches_per_method(tiny_data):
     oracle_x, _ = C.make_batch(idx, data, "oracle", False, cp, "rot", None, g())
     assert not torch.equal(oracle_x, erm_x)  # a fresh draw, not the stored one
     aug = (torch.full((5, 1, 16, 16), 0.5), torch.full((5,), 9))
-    git_x, git_y = C.make_batch(idx, data, "git", True, {**cp, "gen_frac": 0.5}, "rot", aug, g())
+    git_x, git_y = C.make_batch(idx, data, "git", True, cp.model_copy(update={"gen_frac": 0.5}), "rot", aug, g())
     assert int((git_y == 9).sum()) >= 4 and int((git_x.flatten(1) == 0.5).all(1).sum()) == 4
-    early_x, _ = C.make_batch(idx, data, "git", False, {**cp, "gen_frac": 0.5}, "rot", aug, g())
+    early_x, _ = C.make_batch(idx, data, "git", False, cp.model_copy(update={"gen_frac": 0.5}), "rot", aug, g())
     assert torch.equal(early_x, erm_x)  # no mixing before the first decay
 
 

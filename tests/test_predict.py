@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
@@ -36,12 +37,8 @@ def translator_file(path, task: str, seeds=(0, 1)):
             "G": DomainGenerator(ResNet18(4, 3), fwd, 4).state_dict(),
             "F": DomainGenerator(ResNet18(4, 3), back, 4).state_dict(),
         }
-        config = {
-            "task": task,
-            "gan": "cyclegan",
-            "translate": {"seed": seed, "decoder_width": 4, "crop_size": 16},
-            "backbone_spec": spec,
-        }
+        config = SimpleNamespace(task=task, gan="cyclegan", seed=seed, backbone_spec=spec,
+                                 translate=SimpleNamespace(decoder_width=4, crop_size=16))  # fmt: skip
         runs.append((config, {"models": models}))
     save_translator(path, runs, "scratch")
     return path
@@ -202,7 +199,7 @@ def test_stage_models_are_mlflow_models_that_predict_loads_by_uri(tmp_path, imag
 
 def model_files(root, params) -> dict[str, object]:
     """One small model file of every kind, in the layout its stage writes."""
-    from pipeline.ace import ace_spec, save_ace
+    from pipeline.ace import save_ace
     from pipeline.models.ace import build as build_ace
     from pipeline.models.munit import MUNIT
 
@@ -218,7 +215,7 @@ def model_files(root, params) -> dict[str, object]:
         root / "ace.pt",
         params,
         backbone,
-        {0: {"ace": build_ace(ace_spec(params, 0), ResNet18(4, 3))[0].state_dict()}},
+        {0: {"ace": build_ace(params.ace, ResNet18(4, 3))[0].state_dict()}},
         "zero_shot",
     )
     return {"backbone": root / "backbone.pt", "colorizer": translator_file(root / "colorize.pt", "colorize"),

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.config import PretrainParams, parse_params
 from pipeline.data.augment import PhotoBank
 from pipeline.metrics.knn import bootstrap_gain, chance_level, knn_predict
 from pipeline.models.features import knn_probe, with_data_statistics
@@ -11,6 +12,8 @@ from pipeline.models.resnet import ResNet18
 from pipeline.pretrain import make_views, z_std
 from pipeline.ssl.simsiam import SimSiam, negative_cosine, simsiam_loss
 from pipeline.ssl.swav import Swav, sinkhorn, swapped_prediction_loss
+
+from .conftest import tiny_raw
 
 
 @pytest.mark.parametrize(("size", "channels"), [(32, 3), (16, 1)])
@@ -117,17 +120,11 @@ def test_knn_probe_and_bootstrap():
 def test_views_are_fresh_and_seeded():
     photos = [np.random.default_rng(i).integers(0, 256, (60, 80, 3), dtype=np.uint8) for i in range(3)]
     bank = PhotoBank(photos, torch.device("cpu"))
-    pre = {
-        "instance_scale": [0.2, 0.5],
-        "crop_size": 16,
-        "scale": [0.2, 1.0],
-        "color_jitter": 0.4,
-        "grayscale_p": 0.2,
-        "channels": 3,
-    }
-    swav = {"small_crop_size": 8, "small_scale": [0.05, 0.3], "n_small_crops": 2}
+    params = parse_params(tiny_raw(pretrain={"instance_scale": [0.2, 0.5], "crop_size": 16, "scale": [0.2, 1.0]},
+                                   swav={"small_crop_size": 8, "small_scale": [0.05, 0.3], "n_small_crops": 2}))  # fmt: skip
+    pre, swav = params.pretrain, params.swav
 
-    def views(seed: int, method: str = "swav", p: dict = pre) -> list[torch.Tensor]:
+    def views(seed: int, method: str = "swav", p: PretrainParams = pre) -> list[torch.Tensor]:
         return make_views(bank, 5, method, p, swav, torch.Generator().manual_seed(seed))
 
     a, b, c = views(0), views(0), views(1)
@@ -135,7 +132,7 @@ def test_views_are_fresh_and_seeded():
     assert all(torch.equal(u, v) for u, v in zip(a, b))
     assert not torch.equal(a[0], c[0]) and not torch.equal(a[0], a[1])  # fresh per draw, two different views
     assert all(0 <= v.min() and v.max() <= 1 for v in a)
-    grey = views(0, "simsiam", {**pre, "channels": 1})
+    grey = views(0, "simsiam", pre.model_copy(update={"channels": 1}))
     assert [tuple(v.shape) for v in grey] == [(5, 1, 16, 16)] * 2
 
 

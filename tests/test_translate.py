@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -202,12 +203,12 @@ def test_cgan_steps_fit_a_fixed_batch(tiny_data):
     _, cfg = _tiny_config("colorize", "cgan", tiny_data, lr=1e-3)
     torch.manual_seed(0)
     m = T.build_models(cfg, ResNet18(4, 3))
-    opt_g = T.generator_optimizer([m["G"]], cfg["translate"])
+    opt_g = T.generator_optimizer([m["G"]], cfg.translate)
     opt_d = torch.optim.Adam(m["D"].parameters(), lr=2e-4, betas=(0.5, 0.999))
-    data = D.load_domains(cfg)
+    data = D.load_domains(cfg.data_root, cfg.task, cfg.train_fraction, cfg.seed)
     x, y = data["X"][:4], data["Y"][:4]
     assert torch.equal(x[:, 0], y[:, 0]) and float(x[:, 1:].abs().max()) == 0  # grey input, same L
-    losses = [cgan_step(m, (opt_g, opt_d), x, y, cfg)["loss_l1"] for _ in range(40)]
+    losses = [cgan_step(m, (opt_g, opt_d), x, y, cfg.colorize)["loss_l1"] for _ in range(40)]
     assert losses[-1] < 0.75 * losses[0]
     out = m["G"](x)
     assert torch.equal(out[:, :1], x[:, :1])  # the colorizer keeps L
@@ -216,18 +217,18 @@ def test_cgan_steps_fit_a_fixed_batch(tiny_data):
 def test_cyclegan_step_updates_both_generators_and_frozen_encoder_stays(tiny_data):
     _, cfg = _tiny_config("stylize", "cyclegan", tiny_data, freeze_encoder_epochs=1)
     m = T.build_models(cfg, ResNet18(4, 3))
-    opt_g = T.generator_optimizer([m["G"], m["F"]], cfg["translate"])
+    opt_g = T.generator_optimizer([m["G"], m["F"]], cfg.translate)
     opt_d = torch.optim.Adam([p for k in ("D_X", "D_Y") for p in m[k].parameters()], lr=2e-4)
-    T.set_lrs(opt_g, opt_d, 0, cfg["translate"])
+    T.set_lrs(opt_g, opt_d, 0, cfg.translate)
     enc_before = [p.clone() for p in m["G"].unet.encoder.parameters()]
     dec_before = [p.clone() for p in m["F"].unet.out.parameters()]
-    data = D.load_domains(cfg)
+    data = D.load_domains(cfg.data_root, cfg.task, cfg.train_fraction, cfg.seed)
     pools = {"X": ImagePool(2), "Y": ImagePool(2)}
-    row = cyclegan_step(m, (opt_g, opt_d), data["X"][:2], data["Y"][:2], cfg, pools)
+    row = cyclegan_step(m, (opt_g, opt_d), data["X"][:2], data["Y"][:2], cfg.cyclegan, pools)
     assert {"loss_cycle", "loss_idt", "loss_gan", "loss_d"} <= set(row)
     assert all(torch.equal(a, b) for a, b in zip(enc_before, m["G"].unet.encoder.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(dec_before, m["F"].unet.out.parameters()))
-    T.set_lrs(opt_g, opt_d, 1, cfg["translate"])  # after the freeze the encoder trains
+    T.set_lrs(opt_g, opt_d, 1, cfg.translate)  # after the freeze the encoder trains
     assert {g["role"]: g["lr"] for g in opt_g.param_groups}["encoder"] > 0
 
 
@@ -239,19 +240,19 @@ def test_generator_steps_compute_no_discriminator_gradient(tiny_data):
         _, cfg = _tiny_config("colorize", gan, tiny_data)
         m = T.build_models(cfg, ResNet18(4, 3))
         gens = [m[k] for k in ("G", "F") if k in m]
-        opt_g = T.generator_optimizer(gens, cfg["translate"])
+        opt_g = T.generator_optimizer(gens, cfg.translate)
         opt_d = torch.optim.Adam([p for k in discs for p in m[k].parameters()], lr=2e-4)
         grads = {}
         for k in discs:
             for i, p in enumerate(m[k].parameters()):
                 p.register_hook(lambda g, key=(k, i), seen=grads: seen.__setitem__(key, seen.get(key, 0) + 1))
-        data = D.load_domains(cfg)
+        data = D.load_domains(cfg.data_root, cfg.task, cfg.train_fraction, cfg.seed)
         x, y = data["X"][:2], data["Y"][:2]
         for _ in range(2):
             if gan == "cgan":
-                cgan_step(m, (opt_g, opt_d), x, y, cfg)
+                cgan_step(m, (opt_g, opt_d), x, y, cfg.colorize)
             else:
-                cyclegan_step(m, (opt_g, opt_d), x, y, cfg, {"X": ImagePool(2), "Y": ImagePool(2)})
+                cyclegan_step(m, (opt_g, opt_d), x, y, cfg.cyclegan, {"X": ImagePool(2), "Y": ImagePool(2)})
         assert grads and set(grads.values()) == {2}, (gan, grads)
         assert all(p.requires_grad for k in discs for p in m[k].parameters())  # trainable again after G's step
 
@@ -262,8 +263,8 @@ def test_the_cyclegan_pool_lives_for_the_run_and_a_resumed_run_repeats_it(tiny_d
     for the run it serves about a quarter from its history. Every rank's pool is in the checkpoint,
     so a run resumed after epoch 2 ends bit for bit as the uninterrupted one."""
     _, cfg = _tiny_config("colorize", "cyclegan", tiny_data, epochs=4, steps_per_epoch=25)
-    cfg["cyclegan"]["batch_size"] = 1
-    assert cfg["cyclegan"]["pool_size"] == 50
+    cfg = dataclasses.replace(cfg, cyclegan=cfg.cyclegan.model_copy(update={"batch_size": 1}))
+    assert cfg.cyclegan.pool_size == 50
     session = distributed.PlainSession(keep_all=True)
     full = distributed.run_plain(T.train_loop, cfg, session=session)
     shares = [row["pool_history_share"] for row in full["history"]]
@@ -277,7 +278,7 @@ def test_the_cyclegan_pool_lives_for_the_run_and_a_resumed_run_repeats_it(tiny_d
 
 def test_stylizers_are_served_as_the_moving_average_of_their_weights_and_a_resumed_run_repeats_it(tiny_data):
     _, cfg = _tiny_config("stylize", "cyclegan", tiny_data, epochs=2)
-    assert cfg["ema_decay"] == 0.98
+    assert cfg.ema_decay == 0.98
     session = distributed.PlainSession(keep_all=True)
     full = distributed.run_plain(T.train_loop, cfg, session=session)
     served = T.served_weights(full)
@@ -300,7 +301,7 @@ def test_stylizers_are_served_as_the_moving_average_of_their_weights_and_a_resum
     no_average = T.job_config(
         parse_params(tiny_raw(stylize={"ema_decay": 0})), "stylize", "scratch", "cyclegan", tiny_data, ResNet18(4, 3)
     )
-    assert "ema_decay" not in no_average
+    assert no_average.ema_decay == 0
 
 
 def test_train_subset_is_seeded_and_disjoint_from_validation():
@@ -329,7 +330,7 @@ def test_unknown_encoder_is_one_line():
 def test_colorizers_start_near_ab0_and_stylizers_far_from_the_identity(tiny_data):
     _, cfg = _tiny_config("colorize", "cyclegan", tiny_data)
     m = T.build_models(cfg, ResNet18(4, 3))
-    data = D.load_domains(cfg)
+    data = D.load_domains(cfg.data_root, cfg.task, cfg.train_fraction, cfg.seed)
     x = data["X"][:3]
     with torch.no_grad():
         assert torch.equal(m["G"](x)[:, :1], x[:, :1])  # the colorizer keeps L ...
@@ -340,7 +341,7 @@ def test_colorizers_start_near_ab0_and_stylizers_far_from_the_identity(tiny_data
         assert (
             float((g(x) - x).abs().mean()) > 0.1
         )  # a random image, as CycleGAN starts: not the identity, a lasso trap
-    assert cfg["translate"]["steps_per_epoch"] == 2  # stylize.steps_per_epoch overrides the shared budget
+    assert cfg.translate.steps_per_epoch == 2  # stylize.steps_per_epoch overrides the shared budget
 
 
 def test_the_palette_oracle_beats_the_identity_and_neutral_settings_are_the_identity(tiny_data, tiny_params):
@@ -360,10 +361,9 @@ def test_the_palette_oracle_beats_the_identity_and_neutral_settings_are_the_iden
 def test_job_config_carries_one_seed():
     params = parse_params(tiny_raw())
     bb = ResNet18(params.pretrain.width, 3)
-    assert T.job_config(params, "colorize", "scratch", "cgan", "data", bb)["translate"]["seed"] == 0
+    assert T.job_config(params, "colorize", "scratch", "cgan", "data", bb).seed == 0
     cfg = T.job_config(params, "colorize", "scratch", "cgan", "data", bb, seed=1)
-    assert cfg["translate"]["seed"] == 1 and "seeds" not in cfg["translate"]
-    assert cfg["translate"]["steps_per_epoch"] == params.translate.steps_per_epoch
+    assert cfg.seed == 1 and cfg.translate.steps_per_epoch == params.translate.steps_per_epoch
 
 
 def test_stylize_overrides_the_cyclegan_batch_and_steps_colorize_keeps_them():
@@ -373,13 +373,13 @@ def test_stylize_overrides_the_cyclegan_batch_and_steps_colorize_keeps_them():
     bb = ResNet18(params.pretrain.width, 3)
     sty = T.job_config(params, "stylize", "scratch", "cyclegan", "data", bb)
     col = T.job_config(params, "colorize", "scratch", "cyclegan", "data", bb)
-    assert (sty["cyclegan"]["batch_size"], sty["translate"]["steps_per_epoch"]) == (6, 3)
-    assert (col["cyclegan"]["batch_size"], col["translate"]["steps_per_epoch"]) == (
+    assert (sty.batch_size, sty.cyclegan.batch_size, sty.translate.steps_per_epoch) == (6, 6, 3)
+    assert (col.cyclegan.batch_size, col.translate.steps_per_epoch) == (
         params.cyclegan.batch_size,
         params.translate.steps_per_epoch,
     )
     assert params.cyclegan.batch_size != 6 and params.translate.steps_per_epoch != 3
-    assert sty["precise_bn"] and "precise_bn" not in col  # colorize keeps the momentum estimate
+    assert sty.precise_bn and not col.precise_bn  # colorize keeps the momentum estimate
 
 
 def test_stylizer_guard_stops_a_generator_that_returns_its_input(tiny_data):

@@ -10,7 +10,6 @@ This package's namespace carries what the stages call.
 from pipeline.ace.evaluate import evaluate_zero_shot, labels, markdown
 from pipeline.ace.training import (
     ACE,
-    ace_spec,
     adain_transfer,
     adaptive_instance_augmentation,
     autoencoder_step,
@@ -34,7 +33,7 @@ from pipeline.ace.training import (
     translate,
 )
 
-__all__ = ["ACE", "ace_spec", "adain_transfer", "adaptive_instance_augmentation", "autoencoder_step", "best_style_per_image", "build",
+__all__ = ["ACE", "adain_transfer", "adaptive_instance_augmentation", "autoencoder_step", "best_style_per_image", "build",
            "content_similarity", "content_std", "contrastive_step", "domain_style", "evaluate_zero_shot", "finetune_step", "frozen_call",
            "job_config", "labels", "load_ace", "load_exemplars", "markdown", "pick_exemplars", "reconstruct", "save_ace", "style_diversity",
            "train", "train_loop", "translate"]  # fmt: skip

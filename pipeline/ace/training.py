@@ -24,6 +24,7 @@ Images are (N, 3, H, W) RGB in [0, 1].
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +36,14 @@ from torch.func import functional_call
 
 from pipeline import distributed, storage
 from pipeline.collectives import average_gradients
-from pipeline.config import Params
+from pipeline.config import AceFinetuneParams, AceParams, Params
 from pipeline.data.augment import crop_flip
 from pipeline.data.shards import read_images
 from pipeline.data.sources import BadImages, load_folder
 from pipeline.data.transforms import to_tensor
 from pipeline.errors import UserError
 from pipeline.fingerprint import run_name
-from pipeline.io import load_torch, save_torch, state_digest
+from pipeline.io import load_torch, save_torch
 from pipeline.loop import Bundle, TrainingRun, seed_for
 from pipeline.metrics.image import l1
 from pipeline.models import evaluating
@@ -134,9 +135,7 @@ def own_codes(ace: ACE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return c, ace.style_of(f)
 
 
-def autoencoder_step(
-    ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, w: dict[str, Any]
-) -> dict[str, torch.Tensor]:
+def autoencoder_step(ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, w: AceParams) -> dict[str, torch.Tensor]:
     """Reconstruction + latent consistency of x decoded with another image's style + GAN, C frozen."""
     opt_ae, opt_d = opts
     c, s = own_codes(ace, x)
@@ -146,7 +145,7 @@ def autoencoder_step(
     l_content, l_style = latent_losses(ace, swap, c, s_other)
     fakes = torch.cat([rec, swap])
     l_gan = adversarial_loss(disc(fakes), True, "lsgan")
-    loss = w["recon"] * l_rec + w["content"] * l_content + w["style"] * l_style + w["gan"] * l_gan
+    loss = w.recon * l_rec + w.content * l_content + w.style * l_style + w.gan * l_gan
     generator_update(ace, opt_ae, loss)
     l_d = discriminator_update(disc, opt_d, x, fakes)
     return {
@@ -162,7 +161,7 @@ def autoencoder_step(
 
 
 def finetune_step(
-    ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, y: torch.Tensor, w: dict[str, Any], recon: float = 0.0
+    ace: ACE, disc: nn.Module, opts: tuple, x: torch.Tensor, y: torch.Tensor, w: AceParams, recon: float = 0.0
 ) -> dict[str, torch.Tensor]:
     """Paper section 4.5: content of source ``x``, style of target ``y``; latent consistency + GAN only.
 
@@ -175,7 +174,7 @@ def finetune_step(
     out = ace.decode(c, s)
     l_content, l_style = latent_losses(ace, out, c, s.detach())
     l_gan = adversarial_loss(disc(out), True, "lsgan")
-    loss = w["content"] * l_content + w["style"] * l_style + w["gan"] * l_gan
+    loss = w.content * l_content + w.style * l_style + w.gan * l_gan
     row = {}
     if recon > 0:
         both = torch.cat([x, y])
@@ -337,64 +336,78 @@ def load_exemplars(path: str | Path, split: str = "train") -> torch.Tensor:
 # ----------------------------------------------------------------------------- Ray Train loop
 
 
-def train_loop(config: dict[str, Any], session: distributed.Session) -> None:
+def train_loop(config: AceJob, session: distributed.Session) -> None:
     """Per-worker loop (Ray Train) of ``ace`` (mode pretrain) or ``ace_finetune`` (mode finetune);
     checkpoints every epoch and resumes from the last."""
-    ac, mode = config["ace"], config["mode"]
-    run_params = ac if mode == "pretrain" else {**ac, **config["finetune"]}
-    w = session.worker(config["cpus_per_worker"])
-    backbone = ResNet18(config["backbone_spec"]["width"], config["backbone_spec"]["in_channels"])
-    backbone.load_state_dict(config["backbone_state"])
-    torch.manual_seed(
-        ac["seed"]
-    )  # every rank builds the same initial weights (gradients are averaged, not DDP-broadcast)
+    ac, mode, seed = config.ace, config.mode, config.seed
+    budget = ac if mode == "pretrain" else config.finetune  # batch_size, epochs, steps_per_epoch, lr
+    w = session.worker(config.cpus_per_worker)
+    backbone = ResNet18(config.backbone_spec["width"], config.backbone_spec["in_channels"])
+    backbone.load_state_dict(config.backbone_state)
+    torch.manual_seed(seed)  # every rank builds the same initial weights (gradients are averaged, not DDP-broadcast)
     ace, disc = build(ac, backbone)
     if mode == "finetune":
-        ace.load_state_dict(config["init_state"])
+        ace.load_state_dict(config.init_state)
     ace, disc = ace.to(w.device), disc.to(w.device)
-    betas = tuple(ac["betas"])
-    opt_c = torch.optim.Adam(ace.contrastive_parameters(), lr=run_params["lr"], betas=betas)
-    opt_ae = torch.optim.Adam(ace.autoencoder_parameters(), lr=run_params["lr"], betas=betas)
-    opt_d = torch.optim.Adam(disc.parameters(), lr=run_params["lr"], betas=betas)
+    betas = tuple(ac.betas)
+    opt_c = torch.optim.Adam(ace.contrastive_parameters(), lr=budget.lr, betas=betas)
+    opt_ae = torch.optim.Adam(ace.autoencoder_parameters(), lr=budget.lr, betas=betas)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=budget.lr, betas=betas)
     opts = Bundle({"c": opt_c, "ae": opt_ae, "d": opt_d})
-    run = TrainingRun(w, run_params["epochs"], f"ace {mode}", profile=config.get("profile", False))
+    run = TrainingRun(w, budget.epochs, f"ace {mode}", profile=config.profile)
     run.restore(ace=ace, disc=disc, opts=opts)
 
-    x_train, x_val = load_photos(config["data_root"])
+    x_train, x_val = load_photos(config.data_root)
     x_train = x_train.to(w.device)
-    y_train = load_exemplars(storage.join(config["data_root"], "painting")).to(w.device) if mode == "finetune" else None
-    batch = max(2, run_params["batch_size"] // w.world_size)
-    crop = ac["crop_size"]
+    y_train = load_exemplars(storage.join(config.data_root, "painting")).to(w.device) if mode == "finetune" else None
+    batch = max(2, budget.batch_size // w.world_size)
+    crop = ac.crop_size
     for epoch in run.epochs():
-        g = run.generator(ac["seed"], epoch, mode == "finetune")
-        torch.manual_seed(seed_for(ac["seed"], epoch, mode == "finetune", w.rank))
+        g = run.generator(seed, epoch, mode == "finetune")
+        torch.manual_seed(seed_for(seed, epoch, mode == "finetune", w.rank))
         ace.train()
         disc.train()
-        for _ in range(run_params["steps_per_epoch"]):
+        for _ in range(budget.steps_per_epoch):
             with run.data():
                 x = crop_flip(x_train[torch.randint(len(x_train), (batch,), generator=g, device=w.device)], crop, g)
                 if mode == "finetune":
                     y = crop_flip(y_train[torch.randint(len(y_train), (batch,), generator=g, device=w.device)], crop, g)
             if mode == "pretrain":
-                run.meter.add(contrastive_step(ace, opt_c, x, ac["contrastive"], g))
+                run.meter.add(contrastive_step(ace, opt_c, x, ac.contrastive, g))
                 run.meter.add(autoencoder_step(ace, disc, (opt_ae, opt_d), x, ac))
             else:
-                run.meter.add(finetune_step(ace, disc, (opt_ae, opt_d), x, y, ac, config["finetune"]["recon"]))
-        row = run.summary(epoch, run_params["steps_per_epoch"], run_params["steps_per_epoch"] * batch)
+                run.meter.add(finetune_step(ace, disc, (opt_ae, opt_d), x, y, ac, config.finetune.recon))
+        row = run.summary(epoch, budget.steps_per_epoch, budget.steps_per_epoch * batch)
         if w.is_main:
-            cpu = build(ac, ResNet18(**{k: config["backbone_spec"][k] for k in ("width", "in_channels")}))[0]
+            cpu = build(ac, ResNet18(config.backbone_spec["width"], config.backbone_spec["in_channels"]))[0]
             cpu.load_state_dict({k: v.detach().cpu() for k, v in ace.state_dict().items()})
             cpu.eval()
             val = x_val[:32]
             with torch.no_grad():
                 row["val_recon_l1"] = l1(cpu.decode(cpu.content(val), cpu.style(val)), val)
                 row["val_content_std"] = float(content_std(cpu.content(val)))
-                styles = cpu.style(val[: ac["diversity_styles"]])
+                styles = cpu.style(val[: ac.diversity_styles])
             row["style_diversity"] = style_diversity(cpu, val[:16], styles)
         run.report(row, tuple(k for k in row if k.startswith(("loss", "val", "style"))), ace=ace, disc=disc, opts=opts)
 
 
 # ----------------------------------------------------------------------------- driver side
+
+
+@dataclass(frozen=True)
+class AceJob:
+    """What each ACE worker receives for one seed; the weights travel in it (no shared disk needed)."""
+
+    mode: str  # pretrain (stage ace) | finetune (stage ace_finetune)
+    data_root: str
+    seed: int
+    ace: AceParams
+    finetune: AceFinetuneParams  # the fine-tuning's budget and weights (mode finetune)
+    backbone_spec: dict[str, Any]
+    backbone_state: dict[str, torch.Tensor]
+    init_state: dict[str, torch.Tensor] | None  # the pretrained ACE a fine-tuning starts from
+    cpus_per_worker: float
+    profile: bool = False  # the step profile's timings (see TrainingRun)
 
 
 def job_config(
@@ -404,36 +417,24 @@ def job_config(
     backbone: ResNet18,
     init_state: dict[str, Any] | None = None,
     seed: int | None = None,
-) -> dict[str, Any]:
-    """The dict each worker receives for one seed (default: the first of ``ace.seeds``); the weights
-    travel in it (no shared disk needed for them)."""
-    photos, _, _ = read_images(Path(data_root) / "photos", "train")  # one-line errors here, not in a worker
+) -> AceJob:
+    """The job of one seed (default: the first of ``ace.seeds``), after one-line checks of the data."""
+    photos, _, _ = read_images(Path(data_root) / "photos", "train")
     if min(min(p.shape[:2]) for p in photos) < params.ace.crop_size:
         raise UserError(f"ace.crop_size={params.ace.crop_size} is larger than the photo patches: lower it")
     if mode == "finetune":
         load_exemplars(Path(data_root) / "painting")
-    return {
-        "mode": mode,
-        "data_root": storage.publish_data(data_root, ["photos", "painting"] if mode == "finetune" else ["photos"]),
-        "ace": ace_spec(params, params.ace.seeds[0] if seed is None else seed),
-        "finetune": params.ace_finetune.model_dump(),
-        "backbone_spec": backbone.spec(),
-        "backbone_state": backbone.state_dict(),
-        "init_state": init_state,
-        "cpus_per_worker": params.distributed.cpus_per_worker,
-    }
-
-
-def run_key(config: dict[str, Any]) -> dict[str, Any]:
-    """What names a run: the config with every weight tensor replaced by its digest."""
-    init = config["init_state"]
-    return {**{k: v for k, v in config.items() if k not in ("backbone_state", "init_state")},
-            "backbone_sha": state_digest(config["backbone_state"]), "init_sha": None if init is None else state_digest(init)}  # fmt: skip
-
-
-def ace_spec(params: Params, seed: int) -> dict[str, Any]:
-    """The ``ace`` params of one model: ``seeds`` replaced by its ``seed``."""
-    return {**params.ace.model_dump(exclude={"seeds"}), "seed": seed}
+    return AceJob(
+        mode=mode,
+        data_root=storage.publish_data(data_root, ["photos", "painting"] if mode == "finetune" else ["photos"]),
+        seed=params.ace.seeds[0] if seed is None else seed,
+        ace=params.ace,
+        finetune=params.ace_finetune,
+        backbone_spec=backbone.spec(),
+        backbone_state=backbone.state_dict(),
+        init_state=init_state,
+        cpus_per_worker=params.distributed.cpus_per_worker,
+    )
 
 
 def train(
@@ -452,21 +453,19 @@ def train(
         raise UserError(
             f"ace_finetune: the ACE to start from has no model of seed {missing[0]} (it has {sorted(init_states)}): rerun `dvc repro ace`"
         )
-    configs = [
+    jobs = [
         job_config(params, mode, data_root, backbone, None if init_states is None else init_states[seed], seed)
         for seed in params.ace.seeds
     ]
-    name = run_name(
-        f"ace_{mode}", {"seeds": [run_key(c) for c in configs]}, train_loop, [Path(data_root) / s for s in sets]
-    )
-    return dict(zip(params.ace.seeds, distributed.fit_seeds(train_loop, configs, params.distributed, name, storage)))
+    name = run_name(f"ace_{mode}", {"seeds": jobs}, train_loop, [Path(data_root) / s for s in sets])
+    return dict(zip(params.ace.seeds, distributed.fit_seeds(train_loop, jobs, params.distributed, name, storage)))
 
 
 def save_ace(
     path: str | Path, params: Params, backbone: ResNet18, states: dict[int, dict[str, Any]], mode: str
 ) -> None:
     """One file for the models of every seed: {seed: weights} and what rebuilds them."""
-    save_torch(path, {"seeds": {seed: st["ace"] for seed, st in states.items()}, "ace": ace_spec(params, min(states)),
+    save_torch(path, {"seeds": {seed: st["ace"] for seed, st in states.items()}, "ace": params.ace.model_dump(),
                       "backbone_spec": backbone.spec(), "encoder": params.ace.encoder, "mode": mode})  # fmt: skip
 
 
@@ -481,10 +480,11 @@ def load_ace(path: str | Path) -> dict[int, ACE]:
     if "seeds" not in ckpt:
         raise UserError(f"{path}: not an ACE file of this version (no per-seed models): rerun `dvc repro ace`")
     backbone = ResNet18(ckpt["backbone_spec"]["width"], ckpt["backbone_spec"]["in_channels"])
-    return {int(seed): from_state(ckpt["ace"], backbone, sd) for seed, sd in sorted(ckpt["seeds"].items())}
+    ac = AceParams.model_validate(ckpt["ace"])
+    return {int(seed): from_state(ac, backbone, sd) for seed, sd in sorted(ckpt["seeds"].items())}
 
 
-def from_state(ac: dict[str, Any], backbone: ResNet18, state_dict: dict[str, torch.Tensor]) -> ACE:
+def from_state(ac: AceParams, backbone: ResNet18, state_dict: dict[str, torch.Tensor]) -> ACE:
     """An ACE model of params ``ac`` on ``backbone`` with trained weights ``state_dict``, in eval mode."""
     ace, _ = build(ac, backbone)
     ace.load_state_dict(state_dict)

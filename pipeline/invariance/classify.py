@@ -12,6 +12,7 @@ Images are (N, 1, H, W) in [0, 1] here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import distributed, storage
-from pipeline.config import Params
+from pipeline.config import ClassifyParams, Params
 from pipeline.data.augment import apply_nuisances, balanced_draw, draw_nuisances
 from pipeline.data.shards import decode_png, read_images, read_table
 from pipeline.data.transforms import apply_nuisance, draw_nuisance, to_tensor
@@ -35,10 +36,10 @@ METHODS = ("erm", "drs", "git", "oracle")
 NUM_CLASSES = 10
 
 
-def schedule(cp: dict[str, Any], steps: int) -> Schedule:
+def schedule(cp: ClassifyParams, steps: int) -> Schedule:
     """Linear warm-up over ``warmup_epochs``, then x ``decay`` at each of ``decay_epochs`` (by step)."""
-    return Schedule(cp["lr"], cp["epochs"] * steps, cp["warmup_epochs"] * steps, "step", milestones=tuple(d * steps for d in cp["decay_epochs"]),
-                    gamma=cp["decay"])  # fmt: skip
+    return Schedule(cp.lr, cp.epochs * steps, cp.warmup_epochs * steps, "step", milestones=tuple(d * steps for d in cp.decay_epochs),
+                    gamma=cp.decay)  # fmt: skip
 
 
 def check_classes(labels: np.ndarray, where: str) -> None:
@@ -82,7 +83,7 @@ def epoch_order(labels: torch.Tensor, balanced: bool, g: torch.Generator) -> tor
 
 
 def make_batch(
-    idx: torch.Tensor, data: dict[str, Any], method: str, mixing: bool, cp: dict[str, Any], transform: str,
+    idx: torch.Tensor, data: dict[str, Any], method: str, mixing: bool, cp: ClassifyParams, transform: str,
     aug: tuple[torch.Tensor, torch.Tensor] | None, g: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Images (B, 1, H, W) and labels (B,) of one (per-worker) batch for ``method``, on the data's device;
@@ -93,7 +94,7 @@ def make_batch(
         x = data["x"][idx]
     y = data["y"][idx]
     if method == "git" and mixing and aug is not None and len(aug[0]):
-        n_gen = int(round(cp["gen_frac"] * len(idx)))
+        n_gen = int(round(cp.gen_frac * len(idx)))
         slots = torch.randperm(len(idx), generator=g, device=g.device)[:n_gen]
         picks = torch.randint(len(aug[0]), (n_gen,), generator=g, device=g.device)
         x[slots], y[slots] = aug[0][picks], aug[1][picks]
@@ -111,37 +112,35 @@ def fresh_nuisance_accuracy(model: torch.nn.Module, data: dict[str, Any], transf
     return balanced_accuracy(data["y"].cpu().numpy(), pred)
 
 
-def train_loop(config: dict[str, Any], session: distributed.Session) -> None:
+def train_loop(config: ClassifyJob, session: distributed.Session) -> None:
     """Per-worker loop: one classifier per seed, one after the other (the run's epochs are the
     seeds' epochs end to end); checkpoints every ``checkpoint_every`` epochs and at the end of
     each seed, and resumes from the last one."""
-    cp, method = config["classify"], config["method"]
-    w = session.worker(config["cpus_per_worker"])
-    data = {k: v.to(w.device) for k, v in load_train(config["data_root"]).items()}
-    aug = tuple(t.to(w.device) for t in load_augmented(config["augment_root"])) if method == "git" else None
+    cp, method = config.classify, config.method
+    w = session.worker(config.cpus_per_worker)
+    data = {k: v.to(w.device) for k, v in load_train(config.data_root).items()}
+    aug = tuple(t.to(w.device) for t in load_augmented(config.augment_root)) if method == "git" else None
     labels = data["y"].cpu()
-    steps = max(1, len(labels) // cp["batch_size"])  # full batches only: every rank takes every step
-    per_worker = max(1, cp["batch_size"] // w.world_size)
+    steps = max(1, len(labels) // cp.batch_size)  # full batches only: every rank takes every step
+    per_worker = max(1, cp.batch_size // w.world_size)
     sched = schedule(cp, steps)
 
-    epochs = cp["epochs"]
-    run = TrainingRun(w, len(cp["seeds"]) * epochs, f"classify@{method}", profile=config.get("profile", False))
+    epochs = cp.epochs
+    run = TrainingRun(w, len(cp.seeds) * epochs, f"classify@{method}", profile=config.profile)
     done = dict(run.state["done"]) if run.resumed else {}
     model = opt = wrapped = core = None
     for run_epoch in run.epochs():
         si, epoch = divmod(run_epoch, epochs)
-        seed = cp["seeds"][si]
+        seed = cp.seeds[si]
         if epoch == 0 or model is None:
             torch.manual_seed(seed)
-            model = ResNet20(NUM_CLASSES, 1, cp["width"])
-            opt = torch.optim.SGD(
-                model.parameters(), lr=cp["lr"], momentum=cp["momentum"], weight_decay=cp["weight_decay"]
-            )
+            model = ResNet20(NUM_CLASSES, 1, cp.width)
+            opt = torch.optim.SGD(model.parameters(), lr=cp.lr, momentum=cp.momentum, weight_decay=cp.weight_decay)
             if epoch > 0:  # resumed in the middle of this seed
                 run.restore(model=model, optimizer=opt)
             wrapped = distributed.prepare_model(model, w)
             core = distributed.unwrap(wrapped)
-        late = epoch >= cp["decay_epochs"][0]
+        late = epoch >= cp.decay_epochs[0]
         order = epoch_order(
             labels, method == "drs" and late, torch.Generator().manual_seed(seed_for(seed, epoch))
         )  # same on every rank
@@ -150,10 +149,10 @@ def train_loop(config: dict[str, Any], session: distributed.Session) -> None:
         for step in range(steps):
             lr = sched.apply(opt, epoch * steps + step)
             with run.data():
-                chunk = order[step * cp["batch_size"] : (step + 1) * cp["batch_size"]]
+                chunk = order[step * cp.batch_size : (step + 1) * cp.batch_size]
                 mine = chunk[w.rank :: w.world_size][:per_worker].to(w.device)
-                x, y = make_batch(mine, data, method, late, cp, config["transform"], aug, g)
-            with distributed.autocast(w, config["mixed_precision"]):
+                x, y = make_batch(mine, data, method, late, cp, config.transform, aug, g)
+            with distributed.autocast(w, config.mixed_precision):
                 logits = wrapped(x)
                 loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
@@ -171,44 +170,55 @@ def train_loop(config: dict[str, Any], session: distributed.Session) -> None:
                 f"[classify@{method}] seed {seed} done: loss {row['loss']:.3f} train_acc {row['train_acc']:.3f}",
                 flush=True,
             )
-        if not last and (epoch + 1) % cp["checkpoint_every"]:
+        if not last and (epoch + 1) % cp.checkpoint_every:
             run.log(row)  # an epoch takes well under a second here; a checkpoint costs more than that
             continue
         if w.is_main:  # convergence on what the nuisance can do, beside the training accuracy
-            row["val_balanced_acc"] = fresh_nuisance_accuracy(core, data, config["transform"], seed)
+            row["val_balanced_acc"] = fresh_nuisance_accuracy(core, data, config.transform, seed)
         run.report(row, ("loss", "train_acc"), extra={"done": done}, model=core, optimizer=opt)
 
 
-def job_config(params: Params, method: str, data_root: str | Path, augment_root: str | Path) -> dict[str, Any]:
-    """The dict each classifier worker receives (after one-line checks of the inputs)."""
+@dataclass(frozen=True)
+class ClassifyJob:
+    """What each classifier worker receives: one classifier per seed of ``classify.seeds``."""
+
+    method: str  # one of METHODS
+    data_root: str
+    augment_root: str  # GIT's MUNIT samples
+    transform: str  # the nuisance of digits_lt
+    classify: ClassifyParams
+    cpus_per_worker: float
+    mixed_precision: bool
+    profile: bool = False  # the step profile's timings (see TrainingRun)
+
+
+def job_config(params: Params, method: str, data_root: str | Path, augment_root: str | Path) -> ClassifyJob:
+    """The classifier job of ``method`` (after one-line checks of the inputs, not in a worker)."""
     if method not in METHODS:
         raise UserError(f"unknown classifier '{method}' (allowed: {', '.join(METHODS)})")
-    load_train(data_root)  # one-line errors here, not in a worker
+    load_train(data_root)
     if method == "git":
         load_augmented(augment_root)
-    return {
-        "method": method,
-        "data_root": storage.publish_data(data_root, ["digits_lt"]),
-        "augment_root": str(
-            storage.join(
-                storage.publish_data(Path(augment_root).parent, [Path(augment_root).name]), Path(augment_root).name
-            )
-        ),
-        "transform": params.prepare.digits_lt.transform,
-        "classify": params.classify.model_dump(),
-        "cpus_per_worker": params.distributed.cpus_per_worker,
-        "mixed_precision": params.distributed.mixed_precision,
-    }
+    augment = Path(augment_root)
+    return ClassifyJob(
+        method=method,
+        data_root=storage.publish_data(data_root, ["digits_lt"]),
+        augment_root=str(storage.join(storage.publish_data(augment.parent, [augment.name]), augment.name)),
+        transform=params.prepare.digits_lt.transform,
+        classify=params.classify,
+        cpus_per_worker=params.distributed.cpus_per_worker,
+        mixed_precision=params.distributed.mixed_precision,
+    )
 
 
 def train(
     params: Params, method: str, data_root: str | Path, augment_root: str | Path, storage: str | Path
 ) -> dict[str, Any]:
     """Train ``classify.seeds`` classifiers of ``method`` through Ray Train; returns the final state."""
-    config = job_config(params, method, data_root, augment_root)
+    job = job_config(params, method, data_root, augment_root)
     inputs = [Path(data_root) / "digits_lt", *([Path(augment_root)] if method == "git" else [])]
-    name = run_name(f"classify_{method}", config, train_loop, inputs)
-    return distributed.fit(train_loop, config, params.distributed, name, storage)
+    name = run_name(f"classify_{method}", job, train_loop, inputs)
+    return distributed.fit(train_loop, job, params.distributed, name, storage)
 
 
 def models_from_state(state: dict[str, Any], width: int) -> dict[int, ResNet20]:

@@ -11,6 +11,7 @@ Images are (N, 1, H, W) in [-1, 1] here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import distributed, storage
-from pipeline.config import Params
+from pipeline.config import MunitParams, Params
 from pipeline.data.augment import balanced_draw
 from pipeline.data.shards import Record, read_images
 from pipeline.data.transforms import to_tensor
@@ -44,15 +45,15 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x[0] + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
-def build_munit(mp: dict[str, Any], channels: int = 1) -> tuple[MUNIT, PatchDiscriminator]:
-    torch.manual_seed(mp["seed"])
-    model = MUNIT(channels, mp["dim"], mp["style_dim"], mp["n_down"], mp["n_res"], mp["mlp_dim"])
-    disc = PatchDiscriminator(channels, mp["disc_width"], n_layers=3)
+def build_munit(mp: MunitParams, channels: int = 1) -> tuple[MUNIT, PatchDiscriminator]:
+    torch.manual_seed(mp.seed)
+    model = MUNIT(channels, mp.dim, mp.style_dim, mp.n_down, mp.n_res, mp.mlp_dim)
+    disc = PatchDiscriminator(channels, mp.disc_width, n_layers=3)
     return model, disc
 
 
 def munit_step(
-    gen: torch.nn.Module, disc: torch.nn.Module, opts: tuple, x: torch.Tensor, mp: dict[str, Any], style_dim: int
+    gen: torch.nn.Module, disc: torch.nn.Module, opts: tuple, x: torch.Tensor, mp: MunitParams, style_dim: int
 ) -> dict[str, torch.Tensor]:
     """One MUNIT update on a batch of one domain: D (LSGAN) on real vs restyled, then encoders + decoder.
 
@@ -65,7 +66,7 @@ def munit_step(
     out = gen(x, s_rand)
     scores = disc(torch.cat([x, out["x_fake"].detach()]))
     loss_d = (
-        mp["gan"]
+        mp.gan
         * (  # weighted as the generator's adversarial term, as NVlabs/MUNIT's gan_w
             adversarial_loss(scores[: len(x)], True, "lsgan") + adversarial_loss(scores[len(x) :], False, "lsgan")
         )
@@ -84,7 +85,7 @@ def munit_step(
     }
     if "x_cyc" in out:
         losses["cycle"] = F.l1_loss(out["x_cyc"], x)
-    loss_g = sum(mp[k] * v for k, v in losses.items())
+    loss_g = sum(getattr(mp, k) * v for k, v in losses.items())
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
@@ -167,41 +168,41 @@ def check_style_alive(figures: dict[str, Any], name: str = "augment") -> None:
         )
 
 
-def train_loop(config: dict[str, Any], session: distributed.Session) -> None:
+def train_loop(config: MunitJob, session: distributed.Session) -> None:
     """Per-worker MUNIT loop (Ray Train); checkpoints every epoch and resumes from the last."""
-    mp = config["munit"]
-    w = session.worker(config["cpus_per_worker"])
+    mp = config.munit
+    w = session.worker(config.cpus_per_worker)
     model, disc = build_munit(mp)
-    opt_g = torch.optim.Adam(model.parameters(), lr=mp["lr"], betas=tuple(mp["betas"]), weight_decay=mp["weight_decay"])
-    opt_d = torch.optim.Adam(disc.parameters(), lr=mp["lr"], betas=tuple(mp["betas"]), weight_decay=mp["weight_decay"])
+    opt_g = torch.optim.Adam(model.parameters(), lr=mp.lr, betas=tuple(mp.betas), weight_decay=mp.weight_decay)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=mp.lr, betas=tuple(mp.betas), weight_decay=mp.weight_decay)
     schedule = Schedule(
-        mp["lr"], mp["epochs"], kind="step", milestones=(mp["epochs"] // 2,), gamma=0.5
+        mp.lr, mp.epochs, kind="step", milestones=(mp.epochs // 2,), gamma=0.5
     )  # MUNIT's step decay, by epoch
-    run = TrainingRun(w, mp["epochs"], "munit", profile=config.get("profile", False))
+    run = TrainingRun(w, mp.epochs, "munit", profile=config.profile)
     run.restore(model=model, disc=disc, opt_g=opt_g, opt_d=opt_d)
-    wrapped_g = distributed.prepare_model(MunitPass(model, mp["cycle"] > 0), w)
+    wrapped_g = distributed.prepare_model(MunitPass(model, mp.cycle > 0), w)
     wrapped_d = distributed.prepare_model(disc, w)
     core = distributed.unwrap(wrapped_g).munit
 
-    x_all, labels, _ = load_digits(config["data_root"], "train")
-    monitor = x_all[balanced_draw(torch.from_numpy(labels), 32, torch.Generator().manual_seed(mp["seed"] + 7))]
+    x_all, labels, _ = load_digits(config.data_root, "train")
+    monitor = x_all[balanced_draw(torch.from_numpy(labels), 32, torch.Generator().manual_seed(mp.seed + 7))]
     x_all, labels = x_all.to(w.device), torch.from_numpy(labels).to(w.device)
-    batch = max(1, mp["batch_size"] // w.world_size)
+    batch = max(1, mp.batch_size // w.world_size)
     for epoch in run.epochs():
-        g = run.generator(mp["seed"], epoch)
-        torch.manual_seed(seed_for(mp["seed"], epoch, w.rank))
+        g = run.generator(mp.seed, epoch)
+        torch.manual_seed(seed_for(mp.seed, epoch, w.rank))
         schedule.apply(opt_d, epoch)
         lr = schedule.apply(opt_g, epoch)
-        for _ in range(mp["steps_per_epoch"]):
+        for _ in range(mp.steps_per_epoch):
             with run.data():
                 x = x_all[balanced_draw(labels, batch, g)]
-            with distributed.autocast(w, config["mixed_precision"]):
+            with distributed.autocast(w, config.mixed_precision):
                 run.meter.add(munit_step(wrapped_g, wrapped_d, (opt_g, opt_d), x, mp, model.style_dim))
-        row = run.summary(epoch, mp["steps_per_epoch"], mp["steps_per_epoch"] * batch, lr=lr)
+        row = run.summary(epoch, mp.steps_per_epoch, mp.steps_per_epoch * batch, lr=lr)
         if w.is_main:
             cpu, _ = build_munit(mp)  # a fresh copy: AdaIN keeps non-leaf tensors, which deepcopy refuses
             cpu.load_state_dict({k: v.detach().cpu() for k, v in core.state_dict().items()})
-            row["style_diversity"] = style_diversity(cpu, monitor, mp["diversity_styles"], seed=epoch)
+            row["style_diversity"] = style_diversity(cpu, monitor, mp.diversity_styles, seed=epoch)
             row["recon_l1"] = reconstruction_l1(cpu, monitor)
         run.report(
             row,
@@ -213,22 +214,33 @@ def train_loop(config: dict[str, Any], session: distributed.Session) -> None:
         )
 
 
-def job_config(params: Params, data_root: str | Path) -> dict[str, Any]:
-    """The dict each MUNIT worker receives (after a one-line check of the data, not in a worker)."""
+@dataclass(frozen=True)
+class MunitJob:
+    """What each MUNIT worker receives."""
+
+    data_root: str
+    munit: MunitParams
+    cpus_per_worker: float
+    mixed_precision: bool
+    profile: bool = False  # the step profile's timings (see TrainingRun)
+
+
+def job_config(params: Params, data_root: str | Path) -> MunitJob:
+    """The MUNIT job (after a one-line check of the data, not in a worker)."""
     load_digits(data_root, "train")
-    return {
-        "data_root": storage.publish_data(data_root, ["digits_lt"]),
-        "munit": params.munit.model_dump(),
-        "cpus_per_worker": params.distributed.cpus_per_worker,
-        "mixed_precision": params.distributed.mixed_precision,
-    }
+    return MunitJob(
+        data_root=storage.publish_data(data_root, ["digits_lt"]),
+        munit=params.munit,
+        cpus_per_worker=params.distributed.cpus_per_worker,
+        mixed_precision=params.distributed.mixed_precision,
+    )
 
 
 def train(params: Params, data_root: str | Path, storage: str | Path) -> dict[str, Any]:
     """Train MUNIT through Ray Train; returns the final state (model, history, ...)."""
-    config = job_config(params, data_root)
-    name = run_name("munit", config, train_loop, [Path(data_root) / "digits_lt"])
-    return distributed.fit(train_loop, config, params.distributed, name, storage)
+    job = job_config(params, data_root)
+    name = run_name("munit", job, train_loop, [Path(data_root) / "digits_lt"])
+    return distributed.fit(train_loop, job, params.distributed, name, storage)
 
 
 def load_munit(path: str | Path) -> MUNIT:
@@ -237,7 +249,7 @@ def load_munit(path: str | Path) -> MUNIT:
     if not path.is_file():
         raise UserError(f"{path} not found: run `dvc repro munit` first")
     ckpt = load_torch(path)
-    model, _ = build_munit(ckpt["munit"])
+    model, _ = build_munit(MunitParams.model_validate(ckpt["munit"]))
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
 

@@ -12,12 +12,11 @@ The losses and the training loop are :mod:`pipeline.ace`.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.config import AceParams
 from pipeline.errors import UserError
 from pipeline.models.gan import PatchDiscriminator
 from pipeline.models.munit import Decoder
@@ -141,6 +140,7 @@ class ACE(nn.Module):
         return (self.decoder.decode_with_params(c, params) + 1) / 2
 
 
-def build(ac: dict[str, Any], backbone: ResNet18) -> tuple[ACE, PatchDiscriminator]:
-    ace = ACE(backbone, ac["level"], ac["content_dim"], ac["n_res"], ac["style_dim"], ac["mlp_dim"])
-    return ace, spectral_discriminator(3, ac["disc_width"])
+def build(ac: AceParams, backbone: ResNet18) -> tuple[ACE, PatchDiscriminator]:
+    """An ACE of the architecture ``ac`` names on ``backbone``, and its discriminator."""
+    ace = ACE(backbone, ac.level, ac.content_dim, ac.n_res, ac.style_dim, ac.mlp_dim)
+    return ace, spectral_discriminator(3, ac.disc_width)

@@ -21,10 +21,12 @@ from pipeline.translate.evaluate import (
     evaluate_stylization,
     sample_rows,
     score_paintings,
+    score_seeds,
 )
 from pipeline.translate.training import (
     ENCODERS,
     GANS,
+    TranslateJob,
     check_inputs,
     encoder_backbone,
     generators_from_state,
@@ -34,5 +36,5 @@ from pipeline.translate.training import (
     train_loop,
 )
 
-__all__ = ["ENCODERS", "GANS", "check_inputs", "check_stylizer", "encoder_backbone", "evaluate_colorization", "evaluate_painter", "evaluate_stylization", "generators_from_state",
-           "job_config", "painted_twins", "sample_rows", "score_paintings", "served_weights", "train", "train_loop"]  # fmt: skip
+__all__ = ["ENCODERS", "GANS", "TranslateJob", "check_inputs", "check_stylizer", "encoder_backbone", "evaluate_colorization", "evaluate_painter", "evaluate_stylization", "generators_from_state",
+           "job_config", "painted_twins", "sample_rows", "score_paintings", "score_seeds", "served_weights", "train", "train_loop"]  # fmt: skip

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.config import CycleGanParams
 from pipeline.models import frozen
 from pipeline.models.gan import ImagePool, adversarial_loss
 
@@ -17,19 +16,19 @@ def cyclegan_step(
     opts: tuple,
     x: torch.Tensor,
     y: torch.Tensor,
-    cfg: dict[str, Any],
+    cg: CycleGanParams,
     pools: dict[str, ImagePool],
 ) -> dict[str, torch.Tensor]:
-    """CycleGAN: G and F with LSGAN + cycle + identity, then both discriminators on pooled fakes."""
+    """CycleGAN: G and F with LSGAN + cycle + identity, then both discriminators on pooled fakes
+    (x, y: (N, 3, H, W) of the two domains)."""
     opt_g, opt_d = opts
-    cg = cfg["cyclegan"]
     fake_y, fake_x = m["G"](x), m["F"](y)
     rec_x, rec_y = m["F"](fake_y), m["G"](fake_x)
     with frozen(m["D_Y"]) as d_y, frozen(m["D_X"]) as d_x:
         loss_gan = adversarial_loss(d_y(fake_y), True, "lsgan") + adversarial_loss(d_x(fake_x), True, "lsgan")
     loss_cycle = F.l1_loss(rec_x, x) + F.l1_loss(rec_y, y)
-    loss_idt = F.l1_loss(m["G"](y), y) + F.l1_loss(m["F"](x), x) if cg["identity"] > 0 else torch.zeros(())
-    loss_g = cg["gan_weight"] * loss_gan + cg["cycle"] * loss_cycle + cg["identity"] * cg["cycle"] * loss_idt
+    loss_idt = F.l1_loss(m["G"](y), y) + F.l1_loss(m["F"](x), x) if cg.identity > 0 else torch.zeros(())
+    loss_g = cg.gan_weight * loss_gan + cg.cycle * loss_cycle + cg.identity * cg.cycle * loss_idt
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()

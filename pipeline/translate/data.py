@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -41,12 +40,12 @@ def train_subset(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nda
     return np.sort(perm[:k]), np.sort(perm[k : k + VAL_SIZE])
 
 
-def load_domains(config: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """{'X', 'Y'} training images of both domains and {'val_X', 'val_Y'} (paired when the task allows)."""
-    root, task = config["data_root"], config["task"]
+def load_domains(root: str | Path, task: str, fraction: float, seed: int) -> dict[str, torch.Tensor]:
+    """{'X', 'Y'} training images of both domains (``fraction`` of the train split, drawn by ``seed``)
+    and {'val_X', 'val_Y'} (paired when the task allows), each (N, 3, H, W)."""
     photos, _, _ = read_images(storage.join(root, "photos"), "train")
     rgb = to_tensor(photos)
-    train_idx, val_idx = train_subset(len(rgb), config["train_fraction"], config["translate"]["seed"])
+    train_idx, val_idx = train_subset(len(rgb), fraction, seed)
     if task == "colorize":
         lab = photo_to_domain(rgb, task)
         val = lab[val_idx] if len(val_idx) else lab[train_idx][:VAL_SIZE]

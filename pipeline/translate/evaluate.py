@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from pipeline.metrics.image import batched, image_scores, kernel_inception_dista
 from pipeline.models.features import feature_net
 from pipeline.plots import rgb_images
 from pipeline.translate.data import domain_to_rgb, load_test, painted_twins, photo_to_domain
-from pipeline.translate.training import translate_batched
+from pipeline.translate.training import TranslateJob, generators_from_state, translate_batched
 
 
 def evaluate_colorization(models: dict[str, nn.Module] | None, params: Params, data_root: str | Path) -> dict[str, Any]:
@@ -124,3 +125,26 @@ def sample_rows(samples: tuple[torch.Tensor, ...], task: str, n: int = 8) -> dic
     names = ("input", "output", "target")
 
     return {name: rgb_images(domain_to_rgb(x[:n], task)) for name, x in zip(names, samples)}
+
+
+def score_seeds(
+    runs: list[tuple[TranslateJob, dict[str, Any]]], params: Params, data_root: str | Path, stage: str
+) -> tuple[dict[str, dict[str, Any]], tuple[torch.Tensor, ...]]:
+    """Score the final generators of every seed of a translation stage on the test photos
+    (``train``'s [(job, final state)]); return ({seed: scores}, the first seed's sample images).
+
+    One-line errors for a loss that became NaN and for a stylizer stuck at the identity."""
+    per_seed, first_samples = {}, None
+    for job, state in runs:
+        history = state["history"]
+        if not all(math.isfinite(r["loss_g"]) and math.isfinite(r["loss_d"]) for r in history):
+            raise UserError(f"{stage}: a loss became NaN or infinite (seed {job.seed}); lower translate.lr")
+        evaluate = evaluate_colorization if job.task == "colorize" else evaluate_stylization
+        scores = evaluate(generators_from_state(job, state), params, data_root)
+        if job.task == "stylize":
+            check_stylizer(scores, history, f"{stage} seed {job.seed}")
+        samples = scores.pop("samples")
+        first_samples = first_samples or samples
+        per_seed[str(job.seed)] = {**scores, "val_l1_last_epoch": history[-1]["val_l1"],
+                                   "steps_per_s": history[-1]["steps_per_s"], "resumed_at_epochs": state["starts"][1:]}  # fmt: skip
+    return per_seed, first_samples

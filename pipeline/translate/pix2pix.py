@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.config import ColorizeParams
 from pipeline.models import frozen
 from pipeline.models.gan import adversarial_loss
 
 
 def cgan_step(
-    m: dict[str, nn.Module], opts: tuple, x: torch.Tensor, y: torch.Tensor, cfg: dict[str, Any]
+    m: dict[str, nn.Module], opts: tuple, x: torch.Tensor, y: torch.Tensor, p: ColorizeParams, ab_only: bool = True
 ) -> dict[str, torch.Tensor]:
-    """pix2pix: D on (input L, ab) pairs, then G with cGAN + lambda_l1 * L1(ab)."""
+    """pix2pix: D on (input L, ab) pairs, then G with ``gan_weight`` * cGAN + ``lambda_l1`` * L1 (of the ab
+    channels when ``ab_only``; x, y: (N, 3, H, W))."""
     opt_g, opt_d = opts
     fake = m["G"](x)
     scores = m["D"](torch.cat([y, fake.detach()]))
@@ -27,8 +27,8 @@ def cgan_step(
 
     with frozen(m["D"]) as d:
         loss_gan = adversarial_loss(d(fake), True, "bce")
-    loss_l1 = F.l1_loss(fake[:, 1:], y[:, 1:]) if cfg["task"] == "colorize" else F.l1_loss(fake, y)
-    loss_g = cfg["colorize"]["gan_weight"] * loss_gan + cfg["colorize"]["lambda_l1"] * loss_l1
+    loss_l1 = F.l1_loss(fake[:, 1:], y[:, 1:]) if ab_only else F.l1_loss(fake, y)
+    loss_g = p.gan_weight * loss_gan + p.lambda_l1 * loss_l1
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()

@@ -8,6 +8,7 @@ whose generators are :class:`pipeline.models.unet.DomainGenerator` on the backbo
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,11 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pipeline import collectives, distributed, storage
-from pipeline.config import Params
+from pipeline.config import ColorizeParams, CycleGanParams, Params, TranslateParams
 from pipeline.data.augment import crop_flip
 from pipeline.data.shards import read_images
 from pipeline.errors import UserError
 from pipeline.fingerprint import run_name
-from pipeline.io import state_digest
 from pipeline.loop import Bundle, Schedule, TrainingRun, seed_for
 from pipeline.metrics.image import l1
 from pipeline.models import evaluating, recompute_batchnorm
@@ -48,23 +48,23 @@ def encoder_backbone(encoder: str, backbone_path: str | Path | None = None) -> R
     return load_backbone(backbone_path or f"models/backbone_{encoder}.pt", stage)
 
 
-def build_models(config: dict[str, Any], backbone: ResNet18) -> dict[str, nn.Module]:
+def build_models(config: TranslateJob, backbone: ResNet18) -> dict[str, nn.Module]:
     """{'G', 'D'} for cgan; {'G', 'F', 'D_X', 'D_Y'} for cyclegan. Every generator gets its own copy of ``backbone``."""
-    tr = config["translate"]
-    torch.manual_seed(tr["seed"] + 1)
-    n_layers = 3 if tr["crop_size"] >= 32 else 2
-    fwd, back = ("colorize", "decolorize") if config["task"] == "colorize" else ("rgb", "rgb")
-    models: dict[str, nn.Module] = {"G": DomainGenerator(copy.deepcopy(backbone), fwd, tr["decoder_width"])}
-    if config["gan"] == "cgan":
-        models["D"] = PatchDiscriminator(3, tr["disc_width"], n_layers)
+    tr = config.translate
+    torch.manual_seed(config.seed + 1)
+    n_layers = 3 if tr.crop_size >= 32 else 2
+    fwd, back = ("colorize", "decolorize") if config.task == "colorize" else ("rgb", "rgb")
+    models: dict[str, nn.Module] = {"G": DomainGenerator(copy.deepcopy(backbone), fwd, tr.decoder_width)}
+    if config.gan == "cgan":
+        models["D"] = PatchDiscriminator(3, tr.disc_width, n_layers)
     else:
-        models["F"] = DomainGenerator(copy.deepcopy(backbone), back, tr["decoder_width"])
-        models["D_X"] = PatchDiscriminator(3, tr["disc_width"], n_layers)
-        models["D_Y"] = PatchDiscriminator(3, tr["disc_width"], n_layers)
+        models["F"] = DomainGenerator(copy.deepcopy(backbone), back, tr.decoder_width)
+        models["D_X"] = PatchDiscriminator(3, tr.disc_width, n_layers)
+        models["D_Y"] = PatchDiscriminator(3, tr.disc_width, n_layers)
     return models
 
 
-def generator_optimizer(gens: list[nn.Module], tr: dict[str, Any]) -> torch.optim.Adam:
+def generator_optimizer(gens: list[nn.Module], tr: TranslateParams) -> torch.optim.Adam:
     """Adam over the generators; the transplanted encoders are their own group (frozen / lower lr)."""
     enc, rest = [], []
     for g in gens:
@@ -72,18 +72,23 @@ def generator_optimizer(gens: list[nn.Module], tr: dict[str, Any]) -> torch.opti
         enc += [p for p in g.parameters() if id(p) in ids]
         rest += [p for p in g.parameters() if id(p) not in ids]
     groups = [{"params": rest, "role": "decoder"}, {"params": enc, "role": "encoder"}]
-    return torch.optim.Adam(groups, lr=tr["lr"], betas=tuple(tr["betas"]))
+    return torch.optim.Adam(groups, lr=tr.lr, betas=tuple(tr.betas))
 
 
-def set_lrs(opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, epoch: int, tr: dict[str, Any]) -> float:
+def set_lrs(opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, epoch: int, tr: TranslateParams) -> float:
     """pix2pix / CycleGAN schedule by epoch (constant for the first half, then linear towards 0); the
     transplanted encoder's group is frozen for ``freeze_encoder_epochs``, then at ``encoder_lr_mult``."""
-    schedule = Schedule(tr["lr"], tr["epochs"], kind="linear", hold=tr["epochs"] // 2)
+    schedule = Schedule(tr.lr, tr.epochs, kind="linear", hold=tr.epochs // 2)
     for g in opt_g.param_groups:
         if g["role"] == "encoder":
-            g["lr_mult"] = 0.0 if epoch < tr["freeze_encoder_epochs"] else tr["encoder_lr_mult"]
+            g["lr_mult"] = 0.0 if epoch < tr.freeze_encoder_epochs else tr.encoder_lr_mult
     schedule.apply(opt_d, epoch)
     return schedule.apply(opt_g, epoch)
+
+
+def gens_of(models: dict[str, nn.Module]) -> list[str]:
+    """The generators' names among ``models`` (G, and F for CycleGAN)."""
+    return [k for k in ("G", "F") if k in models]
 
 
 def weight_averages(gens: dict[str, nn.Module], decay: float) -> dict[str, AveragedModel]:
@@ -118,75 +123,67 @@ def validation_metric(m: dict[str, nn.Module], data: dict[str, torch.Tensor], ta
     return l1(back, data["val_X"]) / 2  # RGB [0, 1] scale
 
 
-def train_loop(config: dict[str, Any], session: distributed.Session) -> None:
+def train_loop(config: TranslateJob, session: distributed.Session) -> None:
     """Per-worker GAN loop (runs under Ray Train); checkpoints every epoch and resumes from the last."""
-    tr, task, gan = config["translate"], config["task"], config["gan"]
-    w = session.worker(config["cpus_per_worker"])
-    backbone = ResNet18(config["backbone_spec"]["width"], config["backbone_spec"]["in_channels"])
-    backbone.load_state_dict(config["backbone_state"])
+    tr, task, gan, seed = config.translate, config.task, config.gan, config.seed
+    w = session.worker(config.cpus_per_worker)
+    backbone = ResNet18(config.backbone_spec["width"], config.backbone_spec["in_channels"])
+    backbone.load_state_dict(config.backbone_state)
     models = build_models(config, backbone)
-    gens = [models[k] for k in ("G", "F") if k in models]
+    gens = [models[k] for k in gens_of(models)]
     discs = [v for k, v in models.items() if k.startswith("D")]
     opt_g = generator_optimizer(gens, tr)
-    opt_d = torch.optim.Adam([p for d in discs for p in d.parameters()], lr=tr["lr"], betas=tuple(tr["betas"]))
+    opt_d = torch.optim.Adam([p for d in discs for p in d.parameters()], lr=tr.lr, betas=tuple(tr.betas))
 
-    averages = (
-        weight_averages({k: models[k] for k in ("G", "F") if k in models}, config["ema_decay"])
-        if config.get("ema_decay")
-        else {}
-    )
-    run = TrainingRun(w, tr["epochs"], config["variant"], profile=config.get("profile", False))
+    averages = weight_averages({k: models[k] for k in gens_of(models)}, config.ema_decay) if config.ema_decay else {}
+    run = TrainingRun(w, tr.epochs, config.variant, profile=config.profile)
     run.restore(models=Bundle(models), opt_g=opt_g, opt_d=opt_d, **({"averages": Bundle(averages)} if averages else {}))
     for avg in averages.values():
         avg.to(w.device)
     wrapped = {k: distributed.prepare_model(mod, w) for k, mod in models.items()}
     cores = {k: distributed.unwrap(mod) for k, mod in wrapped.items()}
 
-    data = load_domains(config)
+    data = load_domains(config.data_root, task, config.train_fraction, seed)
     train_x, train_y = data["X"].to(w.device), data["Y"].to(w.device)
-    global_batch = config["colorize"]["batch_size"] if gan == "cgan" else config["cyclegan"]["batch_size"]
-    batch = max(1, global_batch // w.world_size)
+    batch = max(1, config.batch_size // w.world_size)
     # CycleGAN's history of fakes lives for the whole run, as in the reference; every rank's pools are
     # in the checkpoint, so a resumed run repeats the uninterrupted one
-    pools = {
-        d: ImagePool(config["cyclegan"]["pool_size"], seed=seed_for(tr["seed"], w.rank, 2 + i))
-        for i, d in enumerate("XY")
-    }
+    pools = {d: ImagePool(config.cyclegan.pool_size, seed=seed_for(seed, w.rank, 2 + i)) for i, d in enumerate("XY")}
     saved_pools = run.state.get("pools") if run.resumed else None
     if saved_pools and w.rank < len(saved_pools):
         Bundle(pools).load_state_dict(saved_pools[w.rank])
     for pool in pools.values():
         pool.to(w.device)
     for epoch in run.epochs():
-        g = run.generator(tr["seed"], epoch)
-        torch.manual_seed(seed_for(tr["seed"], epoch, w.rank, 1))
+        g = run.generator(seed, epoch)
+        torch.manual_seed(seed_for(seed, epoch, w.rank, 1))
         lr = set_lrs(opt_g, opt_d, epoch, tr)
         for mod in wrapped.values():
             mod.train()
-        for _ in range(tr["steps_per_epoch"]):
+        for _ in range(tr.steps_per_epoch):
             with run.data():
                 ix = torch.randint(len(train_x), (batch,), generator=g, device=w.device)
                 if gan == "cgan":  # paired: the same crop of x and y
-                    xy = crop_flip(torch.cat([train_x[ix], train_y[ix]], 1), tr["crop_size"], g)
+                    xy = crop_flip(torch.cat([train_x[ix], train_y[ix]], 1), tr.crop_size, g)
                     x, y = xy[:, :3], xy[:, 3:]
                 else:
                     iy = torch.randint(len(train_y), (batch,), generator=g, device=w.device)
-                    x, y = crop_flip(train_x[ix], tr["crop_size"], g), crop_flip(train_y[iy], tr["crop_size"], g)
-            with distributed.autocast(w, config["mixed_precision"]):
+                    x, y = crop_flip(train_x[ix], tr.crop_size, g), crop_flip(train_y[iy], tr.crop_size, g)
+            with distributed.autocast(w, config.mixed_precision):
                 if gan == "cgan":
-                    run.meter.add(cgan_step(wrapped, (opt_g, opt_d), x, y, config))
+                    run.meter.add(cgan_step(wrapped, (opt_g, opt_d), x, y, config.colorize, ab_only=task == "colorize"))
                 else:
-                    run.meter.add(cyclegan_step(wrapped, (opt_g, opt_d), x, y, config, pools))
+                    run.meter.add(cyclegan_step(wrapped, (opt_g, opt_d), x, y, config.cyclegan, pools))
             for k, avg in averages.items():
                 avg.update_parameters(cores[k])
-        row = run.summary(epoch, tr["steps_per_epoch"], tr["steps_per_epoch"] * batch, lr=lr)
+        row = run.summary(epoch, tr.steps_per_epoch, tr.steps_per_epoch * batch, lr=lr)
         if gan == "cyclegan":
             row["pool_history_share"] = float(
                 np.mean([p.history_share for p in pools.values()])
             )  # rank 0's, over the run
             pool_states = collectives.all_gather_object({k: p.state_dict() for k, p in pools.items()})
         served = {**cores, **{k: avg.module for k, avg in averages.items()}}
-        if config.get("precise_bn"):  # on every rank: SyncBatchNorm (GPU) all-reduces its statistics
+        if config.precise_bn:  # on every rank: SyncBatchNorm (GPU) all-reduces its statistics
             for k, images in (("G", train_x), ("F", train_y)):
                 if k in served:
                     recompute_batchnorm(served[k], images)
@@ -228,6 +225,34 @@ def check_inputs(params: Params, task: str, data_root: str | Path) -> None:
         raise UserError(f"{root / 'photos'}: the train split holds only grey images; colorization needs colour photos")
 
 
+@dataclass(frozen=True)
+class TranslateJob:
+    """What each translation worker receives for one seed; the backbone's weights travel in it (no
+    shared disk needed). The stylize overrides are resolved here, once (:func:`job_config`)."""
+
+    task: str  # colorize | stylize
+    gan: str  # one of GANS
+    variant: str  # the stage's name: colorize@<encoder>-<gan> or stylize@<encoder>
+    data_root: str
+    seed: int
+    train_fraction: float
+    translate: TranslateParams  # steps_per_epoch: stylize.steps_per_epoch for stylize, where set
+    colorize: ColorizeParams
+    cyclegan: CycleGanParams  # batch_size: stylize.batch_size for stylize, where set
+    precise_bn: bool  # BatchNorm statistics recomputed over each generator's training domain every epoch
+    ema_decay: float  # served generators are this moving average of their weights; 0 = the last weights
+    backbone_spec: dict[str, Any]
+    backbone_state: dict[str, torch.Tensor]
+    cpus_per_worker: float
+    mixed_precision: bool
+    profile: bool = False  # the step profile's timings (see TrainingRun)
+
+    @property
+    def batch_size(self) -> int:
+        """The global batch: ``colorize.batch_size`` for the cGAN, ``cyclegan.batch_size`` for CycleGAN."""
+        return self.colorize.batch_size if self.gan == "cgan" else self.cyclegan.batch_size
+
+
 def job_config(
     params: Params,
     task: str,
@@ -236,51 +261,38 @@ def job_config(
     data_root: str | Path,
     backbone: ResNet18,
     seed: int | None = None,
-) -> dict[str, Any]:
-    """The dict each worker receives for one seed (default: the first of ``translate.seeds``); the
-    backbone weights travel in it (no shared disk needed)."""
+) -> TranslateJob:
+    """The job of one seed (default: the first of ``translate.seeds``)."""
     if task not in ("colorize", "stylize"):
         raise ValueError(f"unknown translation task '{task}'")
     if encoder not in ENCODERS:
         raise UserError(f"unknown encoder '{encoder}' (allowed: {', '.join(ENCODERS)})")
     if gan not in GANS:
         raise UserError(f"unknown GAN '{gan}' (allowed: {', '.join(GANS)})")
-    fraction = params.colorize.train_fraction if task == "colorize" else params.stylize.train_fraction
-    return {
-        "task": task,
-        "gan": gan,
-        "variant": f"{task}@{encoder}-{gan}" if task == "colorize" else f"{task}@{encoder}",
-        "data_root": storage.publish_data(data_root, ["photos", "painting"] if task == "stylize" else ["photos"]),
-        "train_fraction": fraction,
-        "translate": {
-            **params.translate.model_dump(exclude={"seeds"}),
-            "seed": params.translate.seeds[0] if seed is None else seed,
-            **(
-                {"steps_per_epoch": params.stylize.steps_per_epoch}
-                if task == "stylize" and params.stylize.steps_per_epoch
-                else {}
-            ),
-        },
-        "colorize": params.colorize.model_dump(),
-        "cyclegan": {
-            **params.cyclegan.model_dump(),
-            **({"batch_size": params.stylize.batch_size} if task == "stylize" and params.stylize.batch_size else {}),
-        },
-        **({"precise_bn": True} if task == "stylize" and params.stylize.precise_bn else {}),
-        **({"ema_decay": params.stylize.ema_decay} if task == "stylize" and params.stylize.ema_decay else {}),
-        "backbone_spec": backbone.spec(),
-        "backbone_state": backbone.state_dict(),
-        "cpus_per_worker": params.distributed.cpus_per_worker,
-        "mixed_precision": params.distributed.mixed_precision,
-    }
-
-
-def run_key(config: dict[str, Any]) -> dict[str, Any]:
-    """What names a run: the config with the weights replaced by their digest."""
-    return {
-        **{k: v for k, v in config.items() if k != "backbone_state"},
-        "backbone_sha": state_digest(config["backbone_state"]),
-    }
+    st = params.stylize
+    stylize = task == "stylize"
+    tr, cg = params.translate, params.cyclegan
+    if stylize and st.steps_per_epoch:
+        tr = tr.model_copy(update={"steps_per_epoch": st.steps_per_epoch})
+    if stylize and st.batch_size:
+        cg = cg.model_copy(update={"batch_size": st.batch_size})
+    return TranslateJob(
+        task=task,
+        gan=gan,
+        variant=f"{task}@{encoder}" if stylize else f"{task}@{encoder}-{gan}",
+        data_root=storage.publish_data(data_root, ["photos", "painting"] if stylize else ["photos"]),
+        seed=params.translate.seeds[0] if seed is None else seed,
+        train_fraction=st.train_fraction if stylize else params.colorize.train_fraction,
+        translate=tr,
+        colorize=params.colorize,
+        cyclegan=cg,
+        precise_bn=stylize and st.precise_bn,
+        ema_decay=st.ema_decay if stylize else 0.0,
+        backbone_spec=backbone.spec(),
+        backbone_state=backbone.state_dict(),
+        cpus_per_worker=params.distributed.cpus_per_worker,
+        mixed_precision=params.distributed.mixed_precision,
+    )
 
 
 def train(
@@ -291,20 +303,19 @@ def train(
     data_root: str | Path,
     storage: str | Path,
     backbone_path: str | Path | None = None,
-) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+) -> list[tuple[TranslateJob, dict[str, Any]]]:
     """Train one variant through Ray Train once per seed of ``translate.seeds``, the seeds one after
     the other in one resumable run; returns [(config, final state)] in seed order."""
     check_inputs(params, task, data_root)
     backbone = encoder_backbone(encoder, backbone_path)
     sets = ["photos", "painting"] if task == "stylize" else ["photos"]
-    configs = [job_config(params, task, encoder, gan, data_root, backbone, seed) for seed in params.translate.seeds]
-    key = {"seeds": [run_key(c) for c in configs]}
-    name = run_name(configs[0]["variant"].replace("@", "_"), key, train_loop, [Path(data_root) / s for s in sets])
-    return list(zip(configs, distributed.fit_seeds(train_loop, configs, params.distributed, name, storage)))
+    jobs = [job_config(params, task, encoder, gan, data_root, backbone, seed) for seed in params.translate.seeds]
+    name = run_name(jobs[0].variant.replace("@", "_"), {"seeds": jobs}, train_loop, [Path(data_root) / s for s in sets])
+    return list(zip(jobs, distributed.fit_seeds(train_loop, jobs, params.distributed, name, storage)))
 
 
-def generators_from_state(config: dict[str, Any], state: dict[str, Any]) -> dict[str, nn.Module]:
-    backbone = ResNet18(config["backbone_spec"]["width"], config["backbone_spec"]["in_channels"])
+def generators_from_state(config: TranslateJob, state: dict[str, Any]) -> dict[str, nn.Module]:
+    backbone = ResNet18(config.backbone_spec["width"], config.backbone_spec["in_channels"])
     models = build_models(config, backbone)
     weights = served_weights(state)
     for k, mod in models.items():

@@ -95,7 +95,7 @@ if "ema" in extra:
             **{k: v for k, v in EMA["G"].state_dict().items() if "running" not in k and "num_batches" not in k},
         }
     )
-    recompute_batchnorm(models["G"], load_domains(cfg)["X"])
+    recompute_batchnorm(models["G"], load_domains(cfg.data_root, cfg.task, cfg.train_fraction, cfg.seed)["X"])
     models["G"].eval()
 s = evaluate_stylization(models, p, "data/prepared")
 print(

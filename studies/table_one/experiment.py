@@ -54,7 +54,7 @@ def run(variant: str) -> dict:
     for config, state in runs:
         scores = evaluate_colorization(generators_from_state(config, state), params, "data/prepared")
         scores.pop("samples")
-        per_seed[str(config["translate"]["seed"])] = {
+        per_seed[str(config.seed)] = {
             "l1_ab": scores["l1_ab"],
             "val_l1_last_epoch": state["history"][-1]["val_l1"],
             "pool_history_share": state["history"][-1].get("pool_history_share"),
