@@ -36,11 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline import ace, distributed, pretrain, translate
+from pipeline import ace, distributed, translate
 from pipeline.config import Params, load_params
 from pipeline.invariance import classify, munit
 from pipeline.io import write_json
 from pipeline.models.resnet import ResNet18
+from pipeline.ssl import pretrain
 
 STAGES = (
     "pretrain_simsiam",

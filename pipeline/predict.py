@@ -25,8 +25,8 @@ from pipeline.color import lab_to_rgb, rgb_to_lab
 from pipeline.data.sources import IMAGE_SUFFIXES, BadImages, read_image_file
 from pipeline.data.transforms import to_tensor
 from pipeline.errors import UserError
-from pipeline.export import ModelFile, serving_modules
 from pipeline.io import atomic_dir, atomic_file
+from pipeline.model_files import ModelFile
 
 TASKS = {"colorize": ("colorizer",), "stylize": ("stylizer", "ace"), "classify": ("classifier",)}
 DEFAULT_SIZE = {"colorize": 256, "stylize": 256, "classify": 32}
@@ -137,7 +137,7 @@ def pick_module(model: ModelFile, task: str, seed: int | None, reverse: bool) ->
     """The serving module of ``model`` for ``task``; one-line errors for a model of another kind."""
     if model.kind not in TASKS[task]:
         raise UserError(f"{model.path} is a {model.kind} model: {task} needs a {' or '.join(TASKS[task])} model")
-    modules = serving_modules(model, seed)
+    modules = model.serving_modules(seed)
     if reverse:
         if "unstylize" not in modules:
             raise UserError(f"--reverse: {model.path} has no painting -> photo generator (only CycleGAN stylizers do)")

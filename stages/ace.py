@@ -11,9 +11,9 @@ import math
 from pipeline import ace
 from pipeline.config import load_params
 from pipeline.errors import UserError, run_cli
-from pipeline.export import servables
 from pipeline.io import write_json
 from pipeline.metrics.seeds import mean_over_seeds
+from pipeline.model_files import servables
 from pipeline.plots import plot_history
 from pipeline.tracking import add_register_option, stage_run
 from pipeline.translate import encoder_backbone

@@ -12,10 +12,9 @@ import torch
 
 from pipeline.config import load_params
 from pipeline.errors import run_cli
-from pipeline.export import servables
-from pipeline.io import save_torch
+from pipeline.model_files import save_backbone, servables
 from pipeline.models.resnet import ResNet18
-from pipeline.pretrain import evaluate_backbone
+from pipeline.ssl.pretrain import evaluate_backbone
 from pipeline.tracking import add_register_option, stage_run
 
 
@@ -38,7 +37,7 @@ def main() -> None:
         torch.manual_seed(pre.seed)  # the pretraining loops build their backbone first after this seed
         backbone = ResNet18(pre.width, pre.channels)
         metrics = evaluate_backbone(backbone, params, args.data)
-        save_torch(args.out, {"state_dict": backbone.state_dict(), "spec": backbone.spec(), "method": "scratch"})
+        save_backbone(args.out, backbone, "scratch", pre.seed)
         run.log_models(args.out, *servables(args.out))
         run.finish({**metrics, "method": "scratch"})
         print(f"backbone_scratch: knn_top1 {metrics['knn_top1']:.3f} (chance {metrics['knn_chance']:.2f})")

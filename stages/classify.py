@@ -7,9 +7,9 @@ import argparse
 
 from pipeline.config import load_params
 from pipeline.errors import UserError, run_cli
-from pipeline.export import servables
-from pipeline.invariance.classify import METHODS, train
-from pipeline.io import save_torch, write_json
+from pipeline.invariance.classify import METHODS, NUM_CLASSES, train
+from pipeline.io import write_json
+from pipeline.model_files import save_model, servables
 from pipeline.plots import plot_history
 from pipeline.tracking import add_register_option, stage_run
 
@@ -35,7 +35,8 @@ def main() -> None:
         )
         history = state["history"]
         out = f"models/classify_{args.method}.pt"
-        save_torch(out, {"seeds": state["done"], "width": params.classify.width, "method": args.method})
+        meta = {"width": params.classify.width, "num_classes": NUM_CLASSES, "method": args.method}
+        save_model(out, "classifier", meta, {int(s): {"classifier": sd} for s, sd in state["done"].items()})
         run.log_models(out, *servables(out))
         run.log_history(history, step_key="step")
         write_json(f"plots/classify_{args.method}.json", history)

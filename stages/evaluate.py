@@ -10,9 +10,9 @@ import numpy as np
 
 from pipeline.config import load_params
 from pipeline.data.shards import read_table
-from pipeline.errors import UserError, run_cli
-from pipeline.invariance.classify import METHODS, evaluate, models_from_state
-from pipeline.io import load_torch
+from pipeline.errors import run_cli
+from pipeline.invariance.classify import METHODS, evaluate
+from pipeline.model_files import load_model
 from pipeline.plots import line_plot
 from pipeline.tracking import stage_run
 
@@ -33,11 +33,9 @@ def main() -> None:
         sizes = {int(c): int(n) for c, n in zip(*np.unique(labels, return_counts=True))}
         table = {}
         for method in METHODS:
-            path = Path(args.models) / f"classify_{method}.pt"
-            if not path.is_file():
-                raise UserError(f"{path} not found: run `dvc repro classify@{method}` first")
-            ckpt = load_torch(path)
-            table[method] = evaluate(models_from_state({"done": ckpt["seeds"]}, ckpt["width"]), args.data, transform,
+            model = load_model(Path(args.models) / f"classify_{method}.pt", "classifier", f"classify@{method}")
+            classifiers = {seed: model.networks(seed)["classifier"] for seed in model.seeds}
+            table[method] = evaluate(classifiers, args.data, transform,
                                      cp.ekld_draws, sizes, params.augment.threshold)  # fmt: skip
         order = sorted(sizes, key=sizes.get)
         xs = [sizes[c] for c in order]

@@ -13,9 +13,9 @@ from pipeline.config import load_params
 from pipeline.data.augment import balanced_draw
 from pipeline.data.transforms import apply_nuisance, draw_nuisance
 from pipeline.errors import UserError, run_cli
-from pipeline.export import servables
 from pipeline.invariance.munit import build_munit, load_digits, reconstruction_l1, style_diversity, to_uint8, train
-from pipeline.io import save_torch, write_json
+from pipeline.io import write_json
+from pipeline.model_files import save_model, servables
 from pipeline.plots import image_grid, plot_history
 from pipeline.tracking import add_register_option, stage_run
 
@@ -64,7 +64,7 @@ def main() -> None:
         metrics = {"style_diversity": style_diversity(model, x, mp.diversity_styles), "recon_l1": reconstruction_l1(model, x),
                    "loss_g": history[-1]["loss_g"], "loss_d": history[-1]["loss_d"], "epochs": len(history),
                    "world_size": state["world_size"], "resumed_at_epochs": state["starts"][1:]}  # fmt: skip
-        save_torch(args.out, {"state_dict": model.state_dict(), "munit": mp.model_dump()})
+        save_model(args.out, "munit", {"munit": mp.model_dump()}, {mp.seed: {"munit": model.state_dict()}})
         run.log_models(args.out, *servables(args.out))
         run.log_history(history)
         write_json("plots/munit.json", history)

@@ -18,7 +18,7 @@ import tempfile
 import torch
 
 from pipeline.errors import run_cli
-from pipeline.export import load_model
+from pipeline.model_files import load_model
 from pipeline.predict import DEFAULT_SIZE, TASKS, predict
 from pipeline.tracking import model_file_from_uri
 

@@ -7,10 +7,10 @@ import math
 
 from pipeline.config import load_params
 from pipeline.errors import UserError, run_cli
-from pipeline.export import servables
-from pipeline.io import save_torch, write_json
+from pipeline.io import write_json
+from pipeline.model_files import save_backbone, servables
 from pipeline.plots import plot_history
-from pipeline.pretrain import METHODS, backbone_from_state, evaluate_backbone, pretrain
+from pipeline.ssl.pretrain import METHODS, backbone_from_state, evaluate_backbone, pretrain
 from pipeline.tracking import add_register_option, stage_run
 
 
@@ -44,7 +44,7 @@ def main() -> None:
         )  # fmt: skip
         run.log_history(history)
         out = f"models/backbone_{args.method}.pt"
-        save_torch(out, {"state_dict": backbone.state_dict(), "spec": backbone.spec(), "method": args.method})
+        save_backbone(out, backbone, args.method, params.pretrain.seed)
         run.log_models(out, *servables(out))
         if others:  # the same study again from pretrain.extra_seeds: the claim's interval over seeds
             gains = {params.pretrain.seed: metrics["knn_gain"]}

@@ -8,9 +8,9 @@ import argparse
 
 from pipeline.config import load_params
 from pipeline.errors import UserError, run_cli
-from pipeline.export import save_translator, servables
 from pipeline.io import write_json
 from pipeline.metrics.seeds import mean_over_seeds
+from pipeline.model_files import save_translator, servables
 from pipeline.plots import image_grid, plot_history
 from pipeline.tracking import add_register_option, stage_run
 from pipeline.translate import ENCODERS, GANS, sample_rows, score_seeds, served_weights, train

@@ -14,7 +14,7 @@ import torch
 
 from pipeline import ace, distributed, translate
 from pipeline.invariance import classify, munit
-from pipeline.pretrain import train_loop
+from pipeline.ssl.pretrain import train_loop
 from pipeline.ssl.swav import sinkhorn
 
 LOOPS = {

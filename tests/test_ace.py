@@ -12,6 +12,7 @@ from pipeline import ace
 from pipeline.config import parse_params
 from pipeline.errors import UserError
 from pipeline.io import save_torch
+from pipeline.model_files import save_model
 from pipeline.models.ace import ContentEncoder
 from pipeline.models.resnet import ResNet18
 from pipeline.translate import encoder_backbone
@@ -158,13 +159,12 @@ def test_style_exemplar_errors_are_one_line(tmp_path):
 
 def test_backbone_of_the_wrong_architecture_is_one_line(tmp_path):
     path = tmp_path / "backbone.pt"
-    save_torch(path, {"state_dict": {}, "spec": {"arch": "vgg19"}})
+    save_model(path, "backbone", {"spec": {"arch": "vgg19"}, "method": "x"}, {0: {"backbone": {}}})
     with pytest.raises(UserError, match=r"architecture 'vgg19' is not resnet18_cifar"):
         encoder_backbone("simsiam", path)
-    save_torch(
-        path, {"state_dict": {"w": torch.zeros(1)}, "spec": {"arch": "resnet18_cifar", "width": 8, "in_channels": 3}}
-    )
-    with pytest.raises(UserError, match="weights do not match its spec"):
+    spec = {"arch": "resnet18_cifar", "width": 8, "in_channels": 3}
+    save_model(path, "backbone", {"spec": spec, "method": "x"}, {0: {"backbone": {"w": torch.zeros(1)}}})
+    with pytest.raises(UserError, match="weights do not match its meta"):
         encoder_backbone("simsiam", path)
 
 
@@ -210,6 +210,6 @@ def test_ace_file_holds_one_model_per_seed_and_loads_weights_only(tmp_path):
     for seed, model in models.items():
         assert all(torch.equal(v, states[seed]["ace"][k]) for k, v in model.state_dict().items())
     assert not all(torch.equal(a, b) for a, b in zip(models[3].state_dict().values(), models[5].state_dict().values()))
-    save_torch(tmp_path / "old.pt", {"state_dict": {}, "ace": {}})
-    with pytest.raises(UserError, match="not an ACE file of this version"):
+    save_torch(tmp_path / "old.pt", {"seeds": {}, "ace": {}})  # the layout before format 2
+    with pytest.raises(UserError, match=r"a model file of an older format: rerun `dvc repro ace`"):
         ace.load_ace(tmp_path / "old.pt")

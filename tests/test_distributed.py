@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pipeline import distributed, fingerprint, ray_cluster
-from pipeline.pretrain import job_config, train_loop
+from pipeline.ssl.pretrain import job_config, train_loop
 from pipeline.ssl.swav import sinkhorn
 
 from . import ray_loops
@@ -153,10 +153,10 @@ def test_changed_prepare_parameter_retrains_pretrain(ray_local, tiny_params, tin
     (that unchanged inputs return the finished run is test_same_seed_same_run_and_rerun_resumes)."""
     import shutil
 
-    from pipeline import pretrain
     from pipeline.data import sources
     from pipeline.data.prepare import build_photo_sets
     from pipeline.data.shards import write_set
+    from pipeline.ssl import pretrain
 
     params = tiny_params.model_copy(update={"pretrain": tiny_params.pretrain.model_copy(update={"epochs": 1}),
                                             "distributed": tiny_params.distributed.model_copy(update={"num_workers": 1})})  # fmt: skip

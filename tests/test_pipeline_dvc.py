@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from pipeline.data.shards import read_table
-from pipeline.export import load_model
+from pipeline.model_files import load_model
 
 from .browser import browser_available, render
 from .cluster import local_cluster, ray_env
@@ -387,7 +387,7 @@ def test_translate_bad_input_is_one_line(tmp_path, tiny_data):
     assert out.returncode == 2
     assert (
         out.stderr.strip().splitlines()[-1]
-        == f"error: backbone {tmp_path / 'none.pt'} not found: run `dvc repro pretrain@simsiam` first"
+        == f"error: model file not found: {tmp_path / 'none.pt'}: run `dvc repro pretrain@simsiam` first"
     )
     big = tmp_path / "big.yaml"
     big.write_text(yaml.safe_dump(tiny_raw(translate={"crop_size": 64})))

@@ -15,8 +15,7 @@ from PIL import Image
 
 from pipeline.color import rgb_to_lab
 from pipeline.errors import UserError
-from pipeline.export import load_model, save_translator, servables, serving_modules
-from pipeline.io import save_torch
+from pipeline.model_files import load_model, save_backbone, save_model, save_translator, servables
 from pipeline.models.classifier import ResNet20
 from pipeline.models.resnet import ResNet18
 from pipeline.models.unet import DomainGenerator
@@ -46,14 +45,8 @@ def translator_file(path, task: str, seeds=(0, 1)):
 
 def classifier_file(path):
     torch.manual_seed(0)
-    save_torch(
-        path,
-        {
-            "seeds": {0: ResNet20(10, 1, 2).state_dict(), 3: ResNet20(10, 1, 2).state_dict()},
-            "width": 2,
-            "method": "erm",
-        },
-    )
+    seeds = {s: {"classifier": ResNet20(10, 1, 2).state_dict()} for s in (0, 3)}
+    save_model(path, "classifier", {"width": 2, "num_classes": 10, "method": "erm"}, seeds)
     return path
 
 
@@ -103,7 +96,7 @@ def test_stylize_is_the_generator_resized_back_and_each_seed_its_own(tmp_path, i
     Image.fromarray(x.numpy().astype(np.uint8)).save(tmp_path / "crop.png")
     predict("stylize", model, [tmp_path / "crop.png"], tmp_path / "crop_out", size=64)
     with torch.no_grad():
-        want = serving_modules(model)["stylize"](x.permute(2, 0, 1)[None].float() / 255)
+        want = model.serving_modules()["stylize"](x.permute(2, 0, 1)[None].float() / 255)
     got = (
         torch.from_numpy(np.asarray(Image.open(tmp_path / "crop_out" / "crop.png")).copy())
         .permute(2, 0, 1)[None]
@@ -180,7 +173,7 @@ def test_stage_models_are_mlflow_models_that_predict_loads_by_uri(tmp_path, imag
     x = torch.rand(3, 3, 24, 20)
     with torch.no_grad():
         assert torch.allclose(
-            mlflow.pytorch.load_model(uris["classify"])(x), serving_modules(load_model(path))["classify"](x), atol=1e-5
+            mlflow.pytorch.load_model(uris["classify"])(x), load_model(path).serving_modules()["classify"](x), atol=1e-5
         )
     # predict takes the model URI (and the registry name) as it takes the file
     assert load_model(model_file_from_uri(uris["classify"], tmp_path / "dl")).kind == "classifier"
@@ -207,10 +200,8 @@ def model_files(root, params) -> dict[str, object]:
     backbone = ResNet18(4, 3)
     mp = params.munit
     munit = MUNIT(1, mp.dim, mp.style_dim, mp.n_down, mp.n_res, mp.mlp_dim)
-    save_torch(
-        root / "backbone.pt", {"state_dict": backbone.state_dict(), "spec": backbone.spec(), "method": "scratch"}
-    )
-    save_torch(root / "munit.pt", {"state_dict": munit.state_dict(), "munit": mp.model_dump()})
+    save_backbone(root / "backbone.pt", backbone, "scratch", 0)
+    save_model(root / "munit.pt", "munit", {"munit": mp.model_dump()}, {mp.seed: {"munit": munit.state_dict()}})
     save_ace(
         root / "ace.pt",
         params,
@@ -240,7 +231,7 @@ def test_every_kind_of_model_file_logs_mlflow_models_that_compute_what_its_modul
     g = torch.Generator().manual_seed(1)
     for kind, path in files.items():
         model = load_model(path)
-        for name, module in serving_modules(model).items():
+        for name, module in model.serving_modules().items():
             example = servables(path)[0][name][1]
             other = tuple(torch.rand(3, *t.shape[1:2], 48, 64, generator=g) if t.dim() == 4 else torch.randn(3, *t.shape[1:], generator=g)
                           for t in example)  # fmt: skip

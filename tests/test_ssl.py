@@ -9,7 +9,7 @@ from pipeline.data.augment import PhotoBank
 from pipeline.metrics.knn import bootstrap_gain, chance_level, knn_predict
 from pipeline.models.features import knn_probe, with_data_statistics
 from pipeline.models.resnet import ResNet18
-from pipeline.pretrain import make_views, z_std
+from pipeline.ssl.pretrain import make_views, z_std
 from pipeline.ssl.simsiam import SimSiam, negative_cosine, simsiam_loss
 from pipeline.ssl.swav import Swav, sinkhorn, swapped_prediction_loss
 

@@ -19,7 +19,7 @@ import yaml
 from pipeline import storage, sweep
 from pipeline.config import parse_params
 from pipeline.errors import UserError
-from pipeline.io import save_torch
+from pipeline.model_files import save_backbone
 from pipeline.models.resnet import ResNet18
 from pipeline.ray_cluster import wait_for_cluster
 
@@ -124,10 +124,7 @@ def test_unreachable_ray_address_fails_after_a_bounded_wait():
 def _save_backbone(models: Path) -> None:
     torch.manual_seed(0)
     backbone = ResNet18(4, 3)
-    save_torch(
-        models / "backbone_simsiam.pt",
-        {"state_dict": backbone.state_dict(), "spec": backbone.spec(), "method": "simsiam"},
-    )
+    save_backbone(models / "backbone_simsiam.pt", backbone, "simsiam", 0)
 
 
 def test_cli_errors_are_one_line(tmp_path, tiny_data):

@@ -17,10 +17,11 @@ from pipeline.data.painting import palette_rgb
 from pipeline.errors import UserError
 from pipeline.io import save_torch
 from pipeline.metrics.image import frechet_distance, kernel_inception_distance, l1, l1_luma_chroma, psnr, ssim
+from pipeline.model_files import load_backbone, load_model, save_backbone, save_model
 from pipeline.models import evaluating, recompute_batchnorm
 from pipeline.models.gan import ImagePool, PatchDiscriminator, adversarial_loss
 from pipeline.models.resnet import ResNet18
-from pipeline.models.unet import ResNetUNet, load_backbone
+from pipeline.models.unet import ResNetUNet
 from pipeline.translate import check_stylizer, evaluate_painter, evaluate_stylization
 from pipeline.translate import data as D
 from pipeline.translate import training as T
@@ -77,15 +78,25 @@ def test_load_backbone_errors_name_the_problem(tmp_path):
     with pytest.raises(UserError, match=r"run `dvc repro pretrain@swav` first"):
         load_backbone(tmp_path / "missing.pt", "pretrain@swav")
     bb = ResNet18(4, 3)
-    save_torch(tmp_path / "other.pt", {"state_dict": bb.state_dict(), "spec": {**bb.spec(), "arch": "vgg16"}})
+    weights = {0: {"backbone": bb.state_dict()}}
+    save_model(tmp_path / "other.pt", "backbone", {"spec": {**bb.spec(), "arch": "vgg16"}, "method": "x"}, weights)
     with pytest.raises(UserError, match="architecture 'vgg16' is not resnet18_cifar"):
         load_backbone(tmp_path / "other.pt", "x")
-    save_torch(tmp_path / "wrong.pt", {"state_dict": bb.state_dict(), "spec": {**bb.spec(), "width": 8}})
+    save_model(tmp_path / "wrong.pt", "backbone", {"spec": {**bb.spec(), "width": 8}, "method": "x"}, weights)
     with pytest.raises(UserError, match="weights do not match"):
         load_backbone(tmp_path / "wrong.pt", "x")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="not a backbone checkpoint"):
+    with pytest.raises(UserError, match="not a model file of this pipeline"):
         load_backbone(tmp_path / "junk.pt", "x")
+    save_torch(tmp_path / "old.pt", {"state_dict": bb.state_dict(), "spec": bb.spec(), "method": "x"})
+    with pytest.raises(UserError, match=r"a model file of an older format: rerun `dvc repro x`"):
+        load_backbone(tmp_path / "old.pt", "x")
+    save_backbone(tmp_path / "ok.pt", bb, "x", 0)
+    with pytest.raises(UserError, match="is a backbone model, not a munit model"):
+        load_model(tmp_path / "ok.pt", "munit")
+    assert all(
+        torch.equal(v, bb.state_dict()[k]) for k, v in load_backbone(tmp_path / "ok.pt", "x").state_dict().items()
+    )
 
 
 def test_image_pool_stores_then_swaps_past_fakes():

@@ -43,9 +43,9 @@ from pipeline.data.sources import BadImages, load_folder
 from pipeline.data.transforms import to_tensor
 from pipeline.errors import UserError
 from pipeline.fingerprint import run_name
-from pipeline.io import load_torch, save_torch
 from pipeline.loop import Bundle, TrainingRun, seed_for
 from pipeline.metrics.image import l1
+from pipeline.model_files import load_model, save_model
 from pipeline.models import evaluating
 from pipeline.models.ace import ACE, build
 from pipeline.models.gan import adversarial_loss
@@ -464,28 +464,17 @@ def train(
 def save_ace(
     path: str | Path, params: Params, backbone: ResNet18, states: dict[int, dict[str, Any]], mode: str
 ) -> None:
-    """One file for the models of every seed: {seed: weights} and what rebuilds them."""
-    save_torch(path, {"seeds": {seed: st["ace"] for seed, st in states.items()}, "ace": params.ace.model_dump(),
-                      "backbone_spec": backbone.spec(), "encoder": params.ace.encoder, "mode": mode})  # fmt: skip
+    """One model file for the ACE of every seed (``states``: {seed: final state})."""
+    meta = {
+        "ace": params.ace.model_dump(),
+        "backbone_spec": backbone.spec(),
+        "encoder": params.ace.encoder,
+        "mode": mode,
+    }
+    save_model(path, "ace", meta, {seed: {"ace": st["ace"]} for seed, st in states.items()})
 
 
 def load_ace(path: str | Path) -> dict[int, ACE]:
-    """The ACE models {seed: model} saved by the ace / ace_finetune stage (weights_only load)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(
-            f"{path} not found: run `dvc repro {'ace_finetune' if 'finetune' in path.name else 'ace'}` first"
-        )
-    ckpt = load_torch(path)
-    if "seeds" not in ckpt:
-        raise UserError(f"{path}: not an ACE file of this version (no per-seed models): rerun `dvc repro ace`")
-    backbone = ResNet18(ckpt["backbone_spec"]["width"], ckpt["backbone_spec"]["in_channels"])
-    ac = AceParams.model_validate(ckpt["ace"])
-    return {int(seed): from_state(ac, backbone, sd) for seed, sd in sorted(ckpt["seeds"].items())}
-
-
-def from_state(ac: AceParams, backbone: ResNet18, state_dict: dict[str, torch.Tensor]) -> ACE:
-    """An ACE model of params ``ac`` on ``backbone`` with trained weights ``state_dict``, in eval mode."""
-    ace, _ = build(ac, backbone)
-    ace.load_state_dict(state_dict)
-    return ace.eval()
+    """The ACE models {seed: model} saved by the ace / ace_finetune stage, in eval mode."""
+    model = load_model(path, "ace", "ace_finetune" if "finetune" in Path(path).name else "ace")
+    return {seed: model.networks(seed)["ace"] for seed in model.seeds}

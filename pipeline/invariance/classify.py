@@ -221,15 +221,6 @@ def train(
     return distributed.fit(train_loop, job, params.distributed, name, storage)
 
 
-def models_from_state(state: dict[str, Any], width: int) -> dict[int, ResNet20]:
-    out = {}
-    for seed, sd in state["done"].items():
-        m = ResNet20(NUM_CLASSES, 1, width)
-        m.load_state_dict(sd)
-        out[int(seed)] = m.eval()
-    return out
-
-
 def evaluate(
     models: dict[int, torch.nn.Module],
     data_root: str | Path,

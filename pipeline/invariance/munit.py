@@ -26,9 +26,9 @@ from pipeline.data.shards import Record, read_images
 from pipeline.data.transforms import to_tensor
 from pipeline.errors import UserError
 from pipeline.fingerprint import run_name
-from pipeline.io import load_torch
 from pipeline.loop import Schedule, TrainingRun, seed_for
 from pipeline.metrics.seeds import t_interval
+from pipeline.model_files import load_model
 from pipeline.models import evaluating, frozen
 from pipeline.models.gan import PatchDiscriminator, adversarial_loss
 from pipeline.models.munit import MUNIT, MunitPass
@@ -244,14 +244,8 @@ def train(params: Params, data_root: str | Path, storage: str | Path) -> dict[st
 
 
 def load_munit(path: str | Path) -> MUNIT:
-    """The generator saved by the munit stage (state dict + its params), loaded with weights_only."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} not found: run `dvc repro munit` first")
-    ckpt = load_torch(path)
-    model, _ = build_munit(MunitParams.model_validate(ckpt["munit"]))
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval()
+    """The generator saved by the munit stage, in eval mode."""
+    return load_model(path, "munit").networks()["munit"]
 
 
 def tail_classes(labels: np.ndarray, threshold: int) -> list[int]:

@@ -7,15 +7,10 @@ generator's own input space is.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import torch
 from torch import nn
 
 from pipeline.color import lab_to_rgb, net_to_lab, to_gray
-from pipeline.errors import UserError
-from pipeline.io import load_torch
 from pipeline.models.resnet import ResNet18
 
 SPACES = ("lab", "rgb")
@@ -72,26 +67,6 @@ class ResNetUNet(nn.Module):
             raise ValueError(f"ResNetUNet needs H and W divisible by 8, got {tuple(x.shape[-2:])}")
         rgb_in = x if x.shape[1] == 3 else x.expand(-1, 3, -1, -1)
         return self.out(torch.cat([self.features(x)[-1], rgb_in], 1))
-
-
-def load_backbone(path: str | Path, stage_hint: str) -> ResNet18:
-    """A backbone saved by ``pretrain@<method>``; one-line errors for a missing file or another architecture."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"backbone {path} not found: run `dvc repro {stage_hint}` first")
-    try:
-        ckpt: dict[str, Any] = load_torch(path)
-        spec = ckpt["spec"]
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-        raise UserError(f"{path}: not a backbone checkpoint ({type(exc).__name__})") from None
-    if spec.get("arch") != "resnet18_cifar":
-        raise UserError(f"{path}: architecture '{spec.get('arch')}' is not resnet18_cifar")
-    backbone = ResNet18(spec["width"], spec["in_channels"])
-    try:
-        backbone.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:
-        raise UserError(f"{path}: weights do not match its spec {spec}: {str(exc).splitlines()[0]}") from None
-    return backbone
 
 
 class DomainGenerator(nn.Module):

@@ -25,10 +25,11 @@ from pipeline.errors import UserError
 from pipeline.fingerprint import run_name
 from pipeline.loop import Bundle, Schedule, TrainingRun, seed_for
 from pipeline.metrics.image import l1
+from pipeline.model_files import load_backbone
 from pipeline.models import evaluating, recompute_batchnorm
 from pipeline.models.gan import ImagePool, PatchDiscriminator
 from pipeline.models.resnet import ResNet18
-from pipeline.models.unet import DomainGenerator, load_backbone
+from pipeline.models.unet import DomainGenerator
 from pipeline.translate.cyclegan import cyclegan_step
 from pipeline.translate.data import load_domains
 from pipeline.translate.pix2pix import cgan_step
