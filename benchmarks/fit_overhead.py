@@ -75,9 +75,9 @@ def _work_loop(config: dict, session: object) -> None:
 
 def child(workers: int) -> dict:
     from pipeline import distributed, ray_cluster
-    from pipeline.config import DistributedParams
+    from pipeline.config import load_params
 
-    params = DistributedParams(num_workers=workers)
+    params = load_params().distributed.model_copy(update={"num_workers": workers})
     ray_cluster.init_ray()
     with tempfile.TemporaryDirectory() as storage:
         distributed.fit(_empty_loop, {}, params, "warm", storage)

@@ -1,5 +1,8 @@
 """Typed parameters: one pydantic model per section of ``params.yaml``, validated at load.
 
+``params.yaml`` is the only home of the values: these models declare each key's type and bounds,
+not a default, so a key missing from the file is an error as much as an unknown one.
+
 An unknown key, a wrong type or an out-of-range value raises :class:`~pipeline.errors.UserError`
 with one line naming the key and what is allowed, before any stage does work.
 """
@@ -36,15 +39,15 @@ def _check_range(name: str, pair: list[float], low: float, high: float) -> None:
 
 
 class PhotosParams(Section):
-    source: Literal["embedded", "folder", "cyclegan", "cifar10", "cifar100"] = "embedded"
-    path: str | None = None
-    download: bool = False
-    test_sources: list[str] = ["coffee", "chelsea"]
-    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
-    max_side: Annotated[int, Field(ge=32, le=4096)] = 256
-    patch_size: Annotated[int, Field(ge=8, le=512)] = 32
-    patches_per_image: PosInt = 96
-    scale: Pair = [0.1, 0.5]
+    source: Literal["embedded", "folder", "cyclegan", "cifar10", "cifar100"]
+    path: str | None
+    download: bool
+    test_sources: list[str]
+    test_fraction: Annotated[float, Field(gt=0, lt=1)]
+    max_side: Annotated[int, Field(ge=32, le=4096)]
+    patch_size: Annotated[int, Field(ge=8, le=512)]
+    patches_per_image: PosInt
+    scale: Pair
 
     @model_validator(mode="after")
     def _ranges(self) -> PhotosParams:
@@ -55,27 +58,27 @@ class PhotosParams(Section):
 
 
 class PaintingParams(Section):
-    kuwahara_radius: Annotated[int, Field(ge=1, le=8)] = 2
-    stroke_length: Annotated[int, Field(ge=0, le=16)] = 3
-    saturation: Annotated[float, Field(ge=0, le=4)] = 1.6
-    levels: Annotated[int, Field(ge=2, le=64)] = 6
-    edge_darkening: UnitInterval = 0.7
-    region_split: Annotated[float, Field(gt=0.1, lt=0.9)] = 0.5
+    kuwahara_radius: Annotated[int, Field(ge=1, le=8)]
+    stroke_length: Annotated[int, Field(ge=0, le=16)]
+    saturation: Annotated[float, Field(ge=0, le=4)]
+    levels: Annotated[int, Field(ge=2, le=64)]
+    edge_darkening: UnitInterval
+    region_split: Annotated[float, Field(gt=0.1, lt=0.9)]
 
 
 class ProbeParams(Section):
-    kind: Literal["textures", "photos"] = "textures"
-    per_class: Annotated[int, Field(ge=4)] = 40
+    kind: Literal["textures", "photos"]
+    per_class: Annotated[int, Field(ge=4)]
 
 
 class DigitsParams(Section):
-    size: Annotated[int, Field(ge=8, le=128)] = 32
-    profile: Literal["zipf", "exp"] = "zipf"
-    n_max: PosInt = 150
-    n_min: PosInt = 5
-    zipf_a: PosFloat = 1.5
-    test_per_class: PosInt = 24
-    transform: Literal["rot", "bg", "dil"] = "rot"
+    size: Annotated[int, Field(ge=8, le=128)]
+    profile: Literal["zipf", "exp"]
+    n_max: PosInt
+    n_min: PosInt
+    zipf_a: PosFloat
+    test_per_class: PosInt
+    transform: Literal["rot", "bg", "dil"]
 
     @model_validator(mode="after")
     def _counts(self) -> DigitsParams:
@@ -85,43 +88,43 @@ class DigitsParams(Section):
 
 
 class PrepareParams(Section):
-    seed: NonNegInt = 0
-    on_bad_image: Literal["skip", "fail"] = "skip"
-    photos: PhotosParams = PhotosParams()
-    painting: PaintingParams = PaintingParams()
-    probe: ProbeParams = ProbeParams()
-    digits_lt: DigitsParams = DigitsParams()
+    seed: NonNegInt
+    on_bad_image: Literal["skip", "fail"]
+    photos: PhotosParams
+    painting: PaintingParams
+    probe: ProbeParams
+    digits_lt: DigitsParams
 
 
 class DistributedParams(Section):
-    num_workers: PosInt = 2
-    use_gpu: bool = False
-    cpus_per_worker: PosFloat = 1.0
-    max_failures: NonNegInt = 2
-    keep_checkpoints: PosInt = 2
-    mixed_precision: bool = True
+    num_workers: PosInt
+    use_gpu: bool
+    cpus_per_worker: PosFloat
+    max_failures: NonNegInt
+    keep_checkpoints: PosInt
+    mixed_precision: bool
 
 
 class PretrainParams(Section):
     """Shared by every SSL method."""
 
-    seed: NonNegInt = 0
-    extra_seeds: list[NonNegInt] = []  # more pretraining runs, only for the kNN-gain claim's interval over seeds
-    width: Annotated[int, Field(ge=4, le=128)] = 32
-    channels: Literal[1, 3] = 3
-    crop_size: Annotated[int, Field(ge=8, le=512)] = 32
-    instance_scale: Pair = [0.1, 0.5]
-    scale: Pair = [0.08, 1.0]
-    color_jitter: UnitInterval = 0.4
-    grayscale_p: UnitInterval = 0.2
-    epochs: PosInt = 8
-    crops_per_epoch: PosInt = 1280
-    batch_size: Annotated[int, Field(ge=2)] = 128
-    warmup_epochs: NonNegInt = 1
-    knn_k: PosInt = 20
-    knn_temperature: PosFloat = 0.07
-    baseline_seeds: PosInt = 3
-    bootstrap: Annotated[int, Field(ge=100)] = 1000
+    seed: NonNegInt
+    extra_seeds: list[NonNegInt]  # more pretraining runs, only for the kNN-gain claim's interval over seeds
+    width: Annotated[int, Field(ge=4, le=128)]
+    channels: Literal[1, 3]
+    crop_size: Annotated[int, Field(ge=8, le=512)]
+    instance_scale: Pair
+    scale: Pair
+    color_jitter: UnitInterval
+    grayscale_p: UnitInterval
+    epochs: PosInt
+    crops_per_epoch: PosInt
+    batch_size: Annotated[int, Field(ge=2)]
+    warmup_epochs: NonNegInt
+    knn_k: PosInt
+    knn_temperature: PosFloat
+    baseline_seeds: PosInt
+    bootstrap: Annotated[int, Field(ge=100)]
 
     @model_validator(mode="after")
     def _ranges(self) -> PretrainParams:
@@ -133,28 +136,28 @@ class PretrainParams(Section):
 
 
 class SimSiamParams(Section):
-    lr: PosFloat = 0.06
-    momentum: UnitInterval = 0.9
-    weight_decay: Annotated[float, Field(ge=0)] = 5e-4
-    proj_dim: PosInt = 512
-    pred_hidden: PosInt = 128
-    fix_pred_lr: bool = True
+    lr: PosFloat
+    momentum: UnitInterval
+    weight_decay: Annotated[float, Field(ge=0)]
+    proj_dim: PosInt
+    pred_hidden: PosInt
+    fix_pred_lr: bool
 
 
 class SwavParams(Section):
-    lr: PosFloat = 0.06
-    momentum: UnitInterval = 0.9
-    weight_decay: Annotated[float, Field(ge=0)] = 5e-4
-    proj_hidden: PosInt = 512
-    proj_dim: PosInt = 128
-    n_prototypes: Annotated[int, Field(ge=2)] = 30
-    temperature: PosFloat = 0.1
-    epsilon: PosFloat = 0.05
-    sinkhorn_iters: PosInt = 3
-    n_small_crops: NonNegInt = 2
-    small_crop_size: Annotated[int, Field(ge=8, le=512)] = 16
-    small_scale: Pair = [0.05, 0.3]
-    freeze_prototypes_epochs: NonNegInt = 1
+    lr: PosFloat
+    momentum: UnitInterval
+    weight_decay: Annotated[float, Field(ge=0)]
+    proj_hidden: PosInt
+    proj_dim: PosInt
+    n_prototypes: Annotated[int, Field(ge=2)]
+    temperature: PosFloat
+    epsilon: PosFloat
+    sinkhorn_iters: PosInt
+    n_small_crops: NonNegInt
+    small_crop_size: Annotated[int, Field(ge=8, le=512)]
+    small_scale: Pair
+    freeze_prototypes_epochs: NonNegInt
 
     @model_validator(mode="after")
     def _ranges(self) -> SwavParams:
@@ -165,20 +168,20 @@ class SwavParams(Section):
 class TranslateParams(Section):
     """Shared by every translation stage (colorize, stylize): the GAN training loop and its scoring."""
 
-    seeds: Annotated[list[NonNegInt], Field(min_length=1)] = [0, 1, 2]
-    crop_size: Annotated[int, Field(ge=8, le=512)] = 32
-    epochs: PosInt = 4
-    steps_per_epoch: PosInt = 25
-    lr: PosFloat = 2e-4
-    betas: Pair = [0.5, 0.999]
-    freeze_encoder_epochs: NonNegInt = 0
-    encoder_lr_mult: Annotated[float, Field(gt=0, le=1)] = 1.0
-    decoder_width: Annotated[int, Field(ge=4, le=512)] = 32
-    disc_width: Annotated[int, Field(ge=4, le=512)] = 32
-    fd_features: Literal["random_resnet", "inception"] = "random_resnet"
-    inception_weights: str | None = None
-    kid_subset_size: Annotated[int, Field(ge=2)] = 64
-    kid_subsets: PosInt = 50
+    seeds: Annotated[list[NonNegInt], Field(min_length=1)]
+    crop_size: Annotated[int, Field(ge=8, le=512)]
+    epochs: PosInt
+    steps_per_epoch: PosInt
+    lr: PosFloat
+    betas: Pair
+    freeze_encoder_epochs: NonNegInt
+    encoder_lr_mult: Annotated[float, Field(gt=0, le=1)]
+    decoder_width: Annotated[int, Field(ge=4, le=512)]
+    disc_width: Annotated[int, Field(ge=4, le=512)]
+    fd_features: Literal["random_resnet", "inception"]
+    inception_weights: str | None
+    kid_subset_size: Annotated[int, Field(ge=2)]
+    kid_subsets: PosInt
 
     @model_validator(mode="after")
     def _ranges(self) -> TranslateParams:
@@ -193,51 +196,51 @@ class TranslateParams(Section):
 
 
 class ColorizeParams(Section):
-    train_fraction: Fraction = 0.1
-    batch_size: Annotated[int, Field(ge=2)] = 16  # cGAN; CycleGAN variants use cyclegan.batch_size
-    lambda_l1: Annotated[float, Field(ge=0)] = 100.0
-    gan_weight: Annotated[float, Field(ge=0)] = 1.0
+    train_fraction: Fraction
+    batch_size: Annotated[int, Field(ge=2)]  # cGAN; CycleGAN variants use cyclegan.batch_size
+    lambda_l1: Annotated[float, Field(ge=0)]
+    gan_weight: Annotated[float, Field(ge=0)]
 
 
 class CycleGanParams(Section):
-    cycle: Annotated[float, Field(ge=0)] = 10.0
-    identity: Annotated[float, Field(ge=0)] = 0.5  # times cycle, as in the reference code
-    gan_weight: Annotated[float, Field(ge=0)] = 1.0
-    pool_size: NonNegInt = 50
-    batch_size: Annotated[int, Field(ge=2)] = 2
+    cycle: Annotated[float, Field(ge=0)]
+    identity: Annotated[float, Field(ge=0)]  # times cycle, as in the reference code
+    gan_weight: Annotated[float, Field(ge=0)]
+    pool_size: NonNegInt
+    batch_size: Annotated[int, Field(ge=2)]
 
 
 class StylizeParams(Section):
-    train_fraction: Fraction = 1.0
-    steps_per_epoch: PosInt | None = 50  # None = translate.steps_per_epoch
-    batch_size: PosInt | None = 4  # None = cyclegan.batch_size
-    precise_bn: bool = True  # BatchNorm running statistics recomputed over each generator's training domain every epoch
+    train_fraction: Fraction
+    steps_per_epoch: PosInt | None  # None = translate.steps_per_epoch
+    batch_size: PosInt | None  # None = cyclegan.batch_size
+    precise_bn: bool  # BatchNorm running statistics recomputed over each generator's training domain every epoch
     # generators scored and saved as this moving average of their weights (0 = the last weights)
-    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.98
+    ema_decay: Annotated[float, Field(ge=0, lt=1)]
 
 
 class MunitParams(Section):
     """MUNIT on digits_lt as one domain (seed 000): its style space should learn the nuisance."""
 
-    seed: NonNegInt = 0
-    dim: Annotated[int, Field(ge=4, le=256)] = 16
-    style_dim: PosInt = 8
-    n_down: Annotated[int, Field(ge=1, le=4)] = 2
-    n_res: PosInt = 2
-    mlp_dim: PosInt = 64
-    disc_width: Annotated[int, Field(ge=4, le=256)] = 16
-    batch_size: Annotated[int, Field(ge=2)] = 16
-    epochs: PosInt = 25
-    steps_per_epoch: PosInt = 60
-    lr: PosFloat = 1e-4
-    betas: Pair = [0.5, 0.999]
-    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
-    gan: Annotated[float, Field(ge=0)] = 1.0
-    recon_x: Annotated[float, Field(ge=0)] = 10.0
-    recon_s: Annotated[float, Field(ge=0)] = 1.0
-    recon_c: Annotated[float, Field(ge=0)] = 1.0
-    cycle: Annotated[float, Field(ge=0)] = 0.0
-    diversity_styles: Annotated[int, Field(ge=2)] = 4
+    seed: NonNegInt
+    dim: Annotated[int, Field(ge=4, le=256)]
+    style_dim: PosInt
+    n_down: Annotated[int, Field(ge=1, le=4)]
+    n_res: PosInt
+    mlp_dim: PosInt
+    disc_width: Annotated[int, Field(ge=4, le=256)]
+    batch_size: Annotated[int, Field(ge=2)]
+    epochs: PosInt
+    steps_per_epoch: PosInt
+    lr: PosFloat
+    betas: Pair
+    weight_decay: Annotated[float, Field(ge=0)]
+    gan: Annotated[float, Field(ge=0)]
+    recon_x: Annotated[float, Field(ge=0)]
+    recon_s: Annotated[float, Field(ge=0)]
+    recon_c: Annotated[float, Field(ge=0)]
+    cycle: Annotated[float, Field(ge=0)]
+    diversity_styles: Annotated[int, Field(ge=2)]
 
     @model_validator(mode="after")
     def _ranges(self) -> MunitParams:
@@ -246,26 +249,26 @@ class MunitParams(Section):
 
 
 class AugmentParams(Section):
-    seed: NonNegInt = 0
-    threshold: PosInt = 20  # classes with fewer training images than this are the tail
-    per_image: PosInt = 4  # generated samples per real tail image
-    style_guard: bool = True  # stop when MUNIT's style is dead (pipeline.invariance.munit.check_style_alive)
+    seed: NonNegInt
+    threshold: PosInt  # classes with fewer training images than this are the tail
+    per_image: PosInt  # generated samples per real tail image
+    style_guard: bool  # stop when MUNIT's style is dead (pipeline.invariance.munit.check_style_alive)
 
 
 class ClassifyParams(Section):
-    seeds: Annotated[list[NonNegInt], Field(min_length=1)] = [0, 1, 2, 3, 4]
-    width: Annotated[int, Field(ge=2, le=128)] = 8
-    epochs: PosInt = 150
-    batch_size: Annotated[int, Field(ge=2)] = 32
-    lr: PosFloat = 0.1
-    momentum: UnitInterval = 0.9
-    weight_decay: Annotated[float, Field(ge=0)] = 2e-4
-    warmup_epochs: NonNegInt = 3
-    decay_epochs: list[PosInt] = [100, 130]
-    decay: Annotated[float, Field(gt=0, lt=1)] = 0.1
-    gen_frac: UnitInterval = 0.5  # git: share of each batch replaced by MUNIT samples
-    ekld_draws: PosInt = 4
-    checkpoint_every: PosInt = 25
+    seeds: Annotated[list[NonNegInt], Field(min_length=1)]
+    width: Annotated[int, Field(ge=2, le=128)]
+    epochs: PosInt
+    batch_size: Annotated[int, Field(ge=2)]
+    lr: PosFloat
+    momentum: UnitInterval
+    weight_decay: Annotated[float, Field(ge=0)]
+    warmup_epochs: NonNegInt
+    decay_epochs: list[PosInt]
+    decay: Annotated[float, Field(gt=0, lt=1)]
+    gen_frac: UnitInterval  # git: share of each batch replaced by MUNIT samples
+    ekld_draws: PosInt
+    checkpoint_every: PosInt
 
     @model_validator(mode="after")
     def _schedule(self) -> ClassifyParams:
@@ -285,41 +288,41 @@ class ClassifyParams(Section):
 
 
 class TrackingParams(Section):
-    experiment: Annotated[str, Field(min_length=1)] = "ssl-i2i"
-    profile: Annotated[str, Field(min_length=1)] = "default"
-    log_models: bool = True
+    experiment: Annotated[str, Field(min_length=1)]
+    profile: Annotated[str, Field(min_length=1)]
+    log_models: bool
 
 
 class AceParams(Section):
     """ACE (stage ``ace``): trained on the photos train split only."""
 
-    seeds: Annotated[list[NonNegInt], Field(min_length=1)] = [0, 1, 2]
-    encoder: Literal["scratch", "simsiam", "swav"] = "simsiam"
-    level: Annotated[int, Field(ge=0, le=4)] = 2
-    content_dim: PosInt = 64
-    n_res: PosInt = 4
-    style_dim: PosInt = 8
-    mlp_dim: PosInt = 64
-    disc_width: PosInt = 32
-    crop_size: Annotated[int, Field(ge=8)] = 32
-    batch_size: Annotated[int, Field(ge=4)] = 16
-    epochs: PosInt = 6
-    steps_per_epoch: PosInt = 40
-    lr: PosFloat = 0.0002
-    betas: Pair = [0.5, 0.999]
-    contrastive: Annotated[float, Field(ge=0)] = 1.0
-    content: Annotated[float, Field(ge=0)] = 1.0
-    style: Annotated[float, Field(ge=0)] = 1.0
-    recon: Annotated[float, Field(ge=0)] = 10.0
-    gan: Annotated[float, Field(ge=0)] = 1.0
-    diversity_styles: Annotated[int, Field(ge=2)] = 4
-    eval_exemplars: PosInt = 16
-    adain_steps: NonNegInt = 40
-    adain_lr: PosFloat = 0.05
-    floor_steps: PosInt = 100
-    floor_lr: PosFloat = 0.05
-    grid_contents: PosInt = 4
-    grid_styles: PosInt = 5
+    seeds: Annotated[list[NonNegInt], Field(min_length=1)]
+    encoder: Literal["scratch", "simsiam", "swav"]
+    level: Annotated[int, Field(ge=0, le=4)]
+    content_dim: PosInt
+    n_res: PosInt
+    style_dim: PosInt
+    mlp_dim: PosInt
+    disc_width: PosInt
+    crop_size: Annotated[int, Field(ge=8)]
+    batch_size: Annotated[int, Field(ge=4)]
+    epochs: PosInt
+    steps_per_epoch: PosInt
+    lr: PosFloat
+    betas: Pair
+    contrastive: Annotated[float, Field(ge=0)]
+    content: Annotated[float, Field(ge=0)]
+    style: Annotated[float, Field(ge=0)]
+    recon: Annotated[float, Field(ge=0)]
+    gan: Annotated[float, Field(ge=0)]
+    diversity_styles: Annotated[int, Field(ge=2)]
+    eval_exemplars: PosInt
+    adain_steps: NonNegInt
+    adain_lr: PosFloat
+    floor_steps: PosInt
+    floor_lr: PosFloat
+    grid_contents: PosInt
+    grid_styles: PosInt
 
     @model_validator(mode="after")
     def _ranges(self) -> AceParams:
@@ -330,12 +333,12 @@ class AceParams(Section):
 class AceFinetuneParams(Section):
     """ACE fine-tuning on the painting train split (stage ``ace_finetune``): latent consistency + GAN."""
 
-    batch_size: Annotated[int, Field(ge=4)] = 16
-    epochs: PosInt = 3
-    steps_per_epoch: PosInt = 40
-    lr: PosFloat = 0.0001
+    batch_size: Annotated[int, Field(ge=4)]
+    epochs: PosInt
+    steps_per_epoch: PosInt
+    lr: PosFloat
     # reconstruction anchor on both domains (not in the paper): 0 = the paper's recipe
-    recon: Annotated[float, Field(ge=0)] = 0.0
+    recon: Annotated[float, Field(ge=0)]
 
 
 class SweepDimension(Section):
@@ -369,17 +372,17 @@ _SECTIONS: dict[str, type[Section]] = {
 class SweepParams(Section):
     """Ray Tune sweeps (``python -m stages.sweep --stage <name>``): ASHA over loss weights."""
 
-    seed: NonNegInt = 0
-    num_samples: PosInt = 8  # trials, the first one at the current params
-    max_concurrent: PosInt = 1  # trials at once (1 keeps ASHA's decisions reproducible)
-    grace_period: PosInt = 1  # reports before ASHA may stop a trial
-    reduction_factor: Annotated[int, Field(ge=2)] = 2
-    trial_cpus: Annotated[float, Field(ge=0)] = 1.0  # the trial's driver (it builds the TorchTrainer)
-    workers_per_trial: PosInt = 2  # Ray Train workers of each trial
-    cpus_per_worker: PosFloat = 1.0
-    gpus_per_worker: Annotated[float, Field(ge=0, le=8)] = 0.0  # 0 = CPU; a fraction shares a GPU
-    encoder: Literal["scratch", "simsiam", "swav"] = "simsiam"  # backbone of the colorize / cyclegan sweeps
-    space: dict[str, dict[str, SweepDimension]] = {}
+    seed: NonNegInt
+    num_samples: PosInt  # trials, the first one at the current params
+    max_concurrent: PosInt  # trials at once (1 keeps ASHA's decisions reproducible)
+    grace_period: PosInt  # reports before ASHA may stop a trial
+    reduction_factor: Annotated[int, Field(ge=2)]
+    trial_cpus: Annotated[float, Field(ge=0)]  # the trial's driver (it builds the TorchTrainer)
+    workers_per_trial: PosInt  # Ray Train workers of each trial
+    cpus_per_worker: PosFloat
+    gpus_per_worker: Annotated[float, Field(ge=0, le=8)]  # 0 = CPU; a fraction shares a GPU
+    encoder: Literal["scratch", "simsiam", "swav"]  # backbone of the colorize / cyclegan sweeps
+    space: dict[str, dict[str, SweepDimension]]
 
     @model_validator(mode="after")
     def _gpus(self) -> SweepParams:
@@ -408,22 +411,22 @@ class SweepParams(Section):
 
 
 class Params(Section):
-    tracking: TrackingParams = TrackingParams()
-    prepare: PrepareParams = PrepareParams()
-    distributed: DistributedParams = DistributedParams()
-    pretrain: PretrainParams = PretrainParams()
-    simsiam: SimSiamParams = SimSiamParams()
-    swav: SwavParams = SwavParams()
-    translate: TranslateParams = TranslateParams()
-    colorize: ColorizeParams = ColorizeParams()
-    cyclegan: CycleGanParams = CycleGanParams()
-    stylize: StylizeParams = StylizeParams()
-    munit: MunitParams = MunitParams()
-    augment: AugmentParams = AugmentParams()
-    classify: ClassifyParams = ClassifyParams()
-    ace: AceParams = AceParams()
-    ace_finetune: AceFinetuneParams = AceFinetuneParams()
-    sweep: SweepParams = SweepParams()
+    tracking: TrackingParams
+    prepare: PrepareParams
+    distributed: DistributedParams
+    pretrain: PretrainParams
+    simsiam: SimSiamParams
+    swav: SwavParams
+    translate: TranslateParams
+    colorize: ColorizeParams
+    cyclegan: CycleGanParams
+    stylize: StylizeParams
+    munit: MunitParams
+    augment: AugmentParams
+    classify: ClassifyParams
+    ace: AceParams
+    ace_finetune: AceFinetuneParams
+    sweep: SweepParams
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

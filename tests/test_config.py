@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from pipeline.config import Params, load_params, parse_params
 from pipeline.errors import UserError
 
-from .conftest import tiny_raw
+from .conftest import deep_update, tiny_raw
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def test_repo_params_are_valid_and_complete():
 )
 def test_bad_params_give_one_line_naming_the_key(raw, expected):
     with pytest.raises(UserError) as err:
-        parse_params(raw, "params.yaml")
+        parse_params(deep_update(tiny_raw(), raw), "params.yaml")
     msg = str(err.value)
     assert "\n" not in msg
     assert msg.startswith("params.yaml: ")
@@ -75,7 +75,15 @@ def test_bad_params_give_one_line_naming_the_key(raw, expected):
 
 def test_unknown_key_lists_allowed_keys():
     with pytest.raises(UserError, match=r"allowed: .*crop_size.*width"):
-        parse_params({"pretrain": {"widht": 8}})
+        parse_params(tiny_raw(pretrain={"widht": 8}))
+
+
+def test_a_key_missing_from_the_params_is_one_line_naming_it():
+    """params.yaml is the only home of the values: the code has no default to fall back on."""
+    raw = tiny_raw()
+    del raw["translate"]["lr"]
+    with pytest.raises(UserError, match=r"^params.yaml: translate.lr: Field required$"):
+        parse_params(raw, "params.yaml")
 
 
 def test_missing_and_invalid_files(tmp_path):
