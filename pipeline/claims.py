@@ -18,7 +18,7 @@ ENCODERS = ("scratch", *SSL)
 GANS = ("cgan", "cyclegan")
 METRICS = (  # the metrics files the claims read
     "pretrain_simsiam", "pretrain_swav", *(f"colorize_{e}_{g}" for e in ENCODERS for g in GANS),
-    "stylize", "ace", "classify", "augment",
+    "stylize", "ace", "classify", "augment", "simgan",
 )  # fmt: skip
 
 
@@ -191,11 +191,32 @@ def invariance_claims(m: dict[str, dict[str, Any]], profile: str) -> list[dict[s
     ]  # fmt: skip
 
 
+def simgan_claims(m: dict[str, dict[str, Any]], profile: str) -> list[dict[str, Any]]:
+    """SimGAN (seed 003): classifiers trained on refined synthetic digits against ones trained on the
+    raw synthetic digits, both tested on real test digits and paired by classifier seed; and the
+    share of images that classifiers of real digits read as their source digit, refined against raw."""
+    s = m["simgan"]
+    acc, kept = s["balanced_acc"], s["label_kept"]
+    seeds = sorted(s["refined_minus_synthetic"], key=int)
+    paired = "t over classifier seeds, paired (same seed: init and batch order)"
+    return [
+        claim("simgan_refined_beats_synthetic", "training on refined synthetic digits beats training on the raw ones, on real test digits (balanced accuracy)",
+              [s["refined_minus_synthetic"][k] for k in seeds],
+              f"raw synthetic, balanced accuracy {acc['synthetic']['mean']:.3f} (trained on real digits: {acc['real']['mean']:.3f})",
+              profile, [int(k) for k in seeds], paired),
+        claim("simgan_keeps_label", "refined digits keep their label: the share a real-digit classifier reads as the source digit, refined minus raw",
+              [s["label_kept_refined_minus_synthetic"][k] for k in seeds],
+              f"raw synthetic digits read as their digit: {sum(kept['synthetic'].values()) / len(seeds):.3f}",
+              profile, [int(k) for k in seeds], "t over the real-digit classifiers' seeds"),
+    ]  # fmt: skip
+
+
 def study_claims(m: dict[str, dict[str, Any]], params: Params) -> list[dict[str, Any]]:
     """Every claim of the study (seeds 000-003), in a fixed order."""
     profile = params.tracking.profile
     return (ssl_claims(m, profile, params.pretrain) + colorize_claims(m, profile) + table_one_claims(m, profile)
-            + stylize_claims(m, profile) + ace_claims(m, profile) + invariance_claims(m, profile))  # fmt: skip
+            + stylize_claims(m, profile) + ace_claims(m, profile) + invariance_claims(m, profile)
+            + simgan_claims(m, profile))  # fmt: skip
 
 
 def markdown(claims: list[dict[str, Any]]) -> str:

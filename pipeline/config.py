@@ -87,6 +87,25 @@ class DigitsParams(Section):
         return self
 
 
+class SimganDigitsParams(Section):
+    """SimGAN's data (seed 003): synthetic digits rendered from matplotlib's fonts, and a class-balanced
+    split of the real scikit-learn digits."""
+
+    size: Annotated[int, Field(ge=8, le=128)]
+    synthetic_per_class: PosInt
+    real_train_per_class: PosInt
+    real_test_per_class: PosInt
+
+    @model_validator(mode="after")
+    def _counts(self) -> SimganDigitsParams:
+        if self.real_train_per_class + self.real_test_per_class > 174:  # the smallest class of the scikit-learn digits
+            raise ValueError(
+                f"real_train_per_class + real_test_per_class must be <= 174 (the scikit-learn digits' smallest class), "
+                f"got {self.real_train_per_class + self.real_test_per_class}"
+            )
+        return self
+
+
 class PrepareParams(Section):
     seed: NonNegInt
     on_bad_image: Literal["skip", "fail"]
@@ -94,6 +113,7 @@ class PrepareParams(Section):
     painting: PaintingParams
     probe: ProbeParams
     digits_lt: DigitsParams
+    simgan_digits: SimganDigitsParams
 
 
 class DistributedParams(Section):
@@ -293,6 +313,33 @@ class TrackingParams(Section):
     log_models: bool
 
 
+class SimganParams(Section):
+    """SimGAN (stage ``simgan``): the refiner, its local discriminator and history buffer, the guard
+    against trivial refiners, and the classifiers that test the refined digits on real ones."""
+
+    seed: NonNegInt
+    width: Annotated[int, Field(ge=4, le=256)]
+    blocks: PosInt
+    disc_width: Annotated[int, Field(ge=4, le=256)]
+    disc_layers: Annotated[int, Field(ge=1, le=4)]
+    lambda_reg: Annotated[float, Field(ge=0)]
+    lr: PosFloat
+    batch_size: Annotated[int, Field(ge=2)]
+    epochs: PosInt
+    steps_per_epoch: PosInt
+    refiner_steps: PosInt
+    pretrain_steps: NonNegInt
+    pretrain_disc_steps: NonNegInt
+    buffer_size: NonNegInt
+    min_moved: Annotated[float, Field(ge=0)]
+    min_spread: UnitInterval
+    classify_seeds: Annotated[list[NonNegInt], Field(min_length=1)]
+    classify_width: Annotated[int, Field(ge=2, le=128)]
+    classify_epochs: PosInt
+    classify_batch_size: Annotated[int, Field(ge=2)]
+    classify_lr: PosFloat
+
+
 class AceParams(Section):
     """ACE (stage ``ace``): trained on the photos train split only."""
 
@@ -424,6 +471,7 @@ class Params(Section):
     munit: MunitParams
     augment: AugmentParams
     classify: ClassifyParams
+    simgan: SimganParams
     ace: AceParams
     ace_finetune: AceFinetuneParams
     sweep: SweepParams

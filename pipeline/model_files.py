@@ -20,6 +20,7 @@ munit          munit                           ``munit`` (its params section)   
 classifier     classify@*                      ``width``, ``num_classes``, ``method``      classifier -> classify
 ace            ace, ace_finetune               ``ace`` (its params section),               ace -> stylize_like
                                                ``backbone_spec``, ``encoder``, ``mode``
+refiner        simgan                          ``simgan`` (its params section)             refiner -> refine
 =============  ==============================  ==========================================  ==============================
 
 The serving modules take and return images as the user sees them: RGB (N, 3, H, W) in [0, 1].
@@ -36,13 +37,14 @@ import torch
 from torch import nn
 
 from pipeline.color import grey_of, lab_to_net, lab_to_rgb, net_to_lab, rgb_to_lab, to_gray
-from pipeline.config import AceParams, MunitParams
+from pipeline.config import AceParams, MunitParams, SimganParams
 from pipeline.errors import UserError
 from pipeline.io import load_torch, save_torch
 from pipeline.models.ace import build as build_ace
 from pipeline.models.classifier import ResNet20
 from pipeline.models.munit import MUNIT
 from pipeline.models.resnet import ResNet18
+from pipeline.models.simgan import Refiner
 from pipeline.models.unet import DomainGenerator
 
 FORMAT_VERSION = 2
@@ -113,6 +115,17 @@ class Restyle(nn.Module):
         return self.munit.decode(content, style)
 
 
+class Refine(nn.Module):
+    """SimGAN: forward(grey (N, 1, H, W) in [0, 1]) -> the refined image (N, 1, H, W) in [0, 1]."""
+
+    def __init__(self, refiner: nn.Module) -> None:
+        super().__init__()
+        self.refiner = refiner
+
+    def forward(self, grey: torch.Tensor) -> torch.Tensor:
+        return (self.refiner(grey * 2 - 1) + 1) / 2
+
+
 class Embed(nn.Module):
     """Backbone: forward(rgb (N, 3, H, W) in [0, 1]) -> features (N, 8 * width), the pooled last level."""
 
@@ -141,6 +154,11 @@ def _translators(meta: dict[str, Any]) -> dict[str, nn.Module]:
     }
 
 
+def _refiner(meta: dict[str, Any]) -> dict[str, nn.Module]:
+    sp = SimganParams.model_validate(meta["simgan"])
+    return {"refiner": Refiner(1, sp.width, sp.blocks)}
+
+
 def _munit(meta: dict[str, Any]) -> dict[str, nn.Module]:
     mp = MunitParams.model_validate(meta["munit"])
     return {"munit": MUNIT(1, mp.dim, mp.style_dim, mp.n_down, mp.n_res, mp.mlp_dim)}
@@ -165,6 +183,7 @@ KINDS: dict[str, Kind] = {
     "munit": Kind("munit", _munit, lambda n: {"restyle": Restyle(n["munit"])}),
     "classifier": Kind("classify@<method>", lambda m: {"classifier": ResNet20(m["num_classes"], 1, m["width"])},
                        lambda n: {"classify": Classify(n["classifier"])}),
+    "refiner": Kind("simgan", _refiner, lambda n: {"refine": Refine(n["refiner"])}),
     "ace": Kind("ace", lambda m: {"ace": build_ace(AceParams.model_validate(m["ace"]), _backbone(m["backbone_spec"]))[0]},
                 lambda n: {"stylize_like": StylizeLike(n["ace"])}),
 }  # fmt: skip
@@ -268,6 +287,8 @@ def load_backbone(path: str | Path, stage: str) -> ResNet18:
 def example_inputs(model: ModelFile, name: str, size: int = 32, n: int = 2) -> tuple[torch.Tensor, ...]:
     """Seeded inputs of the right shapes for ``model.serving_modules()[name]`` (MLflow's input example)."""
     g = torch.Generator().manual_seed(0)
+    if name == "refine":
+        return (torch.rand(n, 1, size, size, generator=g),)
     if name == "restyle":
         return torch.rand(n, 1, size, size, generator=g), torch.randn(n, model.meta["munit"]["style_dim"], generator=g)
     if name == "stylize_like":  # any number of exemplars

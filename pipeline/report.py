@@ -42,6 +42,7 @@ PLOTS = [
     ("plots/ekld_by_class.png", "Per-class invariance (eKLD) against class size"),
     ("plots/ace_grid.png", "ACE zero-shot samples"),
     ("plots/ace_l1.png", "ACE against its baselines"),
+    ("plots/simgan_samples.png", "SimGAN: synthetic | refined | real digits"),
 ]
 STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}

@@ -7,7 +7,7 @@ import sys
 
 from pipeline.config import load_params
 from pipeline.data import sources
-from pipeline.data.prepare import build_digits_lt, build_photo_sets, build_probe
+from pipeline.data.prepare import build_digits_lt, build_photo_sets, build_probe, build_simgan_digits
 from pipeline.data.shards import write_set
 from pipeline.errors import UserError, run_cli
 from pipeline.io import atomic_dir
@@ -44,7 +44,8 @@ def main() -> None:
         test_full = [sources.NamedImage(r.image, r.source) for r in photo_sets.sets["photos_full"] if r.split == "test"]
         probe = build_probe(p, test_full)
         digits = build_digits_lt(p)
-        all_sets = {**photo_sets.sets, **probe.sets, **digits.sets}
+        simgan = build_simgan_digits(p)
+        all_sets = {**photo_sets.sets, **probe.sets, **digits.sets, **simgan.sets}
         for name, recs in all_sets.items():
             if not recs:
                 raise UserError(f"prepare produced no images for set '{name}'")
@@ -65,6 +66,7 @@ def main() -> None:
             **photo_sets.info,
             **probe.info,
             **digits.info,
+            **simgan.info,
         }
         run.log_dict(metrics, "prepare_summary.json")
         run.log_artifact(grid, "plots")

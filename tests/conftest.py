@@ -32,6 +32,7 @@ TINY = {
         "photos": {"max_side": 96, "patches_per_image": 4, "patch_size": 16},
         "probe": {"per_class": 6},
         "digits_lt": {"size": 16, "n_max": 20, "n_min": 2, "test_per_class": 3},
+        "simgan_digits": {"size": 16, "synthetic_per_class": 6, "real_train_per_class": 4, "real_test_per_class": 4},
     },
     "distributed": {"num_workers": 2, "max_failures": 1},
     "pretrain": {"width": 4, "crop_size": 16, "epochs": 2, "crops_per_epoch": 16, "batch_size": 8,
@@ -50,6 +51,9 @@ TINY = {
     "ace": {"seeds": [0, 1], "content_dim": 8, "n_res": 1, "style_dim": 4, "mlp_dim": 8, "disc_width": 4, "crop_size": 16, "batch_size": 4,
             "epochs": 2, "steps_per_epoch": 2, "eval_exemplars": 4, "adain_steps": 2, "grid_contents": 2, "grid_styles": 2},
     "ace_finetune": {"batch_size": 4, "epochs": 1, "steps_per_epoch": 2},
+    "simgan": {"width": 4, "blocks": 1, "disc_width": 4, "batch_size": 4, "epochs": 2, "steps_per_epoch": 2, "refiner_steps": 1,
+               "pretrain_steps": 2, "pretrain_disc_steps": 1, "buffer_size": 8, "classify_seeds": [0, 1], "classify_width": 2,
+               "classify_epochs": 1, "classify_batch_size": 8},
 }  # fmt: skip
 
 
@@ -88,14 +92,19 @@ def tiny_params():
 def tiny_data(tmp_path_factory, tiny_params) -> Path:
     """data/prepared built at tiny size through the library (no DVC)."""
     from pipeline.data import sources
-    from pipeline.data.prepare import build_digits_lt, build_photo_sets, build_probe
+    from pipeline.data.prepare import build_digits_lt, build_photo_sets, build_probe, build_simgan_digits
     from pipeline.data.shards import write_set
 
     root = tmp_path_factory.mktemp("prepared")
     p = tiny_params.prepare
     photo = build_photo_sets(p, sources.BadImages("fail"))
     test_full = [sources.NamedImage(r.image, r.source) for r in photo.sets["photos_full"] if r.split == "test"]
-    for name, recs in {**photo.sets, **build_probe(p, test_full).sets, **build_digits_lt(p).sets}.items():
+    for name, recs in {
+        **photo.sets,
+        **build_probe(p, test_full).sets,
+        **build_digits_lt(p).sets,
+        **build_simgan_digits(p).sets,
+    }.items():
         write_set(root / name, recs)
     return root
 

@@ -49,7 +49,7 @@ def test_repo_params_are_valid_and_complete():
         (
             {"bogus": {}},
             "bogus: unknown key (allowed: ace, ace_finetune, augment, classify, colorize, cyclegan, distributed, munit, "
-            "prepare, pretrain, simsiam, stylize, swav, sweep, tracking, translate)",
+            "prepare, pretrain, simgan, simsiam, stylize, swav, sweep, tracking, translate)",
         ),
         ({"pretrain": {"width": "wide"}}, "pretrain.width: Input should be a valid integer"),
         ({"pretrain": {"width": 0}}, "pretrain.width: Input should be greater than or equal to 4 (got 0)"),

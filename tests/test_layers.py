@@ -17,7 +17,7 @@ LAYERS = {
     1: ("errors", "io", "color", "collectives", "config", "fingerprint", "ray_cluster"),
     2: ("data", "storage", "models", "metrics", "monitor", "model_files", "plots"),
     3: ("distributed", "loop"),
-    4: ("ssl", "translate", "invariance", "ace"),
+    4: ("ssl", "translate", "invariance", "ace", "simgan"),
     5: ("predict", "claims", "report"),
     6: ("tracking", "sweep"),
 }

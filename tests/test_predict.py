@@ -209,7 +209,11 @@ def model_files(root, params) -> dict[str, object]:
         {0: {"ace": build_ace(params.ace, ResNet18(4, 3))[0].state_dict()}},
         "zero_shot",
     )
-    return {"backbone": root / "backbone.pt", "colorizer": translator_file(root / "colorize.pt", "colorize"),
+    from pipeline.models.simgan import Refiner
+
+    save_model(root / "refiner.pt", "refiner", {"simgan": params.simgan.model_dump()},
+               {0: {"refiner": Refiner(1, params.simgan.width, params.simgan.blocks).state_dict()}})  # fmt: skip
+    return {"backbone": root / "backbone.pt", "colorizer": translator_file(root / "colorize.pt", "colorize"), "refiner": root / "refiner.pt",
             "stylizer": translator_file(root / "stylize.pt", "stylize"), "munit": root / "munit.pt",
             "classifier": classifier_file(root / "classify.pt"), "ace": root / "ace.pt"}  # fmt: skip
 
@@ -227,7 +231,7 @@ def test_every_kind_of_model_file_logs_mlflow_models_that_compute_what_its_modul
     with stage_run("every-kind", {}, "models-test") as run:
         uris = {kind: run.log_models(path, *servables(path)) for kind, path in files.items()}
     assert {k: sorted(u) for k, u in uris.items()} == {"backbone": ["embed"], "colorizer": ["colorize"], "stylizer": ["stylize", "unstylize"],
-                                                       "munit": ["restyle"], "classifier": ["classify"], "ace": ["stylize_like"]}  # fmt: skip
+                                                       "munit": ["restyle"], "classifier": ["classify"], "ace": ["stylize_like"], "refiner": ["refine"]}  # fmt: skip
     g = torch.Generator().manual_seed(1)
     for kind, path in files.items():
         model = load_model(path)

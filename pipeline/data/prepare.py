@@ -245,3 +245,30 @@ def build_digits_lt(params: PrepareParams) -> PreparedSets:
             recs.append(Record(resize(images[i], d.size), "digits", "test", f"digits/{i}", int(c)))
         table.append({"class": int(c), "train": counts[c], "test": d.test_per_class})
     return PreparedSets(sets={"digits_lt": recs}, info={"digits_lt_counts": table, "digits_lt_transform": d.transform})
+
+
+def build_simgan_digits(params: PrepareParams) -> PreparedSets:
+    """SimGAN's sets: ``synthetic_digits`` (train: digits rendered from matplotlib's fonts) and
+    ``real_digits`` (a class-balanced train / test split of the scikit-learn digits), one size."""
+    from sklearn.datasets import load_digits
+
+    from pipeline.data.synthetic import render_digits
+
+    d = params.simgan_digits
+    images, labels, fonts = render_digits(d.synthetic_per_class, d.size, params.seed + 3)
+    synthetic = [
+        Record(im, "synthetic", "train", f"font/{font}/{i}", int(y))
+        for i, (im, y, font) in enumerate(zip(images, labels, fonts))
+    ]
+    rng = np.random.default_rng(params.seed + 4)
+    digits = load_digits()
+    real_images = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
+    real = []
+    for c in range(10):
+        idx = rng.permutation(np.flatnonzero(digits.target == c))
+        for split, part in (("train", idx[: d.real_train_per_class]),
+                            ("test", idx[d.real_train_per_class : d.real_train_per_class + d.real_test_per_class])):  # fmt: skip
+            real += [Record(resize(real_images[i], d.size), "digits", split, f"digits/{i}", c) for i in part]
+    info = {"simgan_digits": {"synthetic": len(synthetic), "real_train": 10 * d.real_train_per_class,
+                              "real_test": 10 * d.real_test_per_class}}  # fmt: skip
+    return PreparedSets(sets={"synthetic_digits": synthetic, "real_digits": real}, info=info)
