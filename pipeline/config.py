@@ -21,6 +21,7 @@ from pipeline.errors import UserError
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]  # loss weights, decays
 Fraction = Annotated[float, Field(gt=0, le=1)]
 UnitInterval = Annotated[float, Field(ge=0, le=1)]
 Pair = Annotated[list[float], Field(min_length=2, max_length=2)]
@@ -158,7 +159,7 @@ class PretrainParams(Section):
 class SimSiamParams(Section):
     lr: PosFloat
     momentum: UnitInterval
-    weight_decay: Annotated[float, Field(ge=0)]
+    weight_decay: NonNegFloat
     proj_dim: PosInt
     pred_hidden: PosInt
     fix_pred_lr: bool
@@ -167,7 +168,7 @@ class SimSiamParams(Section):
 class SwavParams(Section):
     lr: PosFloat
     momentum: UnitInterval
-    weight_decay: Annotated[float, Field(ge=0)]
+    weight_decay: NonNegFloat
     proj_hidden: PosInt
     proj_dim: PosInt
     n_prototypes: Annotated[int, Field(ge=2)]
@@ -218,14 +219,14 @@ class TranslateParams(Section):
 class ColorizeParams(Section):
     train_fraction: Fraction
     batch_size: Annotated[int, Field(ge=2)]  # cGAN; CycleGAN variants use cyclegan.batch_size
-    lambda_l1: Annotated[float, Field(ge=0)]
-    gan_weight: Annotated[float, Field(ge=0)]
+    lambda_l1: NonNegFloat
+    gan_weight: NonNegFloat
 
 
 class CycleGanParams(Section):
-    cycle: Annotated[float, Field(ge=0)]
-    identity: Annotated[float, Field(ge=0)]  # times cycle, as in the reference code
-    gan_weight: Annotated[float, Field(ge=0)]
+    cycle: NonNegFloat
+    identity: NonNegFloat  # times cycle, as in the reference code
+    gan_weight: NonNegFloat
     pool_size: NonNegInt
     batch_size: Annotated[int, Field(ge=2)]
 
@@ -254,12 +255,12 @@ class MunitParams(Section):
     steps_per_epoch: PosInt
     lr: PosFloat
     betas: Pair
-    weight_decay: Annotated[float, Field(ge=0)]
-    gan: Annotated[float, Field(ge=0)]
-    recon_x: Annotated[float, Field(ge=0)]
-    recon_s: Annotated[float, Field(ge=0)]
-    recon_c: Annotated[float, Field(ge=0)]
-    cycle: Annotated[float, Field(ge=0)]
+    weight_decay: NonNegFloat
+    gan: NonNegFloat
+    recon_x: NonNegFloat
+    recon_s: NonNegFloat
+    recon_c: NonNegFloat
+    cycle: NonNegFloat
     diversity_styles: Annotated[int, Field(ge=2)]
 
     @model_validator(mode="after")
@@ -282,7 +283,7 @@ class ClassifyParams(Section):
     batch_size: Annotated[int, Field(ge=2)]
     lr: PosFloat
     momentum: UnitInterval
-    weight_decay: Annotated[float, Field(ge=0)]
+    weight_decay: NonNegFloat
     warmup_epochs: NonNegInt
     decay_epochs: list[PosInt]
     decay: Annotated[float, Field(gt=0, lt=1)]
@@ -322,7 +323,7 @@ class SimganParams(Section):
     blocks: PosInt
     disc_width: Annotated[int, Field(ge=4, le=256)]
     disc_layers: Annotated[int, Field(ge=1, le=4)]
-    lambda_reg: Annotated[float, Field(ge=0)]
+    lambda_reg: NonNegFloat
     lr: PosFloat
     batch_size: Annotated[int, Field(ge=2)]
     epochs: PosInt
@@ -331,7 +332,7 @@ class SimganParams(Section):
     pretrain_steps: NonNegInt
     pretrain_disc_steps: NonNegInt
     buffer_size: NonNegInt
-    min_moved: Annotated[float, Field(ge=0)]
+    min_moved: NonNegFloat
     min_spread: UnitInterval
     classify_seeds: Annotated[list[NonNegInt], Field(min_length=1)]
     classify_width: Annotated[int, Field(ge=2, le=128)]
@@ -357,11 +358,11 @@ class AceParams(Section):
     steps_per_epoch: PosInt
     lr: PosFloat
     betas: Pair
-    contrastive: Annotated[float, Field(ge=0)]
-    content: Annotated[float, Field(ge=0)]
-    style: Annotated[float, Field(ge=0)]
-    recon: Annotated[float, Field(ge=0)]
-    gan: Annotated[float, Field(ge=0)]
+    contrastive: NonNegFloat
+    content: NonNegFloat
+    style: NonNegFloat
+    recon: NonNegFloat
+    gan: NonNegFloat
     diversity_styles: Annotated[int, Field(ge=2)]
     eval_exemplars: PosInt
     adain_steps: NonNegInt
@@ -385,7 +386,7 @@ class AceFinetuneParams(Section):
     steps_per_epoch: PosInt
     lr: PosFloat
     # reconstruction anchor on both domains (not in the paper): 0 = the paper's recipe
-    recon: Annotated[float, Field(ge=0)]
+    recon: NonNegFloat
 
 
 class SweepDimension(Section):
@@ -424,7 +425,7 @@ class SweepParams(Section):
     max_concurrent: PosInt  # trials at once (1 keeps ASHA's decisions reproducible)
     grace_period: PosInt  # reports before ASHA may stop a trial
     reduction_factor: Annotated[int, Field(ge=2)]
-    trial_cpus: Annotated[float, Field(ge=0)]  # the trial's driver (it builds the TorchTrainer)
+    trial_cpus: NonNegFloat  # the trial's driver (it builds the TorchTrainer)
     workers_per_trial: PosInt  # Ray Train workers of each trial
     cpus_per_worker: PosFloat
     gpus_per_worker: Annotated[float, Field(ge=0, le=8)]  # 0 = CPU; a fraction shares a GPU
