@@ -102,6 +102,22 @@ def test_set_values_reads_dvc_style_assignments_and_names_what_is_wrong():
             set_values(raw, [bad])
 
 
+def test_a_trial_sets_its_sampled_values_through_the_sections_model(tiny_data):
+    """A trial's job is the stage's job with the sampled values set in its params section and
+    validated like params.yaml: the rest of the job is untouched, a value out of bounds is one line."""
+    from pipeline.invariance import munit
+
+    params = _params()
+    job = munit.job_config(params, tiny_data)
+    trial = sweep.with_values(job, "munit", {"recon_x": 3.5, "gan": 2})
+    assert (trial.munit.recon_x, trial.munit.gan) == (3.5, 2.0) and trial.munit.lr == job.munit.lr
+    assert trial.data_root == job.data_root and job.munit.recon_x == params.munit.recon_x  # the base job is frozen
+    with pytest.raises(
+        UserError, match=r"^sweep trial munit: recon_x: Input should be greater than or equal to 0 \(got -1.0\)$"
+    ):
+        sweep.with_values(job, "munit", {"recon_x": -1.0})
+
+
 def test_gpus_per_worker_is_whole_or_a_fraction_for_one_worker():
     assert _params(sweep={"gpus_per_worker": 0.25, "workers_per_trial": 1}).sweep.gpus_per_worker == 0.25
     assert _params(sweep={"gpus_per_worker": 2, "workers_per_trial": 4}).sweep.workers_per_trial == 4

@@ -91,6 +91,9 @@ def test_load_backbone_errors_name_the_problem(tmp_path):
     save_torch(tmp_path / "old.pt", {"state_dict": bb.state_dict(), "spec": bb.spec(), "method": "x"})
     with pytest.raises(UserError, match=r"a model file of an older format: rerun `dvc repro x`"):
         load_backbone(tmp_path / "old.pt", "x")
+    save_torch(tmp_path / "new.pt", {"kind": "backbone", "format_version": 3, "meta": {}, "seeds": {}})
+    with pytest.raises(UserError, match=r"model file format 3, this pipeline reads 2: rerun `dvc repro x`"):
+        load_backbone(tmp_path / "new.pt", "x")
     save_backbone(tmp_path / "ok.pt", bb, "x", 0)
     with pytest.raises(UserError, match="is a backbone model, not a munit model"):
         load_model(tmp_path / "ok.pt", "munit")
