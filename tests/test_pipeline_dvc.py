@@ -71,7 +71,7 @@ def copy_repo(dest: Path, **overrides: dict) -> Path:
 
 @pytest.mark.timeout(
     3000
-)  # the whole DAG (24 stages) at tiny size: 22 to 24 minutes on 2 cores, beside the rest of the suite
+)  # the whole DAG (25 stages) at tiny size: 22 to 24 minutes on 2 cores, beside the rest of the suite
 def test_dvc_repro_end_to_end(tmp_path):
     # the MLflow models (torch.export, ~15 s each) are left out here: test_predict logs one of every kind
     repo = copy_repo(tmp_path / "repo", pretrain={"extra_seeds": [1]}, tracking={"log_models": False})
@@ -160,6 +160,13 @@ def test_dvc_repro_end_to_end(tmp_path):
         "one MUNIT run"
     )
     assert "| `ace_zero_shot_beats_identity` |" in (repo / "metrics/claims.md").read_text()
+    simgan = json.loads((repo / "metrics/simgan.json").read_text())
+    assert set(simgan["balanced_acc"]) == {"synthetic", "refined", "real"} and simgan["world_size"] == 2
+    assert sorted(simgan["refined_minus_synthetic"]) == ["0", "1"] and simgan["moved"] > 0  # tiny: 2 classifier seeds
+    refined = read_table(repo / "data/simgan/refined_digits", "train", columns=["label"])
+    assert refined.num_rows == 60 and sorted(set(refined.column("label").to_pylist())) == list(range(10))
+    assert {"simgan_refined_beats_synthetic", "simgan_keeps_label"} <= set(by_id)
+    assert (repo / "plots/simgan_samples.png").stat().st_size > 1000
     prep = json.loads((repo / "metrics/prepare.json").read_text())
     assert prep["counts"]["photos"]["test"] > 0 and len(prep["digits_lt_counts"]) == 10
 
@@ -180,6 +187,7 @@ def test_dvc_repro_end_to_end(tmp_path):
         *translation,
         *git,
         *ace_stages,
+        "simgan",
     }
     ace_hist = mlflow.MlflowClient(uri).get_metric_history(by_name["ace"].info.run_id, "loss_contrastive")
     assert sorted(m.step for m in ace_hist) == [0, 1, 2]  # two epochs, then the final metrics
@@ -194,10 +202,10 @@ def test_dvc_repro_end_to_end(tmp_path):
 
     # every trained network is a DVC output; its MLflow model is left out by tracking.log_models: false, and the run says so
     kinds = {"backbone_simsiam": "backbone", "backbone_scratch": "backbone", "colorize_swav_cgan": "colorizer", "colorize_scratch_cyclegan": "colorizer",
-             "stylize_simsiam": "stylizer", "munit": "munit", "classify_git": "classifier", "ace": "ace", "ace_finetune": "ace"}  # fmt: skip
+             "stylize_simsiam": "stylizer", "munit": "munit", "classify_git": "classifier", "ace": "ace", "ace_finetune": "ace", "simgan": "refiner"}  # fmt: skip
     for name, kind in kinds.items():
         model = load_model(repo / f"models/{name}.pt")
-        assert model.kind == kind and model.seeds == ([0] if kind in ("backbone", "munit") else [0, 1]), name
+        assert model.kind == kind and model.seeds == ([0] if kind in ("backbone", "munit", "refiner") else [0, 1]), name
     exp_id = mlflow.get_experiment_by_name("ssl-i2i").experiment_id
     assert mlflow.search_logged_models(experiment_ids=[exp_id], output_format="list") == []
     assert by_name["stylize@swav"].data.tags["models.stylize_swav"] == "not logged (tracking.log_models: false)"
