@@ -336,7 +336,7 @@ class SimganParams(Section):
     min_spread: UnitInterval
     classify_seeds: Annotated[list[NonNegInt], Field(min_length=1)]
     classify_width: Annotated[int, Field(ge=2, le=128)]
-    classify_epochs: PosInt
+    classify_steps: PosInt
     classify_batch_size: Annotated[int, Field(ge=2)]
     classify_lr: PosFloat
 

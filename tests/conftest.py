@@ -53,7 +53,7 @@ TINY = {
     "ace_finetune": {"batch_size": 4, "epochs": 1, "steps_per_epoch": 2},
     "simgan": {"width": 4, "blocks": 1, "disc_width": 4, "batch_size": 4, "epochs": 2, "steps_per_epoch": 2, "refiner_steps": 1,
                "pretrain_steps": 2, "pretrain_disc_steps": 1, "buffer_size": 8, "classify_seeds": [0, 1], "classify_width": 2,
-               "classify_epochs": 1, "classify_batch_size": 8, "min_spread": 0.1},
+               "classify_steps": 8, "classify_batch_size": 8, "min_spread": 0.1},
 }  # fmt: skip
 
 

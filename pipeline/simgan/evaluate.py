@@ -4,6 +4,7 @@ how many refined images a classifier of real digits still reads as their source 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,19 +45,20 @@ class ClassifierJob:
 
 
 def train_loop(config: ClassifierJob, session: distributed.Session) -> None:
-    """Per-worker: one ResNet-20 on ``config.train_set`` (SGD, cosine schedule), checkpointed every epoch."""
+    """Per-worker: one ResNet-20 on ``config.train_set`` for ``simgan.classify_steps`` SGD steps (cosine
+    schedule) whatever the set's size, so that the small real set trains as long as the synthetic
+    ones: passes over the set in a fresh order each, checkpointed after each pass."""
     sp, folder_split = config.simgan, TRAIN_SETS[config.train_set]
     w = session.worker(config.cpus_per_worker)
     x, y = load_split(config.data_roots[folder_split[0]], *folder_split)
     x, y = x.to(w.device), y.to(w.device)
     torch.manual_seed(config.seed)
     model = ResNet20(NUM_CLASSES, 1, sp.classify_width)
-    steps = max(1, len(y) // sp.classify_batch_size)
-    schedule = Schedule(sp.classify_lr, steps * sp.classify_epochs, steps, "cosine")
+    per_pass = max(1, len(y) // sp.classify_batch_size)
+    schedule = Schedule(sp.classify_lr, sp.classify_steps, per_pass, "cosine")
     opt = torch.optim.SGD(model.parameters(), lr=sp.classify_lr, momentum=0.9, weight_decay=5e-4)
-    run = TrainingRun(
-        w, sp.classify_epochs, f"simgan classify@{config.train_set} seed {config.seed}", profile=config.profile
-    )
+    passes = math.ceil(sp.classify_steps / per_pass)
+    run = TrainingRun(w, passes, f"simgan classify@{config.train_set} seed {config.seed}", profile=config.profile)
     run.restore(model=model, optimizer=opt)
     wrapped = distributed.prepare_model(model, w)
     per_worker = max(1, sp.classify_batch_size // w.world_size)
@@ -65,8 +67,9 @@ def train_loop(config: ClassifierJob, session: distributed.Session) -> None:
             w.device
         )
         wrapped.train()
+        steps = min(per_pass, sp.classify_steps - epoch * per_pass)
         for step in range(steps):
-            lr = schedule.apply(opt, epoch * steps + step)
+            lr = schedule.apply(opt, epoch * per_pass + step)
             mine = order[step * sp.classify_batch_size : (step + 1) * sp.classify_batch_size][w.rank :: w.world_size][
                 :per_worker
             ]
