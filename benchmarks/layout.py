@@ -21,7 +21,7 @@ import torch
 
 from pipeline.io import write_json
 from pipeline.models.classifier import ResNet20
-from pipeline.models.resnet import ResNet18
+from pipeline.models.resnet import ResNet
 from pipeline.models.unet import DomainGenerator
 
 
@@ -42,7 +42,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cases = {
-        "stylizer_generator_b4_32px": (DomainGenerator(ResNet18(32, 3), "rgb", 32), torch.rand(4, 32, 32, 3) * 2 - 1),
+        "stylizer_generator_b4_32px": (DomainGenerator(ResNet(32, 3), "rgb", 32), torch.rand(4, 32, 32, 3) * 2 - 1),
         "classifier_resnet20_w8_b32_rgb": (ResNet20(10, 3, 8), torch.rand(32, 32, 32, 3)),
     }
     results = {}

@@ -30,7 +30,7 @@ import torch
 from pipeline import distributed, ray_cluster, translate
 from pipeline.config import load_params
 from pipeline.io import write_json
-from pipeline.models.resnet import ResNet18
+from pipeline.ssl.pretrain import new_backbone
 
 
 def main() -> None:
@@ -51,7 +51,7 @@ def main() -> None:
         update={"translate": tr, "stylize": params.stylize.model_copy(update={"steps_per_epoch": None})}
     )
     gan = "cgan" if args.stage == "colorize" else "cyclegan"
-    backbone = ResNet18(params.pretrain.width, params.pretrain.channels)
+    backbone = new_backbone(params.pretrain)
     configs = [
         translate.job_config(params, args.stage, "scratch", gan, args.data, backbone, seed)
         for seed in range(args.seeds)

@@ -40,7 +40,6 @@ from pipeline import ace, distributed, translate
 from pipeline.config import Params, load_params
 from pipeline.invariance import classify, munit
 from pipeline.io import write_json
-from pipeline.models.resnet import ResNet18
 from pipeline.ssl import pretrain
 
 STAGES = (
@@ -70,7 +69,7 @@ def with_epochs(params: Params, epochs: int) -> Params:
 
 def stage_job(stage: str, params: Params, data: Path) -> tuple[Callable[[dict[str, Any]], None], dict[str, Any]]:
     """The per-worker loop of ``stage`` and its config, as its DVC stage would build them."""
-    backbone = ResNet18(params.pretrain.width, params.pretrain.channels)  # weights do not change a step's cost
+    backbone = pretrain.new_backbone(params.pretrain)  # weights do not change a step's cost
     if stage.startswith("pretrain_"):
         return pretrain.train_loop, pretrain.job_config(params, stage.split("_")[1], data)
     if stage == "colorize_cgan":

@@ -10,6 +10,7 @@ with one line naming the key and what is allowed, before any stage does work.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -131,6 +132,8 @@ class PretrainParams(Section):
 
     seed: NonNegInt
     extra_seeds: list[NonNegInt]  # more pretraining runs, only for the kNN-gain claim's interval over seeds
+    arch: Literal["resnet18", "resnet50"]
+    stem: Literal["cifar", "imagenet"]  # cifar: 3x3 conv at full resolution; imagenet: 7x7 stride 2 + max-pool
     width: Annotated[int, Field(ge=4, le=128)]
     channels: Literal[1, 3]
     crop_size: Annotated[int, Field(ge=8, le=512)]
@@ -513,6 +516,26 @@ def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
         raise UserError(describe_validation_error(exc, Params, source)) from None
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading floats as YAML 1.2 does: ``1e-06`` is a float, not a string.
+
+    DVC writes params.yaml with ruamel, which dumps ``-S swav.weight_decay=0.000001`` as ``1e-06``;
+    PyYAML's YAML 1.1 rules need a dot in the mantissa and would read it as text."""
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+               r"|[0-9][0-9_]*[eE][-+]?[0-9]+|\.(?:inf|Inf|INF)|[-+]\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)  # fmt: skip
+
+
+def read_yaml(text: str) -> Any:
+    """``text`` parsed with :class:`ParamsLoader` (yaml.YAMLError when it is not YAML)."""
+    return yaml.load(text, Loader=ParamsLoader)  # noqa: S506 -- a SafeLoader subclass
+
+
 def set_values(raw: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
     """``raw`` with each ``section.key=value`` of ``assignments`` set (``dvc exp run -S`` syntax: the
     value is read as YAML); a one-line error for a malformed assignment or a key params.yaml lacks."""
@@ -530,7 +553,7 @@ def set_values(raw: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
         if leaf not in node:
             raise UserError(f"-S {item}: unknown key {key.strip()} (allowed: {', '.join(sorted(node))})")
         try:
-            node[leaf] = yaml.safe_load(text)
+            node[leaf] = read_yaml(text)
         except yaml.YAMLError as exc:
             raise UserError(f"-S {item}: not a YAML value: {str(exc).splitlines()[0]}") from None
     return out
@@ -542,7 +565,7 @@ def load_params(path: str | Path = "params.yaml", assignments: list[str] = ()) -
     if not path.is_file():
         raise UserError(f"params file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = read_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
     source = str(path) + "".join(f" -S {a}" for a in assignments)

@@ -43,7 +43,7 @@ from pipeline.io import load_torch, save_torch
 from pipeline.models.ace import build as build_ace
 from pipeline.models.classifier import ResNet20
 from pipeline.models.munit import MUNIT
-from pipeline.models.resnet import ResNet18
+from pipeline.models.resnet import ARCHS, STEMS, ResNet
 from pipeline.models.simgan import Refiner
 from pipeline.models.unet import DomainGenerator
 
@@ -140,10 +140,12 @@ class Embed(nn.Module):
 # ----------------------------------------------------------------------------- the registry
 
 
-def _backbone(spec: dict[str, Any]) -> ResNet18:
-    if spec.get("arch") != "resnet18_cifar":
-        raise UserError(f"architecture '{spec.get('arch')}' is not resnet18_cifar")
-    return ResNet18(spec["width"], spec["in_channels"])
+def _backbone(spec: dict[str, Any]) -> ResNet:
+    try:
+        return ResNet.from_spec(spec)
+    except ValueError:
+        known = ", ".join(f"{a}_{s}" for a in ARCHS for s in STEMS)
+        raise UserError(f"backbone architecture '{spec.get('arch')}' is unknown (allowed: {known})") from None
 
 
 def _translators(meta: dict[str, Any]) -> dict[str, nn.Module]:
@@ -270,13 +272,13 @@ def save_translator(path: str | Path, runs: list[tuple[Any, dict[str, Any]]], en
     save_model(path, TASK_KINDS[job.task], meta, seeds)
 
 
-def save_backbone(path: str | Path, backbone: ResNet18, method: str, seed: int) -> None:
+def save_backbone(path: str | Path, backbone: ResNet, method: str, seed: int) -> None:
     save_model(
         path, "backbone", {"spec": backbone.spec(), "method": method}, {seed: {"backbone": backbone.state_dict()}}
     )
 
 
-def load_backbone(path: str | Path, stage: str) -> ResNet18:
+def load_backbone(path: str | Path, stage: str) -> ResNet:
     """The backbone of a ``backbone`` file (its first seed); one-line errors as :func:`load_model`'s."""
     return load_model(path, "backbone", stage).networks()["backbone"]
 

@@ -3,8 +3,8 @@ style exemplars) or classify.
 
 Sizes. The translators are fully convolutional and were trained on 32 px patches of photos whose
 long side was shrunk to ``prepare.photos.max_side`` (256), so an image is shrunk to a long side of
-at most ``size`` (never enlarged), padded by reflection to a multiple of 8, translated whole and
-cropped back. A colorized image keeps the input's own L channel at full resolution, with the
+at most ``size`` (never enlarged), padded by reflection to a multiple of the backbone's reduction
+(8; 32 on the ImageNet stem), translated whole and cropped back. A colorized image keeps the input's own L channel at full resolution, with the
 predicted ab upsampled to it; a stylized one is resized back to the input's size. Classifier
 inputs are resized to ``size`` x ``size`` (the digits are 32 px) and read as luminance.
 """
@@ -27,6 +27,7 @@ from pipeline.data.transforms import to_tensor
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir, atomic_file
 from pipeline.model_files import ModelFile
+from pipeline.models.resnet import reduction
 
 TASKS = {"colorize": ("colorizer",), "stylize": ("stylizer", "ace"), "classify": ("classifier",)}
 DEFAULT_SIZE = {"colorize": 256, "stylize": 256, "classify": 32}
@@ -98,26 +99,28 @@ def shrink(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(max(MIN_SIDE, round(h * scale)), max(MIN_SIDE, round(w * scale))), mode="area")
 
 
-def run_padded(module: torch.nn.Module, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
-    """``module(x, *extra)`` on ``x`` reflect-padded to a multiple of 8 a side, cropped back to (H, W)."""
+def run_padded(module: torch.nn.Module, x: torch.Tensor, *extra: torch.Tensor, multiple: int = 8) -> torch.Tensor:
+    """``module(x, *extra)`` on ``x`` padded to a multiple of ``multiple`` a side (reflected, or
+    replicated where the image is smaller than the padding), cropped back to (H, W)."""
     h, w = x.shape[-2:]
-    ph, pw = -h % 8, -w % 8
-    padded = F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x
+    ph, pw = -h % multiple, -w % multiple
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    padded = F.pad(x, (0, pw, 0, ph), mode=mode) if ph or pw else x
     return module(padded, *extra)[..., :h, :w]
 
 
-def colorize(module: torch.nn.Module, x: torch.Tensor, size: int) -> torch.Tensor:
+def colorize(module: torch.nn.Module, x: torch.Tensor, size: int, multiple: int) -> torch.Tensor:
     """(1, 3, H, W) -> (1, 3, H, W): the input's L at full size, ab predicted at the shrunk size and upsampled."""
-    small = run_padded(module, shrink(x, size))
+    small = run_padded(module, shrink(x, size), multiple=multiple)
     ab = rgb_to_lab(small)[:, 1:]
     if ab.shape[-2:] != x.shape[-2:]:
         ab = F.interpolate(ab, size=x.shape[-2:], mode="bilinear", align_corners=False)
     return lab_to_rgb(torch.cat([rgb_to_lab(x)[:, :1], ab], 1))
 
 
-def stylize(module: torch.nn.Module, x: torch.Tensor, size: int, *extra: torch.Tensor) -> torch.Tensor:
+def stylize(module: torch.nn.Module, x: torch.Tensor, size: int, multiple: int, *extra: torch.Tensor) -> torch.Tensor:
     """(1, 3, H, W) -> (1, 3, H, W): translated at the shrunk size, resized back."""
-    out = run_padded(module, shrink(x, size), *extra)
+    out = run_padded(module, shrink(x, size), *extra, multiple=multiple)
     if out.shape[-2:] != x.shape[-2:]:
         out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False).clamp(0, 1)
     return out
@@ -197,10 +200,15 @@ def predict(
             if count == 0:
                 raise UserError(f"no usable image in {', '.join(map(str, inputs))} ({len(bad.skipped)} skipped)")
     else:
+        multiple = reduction(model.meta["backbone_spec"])
         with atomic_dir(output) as tmp:
             for rel, image in read_images(files, bad, task):
                 x = to_batch(image, dev)
-                y = colorize(module, x, size) if task == "colorize" else stylize(module, x, size, *extra)
+                y = (
+                    colorize(module, x, size, multiple)
+                    if task == "colorize"
+                    else stylize(module, x, size, multiple, *extra)
+                )
                 target = (tmp / rel).with_suffix(".png")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(to_image(y)).save(target)

@@ -13,8 +13,7 @@ import torch
 from pipeline.config import load_params
 from pipeline.errors import run_cli
 from pipeline.model_files import save_backbone, servables
-from pipeline.models.resnet import ResNet18
-from pipeline.ssl.pretrain import evaluate_backbone
+from pipeline.ssl.pretrain import evaluate_backbone, new_backbone
 from pipeline.tracking import add_register_option, stage_run
 
 
@@ -35,7 +34,7 @@ def main() -> None:
         args.register,
     ) as run:
         torch.manual_seed(pre.seed)  # the pretraining loops build their backbone first after this seed
-        backbone = ResNet18(pre.width, pre.channels)
+        backbone = new_backbone(pre)
         metrics = evaluate_backbone(backbone, params, args.data)
         save_backbone(args.out, backbone, "scratch", pre.seed)
         run.log_models(args.out, *servables(args.out))

@@ -14,9 +14,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from pipeline.config import load_params, parse_params, set_values
+from pipeline.config import load_params, parse_params, read_yaml, set_values
 from pipeline.errors import UserError, run_cli
 
 PROFILES = Path("infra/profiles")
@@ -35,10 +33,10 @@ def profile_args(profile: str, params_path: str = "params.yaml") -> list[str]:
     if not path.is_file():
         names = ", ".join(sorted(p.stem for p in PROFILES.glob("*.yaml")))
         raise UserError(f"profile not found: {path} (profiles: {names or 'none'})")
-    values = yaml.safe_load(path.read_text()) or {}
+    values = read_yaml(path.read_text()) or {}
     load_params(params_path)  # the base itself is valid
     assignments = [f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in flatten(values).items()]
-    merged = set_values(yaml.safe_load(Path(params_path).read_text()), assignments)  # each key one of params.yaml's
+    merged = set_values(read_yaml(Path(params_path).read_text()), assignments)  # each key one of params.yaml's
     parse_params(merged, f"{params_path} + {path}")
     return [a for assignment in assignments for a in ("-S", assignment)]
 

@@ -14,7 +14,7 @@ from pipeline.errors import UserError
 from pipeline.io import save_torch
 from pipeline.model_files import save_model
 from pipeline.models.ace import ContentEncoder
-from pipeline.models.resnet import ResNet18
+from pipeline.models.resnet import ResNet
 from pipeline.translate import encoder_backbone
 
 from .conftest import tiny_raw
@@ -25,7 +25,7 @@ AC = parse_params(tiny_raw(ace={"level": 2, "content_dim": 16, "n_res": 2, "styl
 
 def _model(level: int = 2) -> tuple[ace.ACE, torch.nn.Module]:
     torch.manual_seed(0)
-    return ace.build(AC.model_copy(update={"level": level}), ResNet18(8, 3))
+    return ace.build(AC.model_copy(update={"level": level}), ResNet(8, 3))
 
 
 @pytest.mark.parametrize("level,hw", [(0, 32), (1, 32), (2, 16), (3, 8)])
@@ -40,6 +40,15 @@ def test_shapes_at_every_level(level, hw):
     assert model.augment(c).shape == x.shape
     assert disc(out).shape[:2] == (4, 1)
     assert all(hasattr(m, "parametrizations") for m in disc.net if isinstance(m, torch.nn.Conv2d))  # spectral norm
+
+
+@pytest.mark.parametrize("level,hw", [(0, 16), (1, 8), (3, 2)])
+def test_on_the_imagenet_stem_the_decoder_upsamples_from_each_levels_stride(level, hw):
+    torch.manual_seed(0)
+    model = ace.build(AC.model_copy(update={"level": level}), ResNet(8, 3, arch="resnet50", stem="imagenet"))[0]
+    x = torch.rand(2, 3, 32, 32)
+    c = model.content(x)
+    assert c.shape == (2, 16, hw, hw) and model.decode(c, model.style(x)).shape == x.shape
 
 
 def test_adaptive_instance_augmentation_changes_style_not_layout():
@@ -160,7 +169,7 @@ def test_style_exemplar_errors_are_one_line(tmp_path):
 def test_backbone_of_the_wrong_architecture_is_one_line(tmp_path):
     path = tmp_path / "backbone.pt"
     save_model(path, "backbone", {"spec": {"arch": "vgg19"}, "method": "x"}, {0: {"backbone": {}}})
-    with pytest.raises(UserError, match=r"architecture 'vgg19' is not resnet18_cifar"):
+    with pytest.raises(UserError, match=r"architecture 'vgg19' is unknown \(allowed: resnet18_cifar"):
         encoder_backbone("simsiam", path)
     spec = {"arch": "resnet18_cifar", "width": 8, "in_channels": 3}
     save_model(path, "backbone", {"spec": spec, "method": "x"}, {0: {"backbone": {"w": torch.zeros(1)}}})
@@ -199,7 +208,7 @@ def test_ace_file_holds_one_model_per_seed_and_loads_weights_only(tmp_path):
     from .conftest import tiny_raw
 
     params = parse_params(tiny_raw(ace={"seeds": [3, 5]}))
-    backbone = ResNet18(params.pretrain.width, 3)
+    backbone = ResNet(params.pretrain.width, 3)
     states = {}
     for seed in params.ace.seeds:
         torch.manual_seed(seed)

@@ -115,3 +115,20 @@ def test_translation_and_git_params_are_checked():
         parse_params(tiny_raw(pretrain={"extra_seeds": [1, 0]}))
     with pytest.raises(UserError, match=r"extra_seeds must be distinct .* got \[2, 2\]"):
         parse_params(tiny_raw(pretrain={"extra_seeds": [2, 2]}))
+
+
+def test_params_written_by_dvc_with_a_small_float_read_back_as_that_float(tmp_path):
+    """`dvc exp run -S swav.weight_decay=0.000001` makes DVC (ruamel) write ``1e-06``, which
+    PyYAML's YAML 1.1 rules read as a string."""
+    import ruamel.yaml
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["swav"]["weight_decay"] = 0.000001
+    raw["pretrain"]["scale"] = [1e-2, 1.0]
+    path = tmp_path / "params.yaml"
+    with path.open("w") as fh:
+        ruamel.yaml.YAML().dump(raw, fh)
+    assert "weight_decay: 1e-06" in path.read_text()
+    params = load_params(path)
+    assert params.swav.weight_decay == 1e-6 and params.pretrain.scale == [0.01, 1.0]
+    assert load_params(path, ["swav.lr=5e-2"]).swav.lr == 0.05

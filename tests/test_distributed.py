@@ -190,11 +190,11 @@ def test_seeds_in_one_run_resume_inside_the_second_and_repeat_runs_of_their_own(
     """fit_seeds: two stylizer seeds in one worker group, rank 1 killed in the middle of the second
     seed, give exactly the weights and losses of two uninterrupted runs of one seed each."""
     from pipeline import translate
-    from pipeline.models.resnet import ResNet18
+    from pipeline.models.resnet import ResNet
 
     tr = tiny_params.translate.model_copy(update={"epochs": 3, "steps_per_epoch": 2})
     params = tiny_params.model_copy(update={"translate": tr})
-    backbone = ResNet18(tiny_params.pretrain.width, 3)
+    backbone = ResNet(tiny_params.pretrain.width, 3)
     configs = [
         translate.job_config(params, "stylize", "scratch", "cyclegan", tiny_data, backbone, seed) for seed in (0, 1)
     ]
@@ -240,11 +240,11 @@ def test_ace_resumes_and_repeats_the_uninterrupted_run(ray_local, tiny_params, t
     """Also checks that both ranks train one model: they build the same initial weights and
     average their gradients, so the resumed rank 1 (given rank 0's state) changes nothing."""
     from pipeline import ace
-    from pipeline.models.resnet import ResNet18
+    from pipeline.models.resnet import ResNet
 
     ac = tiny_params.ace.model_copy(update={"epochs": 3, "steps_per_epoch": 2})
     params = tiny_params.model_copy(update={"ace": ac})
-    config = ace.job_config(params, "pretrain", tiny_data, ResNet18(tiny_params.pretrain.width, 3))
+    config = ace.job_config(params, "pretrain", tiny_data, ResNet(tiny_params.pretrain.width, 3))
     resumed, clean = _killed_and_clean("ace", config, params, tmp_path)
     assert [r["loss_recon"] for r in resumed["history"]] == [r["loss_recon"] for r in clean["history"]]
     for k, v in clean["ace"].items():

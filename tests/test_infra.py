@@ -428,6 +428,16 @@ def lock_install() -> str:
     return next(args for word, args in dockerfile() if word == "RUN" and "-r /tmp/requirements.lock" in args)
 
 
+def test_every_profile_validates_merged_with_the_params():
+    profiles = sorted((INFRA / "profiles").glob("*.yaml"))
+    assert {p.stem for p in profiles} >= {"gpu", "seed002"}
+    for path in profiles:
+        args = profile_overrides(path.stem)
+        assert f'tracking.profile="{path.stem}"' in args, path
+    seed002 = profile_overrides("seed002")
+    assert 'pretrain.arch="resnet50"' in seed002 and 'pretrain.stem="imagenet"' in seed002
+
+
 def test_every_infra_file_parses():
     for path in INFRA.rglob("*.yaml"):
         assert all(yaml.safe_load_all(path.read_text())), path

@@ -17,7 +17,7 @@ from pipeline.color import rgb_to_lab
 from pipeline.errors import UserError
 from pipeline.model_files import load_model, save_backbone, save_model, save_translator, servables
 from pipeline.models.classifier import ResNet20
-from pipeline.models.resnet import ResNet18
+from pipeline.models.resnet import ResNet
 from pipeline.models.unet import DomainGenerator
 from pipeline.predict import predict
 from pipeline.tracking import model_file_from_uri, stage_run
@@ -25,22 +25,32 @@ from pipeline.tracking import model_file_from_uri, stage_run
 from .conftest import ROOT
 
 
-def translator_file(path, task: str, seeds=(0, 1)):
-    """A translator file of small random generators, as the colorize/stylize stages write it."""
-    spec = ResNet18(4, 3).spec()
+def translator_file(path, task: str, seeds=(0, 1), **backbone):
+    """A translator file of small random generators, as the colorize/stylize stages write it
+    (``backbone``: ResNet's ``arch`` and ``stem``)."""
+    spec = ResNet(4, 3, **backbone).spec()
     fwd, back = ("colorize", "decolorize") if task == "colorize" else ("rgb", "rgb")
     runs = []
     for seed in seeds:
         torch.manual_seed(seed)
         models = {
-            "G": DomainGenerator(ResNet18(4, 3), fwd, 4).state_dict(),
-            "F": DomainGenerator(ResNet18(4, 3), back, 4).state_dict(),
+            "G": DomainGenerator(ResNet(4, 3, **backbone), fwd, 4).state_dict(),
+            "F": DomainGenerator(ResNet(4, 3, **backbone), back, 4).state_dict(),
         }
         config = SimpleNamespace(task=task, gan="cyclegan", seed=seed, backbone_spec=spec,
                                  translate=SimpleNamespace(decoder_width=4, crop_size=16))  # fmt: skip
         runs.append((config, {"models": models}))
     save_translator(path, runs, "scratch")
     return path
+
+
+def test_a_colorizer_on_the_imagenet_stems_resnet50_pads_odd_images_to_its_multiple_of_32(tmp_path, images):
+    model = load_model(translator_file(tmp_path / "c.pt", "colorize", seeds=(0,), arch="resnet50", stem="imagenet"))
+    assert model.meta["backbone_spec"]["arch"] == "resnet50_imagenet"
+    summary = predict("colorize", model, [images], tmp_path / "out", size=40)  # 40 x 30 and 40 x 28: padded to 64 x 32
+    assert summary["images"] == 2
+    src = np.asarray(Image.open(images / "sub" / "coffee.jpg"))
+    assert np.asarray(Image.open(tmp_path / "out" / "sub" / "coffee.png")).shape == src.shape
 
 
 def classifier_file(path):
@@ -197,7 +207,7 @@ def model_files(root, params) -> dict[str, object]:
     from pipeline.models.munit import MUNIT
 
     torch.manual_seed(0)
-    backbone = ResNet18(4, 3)
+    backbone = ResNet(4, 3)
     mp = params.munit
     munit = MUNIT(1, mp.dim, mp.style_dim, mp.n_down, mp.n_res, mp.mlp_dim)
     save_backbone(root / "backbone.pt", backbone, "scratch", 0)
@@ -206,7 +216,7 @@ def model_files(root, params) -> dict[str, object]:
         root / "ace.pt",
         params,
         backbone,
-        {0: {"ace": build_ace(params.ace, ResNet18(4, 3))[0].state_dict()}},
+        {0: {"ace": build_ace(params.ace, ResNet(4, 3))[0].state_dict()}},
         "zero_shot",
     )
     from pipeline.models.simgan import Refiner

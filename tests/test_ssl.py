@@ -8,7 +8,7 @@ from pipeline.config import PretrainParams, parse_params
 from pipeline.data.augment import PhotoBank
 from pipeline.metrics.knn import bootstrap_gain, chance_level, knn_predict
 from pipeline.models.features import knn_probe, with_data_statistics
-from pipeline.models.resnet import ResNet18
+from pipeline.models.resnet import ResNet
 from pipeline.ssl.pretrain import make_views, z_std
 from pipeline.ssl.simsiam import SimSiam, negative_cosine, simsiam_loss
 from pipeline.ssl.swav import Swav, sinkhorn, swapped_prediction_loss
@@ -18,7 +18,7 @@ from .conftest import tiny_raw
 
 @pytest.mark.parametrize(("size", "channels"), [(32, 3), (16, 1)])
 def test_resnet_pyramid_shapes(size, channels):
-    net = ResNet18(width=8, in_channels=channels)
+    net = ResNet(width=8, in_channels=channels)
     feats = net(torch.randn(2, channels, size, size))
     assert [tuple(f.shape) for f in feats] == [
         (2, 8, size, size), (2, 8, size, size), (2, 16, size // 2, size // 2),
@@ -26,6 +26,27 @@ def test_resnet_pyramid_shapes(size, channels):
     ]  # fmt: skip
     assert net.pyramid_channels == [8, 8, 16, 32, 64]
     assert net.embed(torch.randn(3, channels, size, size)).shape == (3, 64)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_imagenet_stem_pyramid_halves_five_times_and_resnet50_widens_by_four(arch):
+    net = ResNet(width=8, arch=arch, stem="imagenet")
+    feats = net(torch.randn(2, 3, 64, 64))
+    wide = 4 if arch == "resnet50" else 1
+    assert [tuple(f.shape) for f in feats] == [
+        (2, 8, 32, 32), (2, 8 * wide, 16, 16), (2, 16 * wide, 8, 8), (2, 32 * wide, 4, 4), (2, 64 * wide, 2, 2),
+    ]  # fmt: skip
+    assert net.reduction == 32 and net.embed(torch.randn(1, 3, 64, 64)).shape == (1, net.out_dim)
+    assert torch.equal(net.level(torch.ones(1, 3, 64, 64), 2), net(torch.ones(1, 3, 64, 64))[2])
+
+
+def test_resnet50_imagenet_is_torchvisions_network_without_its_classifier():
+    import torchvision
+
+    ours = ResNet(64, 3, arch="resnet50", stem="imagenet")
+    theirs = {n: p.shape for n, p in torchvision.models.resnet50().state_dict().items() if not n.startswith("fc.")}
+    renamed = {n.replace("stem.0.", "conv1.").replace("stem.1.", "bn1."): p.shape for n, p in ours.state_dict().items()}
+    assert renamed == theirs
 
 
 def test_simsiam_loss_of_identical_views_is_minus_one():
@@ -43,7 +64,7 @@ def test_simsiam_stop_gradient():
 
 def test_simsiam_model_trains_a_step():
     torch.manual_seed(0)
-    model = SimSiam(ResNet18(width=4), proj_dim=16, pred_hidden=8)
+    model = SimSiam(ResNet(width=4), proj_dim=16, pred_hidden=8)
     x1, x2 = torch.rand(8, 3, 16, 16), torch.rand(8, 3, 16, 16)
     loss, z = model(x1, x2)
     assert -1 <= loss.item() <= 1 and z.shape == (8, 16)
@@ -55,7 +76,7 @@ def test_simsiam_normalises_each_view_by_its_own_batch_statistics():
     """As both references: one pass per view, so in training mode the first view's projection does
     not depend on the second view (a joint pass over both views shares BatchNorm statistics)."""
     torch.manual_seed(0)
-    model = SimSiam(ResNet18(4, 3), 16, 8).train()
+    model = SimSiam(ResNet(4, 3), 16, 8).train()
     x1, x2 = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
     _, z1 = model(x1, x2)
     _, z1_other = model(x1, torch.rand(4, 3, 16, 16) * 3)
@@ -75,7 +96,7 @@ def test_sinkhorn_marginals():
 
 def test_swav_loss_and_frozen_prototypes():
     torch.manual_seed(0)
-    model = Swav(ResNet18(width=4), hidden=16, dim=8, n_prototypes=6, temperature=0.1, epsilon=0.05, iters=3)
+    model = Swav(ResNet(width=4), hidden=16, dim=8, n_prototypes=6, temperature=0.1, epsilon=0.05, iters=3)
     crops = [torch.rand(8, 3, 16, 16), torch.rand(8, 3, 16, 16), torch.rand(8, 3, 8, 8)]
     loss, z = model(crops)
     assert math.isfinite(loss.item()) and loss.item() > 0 and z.shape == (8, 8)
@@ -95,7 +116,7 @@ def test_knn_probe_on_separable_features():
 
 def test_recompute_batchnorm_matches_data_statistics():
     torch.manual_seed(0)
-    net = ResNet18(width=4)
+    net = ResNet(width=4)
     x = torch.rand(20, 3, 8, 8) * 5 + 3
     fixed = with_data_statistics(net, x, batch=10)
     stem_bn = fixed.stem[1]
@@ -109,7 +130,7 @@ def test_knn_probe_and_bootstrap():
     x = torch.rand(40, 3, 8, 8)
     y = torch.arange(4).repeat(10)
     x += y.view(-1, 1, 1, 1).float()  # classes differ by brightness
-    res = knn_probe(ResNet18(width=4), x[:20], y[:20], x[20:], y[20:], k=3)
+    res = knn_probe(ResNet(width=4), x[:20], y[:20], x[20:], y[20:], k=3)
     assert res.top1 > 0.5 and res.correct.shape == (20,)
     gain, lo, hi = bootstrap_gain(np.ones(50, bool), np.zeros(50, bool), 200)
     assert (gain, lo, hi) == (1.0, 1.0, 1.0)
@@ -139,3 +160,17 @@ def test_views_are_fresh_and_seeded():
 def test_collapse_monitor():
     assert z_std(torch.ones(8, 16)) == pytest.approx(0.0)
     assert z_std(torch.randn(4096, 64)) == pytest.approx(1 / math.sqrt(64), rel=0.05)
+
+
+@pytest.mark.parametrize("method", ["simsiam", "swav"])
+def test_pretraining_trains_a_resnet50_on_the_imagenet_stem_and_probes_it(method, tiny_params, tiny_data):
+    from pipeline import distributed
+    from pipeline.ssl.pretrain import backbone_from_state, job_config, train_loop
+
+    pre = tiny_params.pretrain.model_copy(update={"arch": "resnet50", "stem": "imagenet", "crop_size": 32, "epochs": 1})
+    job = job_config(tiny_params.model_copy(update={"pretrain": pre}), method, tiny_data)
+    state = distributed.run_plain(train_loop, job)
+    [row] = state["history"]
+    assert math.isfinite(row["loss"]) and 0 <= row["knn_top1"] <= 1
+    backbone = backbone_from_state(state, pre)
+    assert backbone.spec()["arch"] == "resnet50_imagenet" and backbone.out_dim == 32 * pre.width

@@ -20,7 +20,7 @@ from pipeline import storage, sweep
 from pipeline.config import parse_params
 from pipeline.errors import UserError
 from pipeline.model_files import save_backbone
-from pipeline.models.resnet import ResNet18
+from pipeline.models.resnet import ResNet
 from pipeline.ray_cluster import wait_for_cluster
 
 from .cluster import free_port, local_cluster, ray_env, stop_group
@@ -139,7 +139,7 @@ def test_unreachable_ray_address_fails_after_a_bounded_wait():
 
 def _save_backbone(models: Path) -> None:
     torch.manual_seed(0)
-    backbone = ResNet18(4, 3)
+    backbone = ResNet(4, 3)
     save_backbone(models / "backbone_simsiam.pt", backbone, "simsiam", 0)
 
 

@@ -20,8 +20,8 @@ from pipeline.metrics.image import frechet_distance, kernel_inception_distance, 
 from pipeline.model_files import load_backbone, load_model, save_backbone, save_model
 from pipeline.models import evaluating, recompute_batchnorm
 from pipeline.models.gan import ImagePool, PatchDiscriminator, adversarial_loss
-from pipeline.models.resnet import ResNet18
-from pipeline.models.unet import ResNetUNet
+from pipeline.models.resnet import ResNet
+from pipeline.models.unet import DomainGenerator, ResNetUNet
 from pipeline.translate import check_stylizer, evaluate_painter, evaluate_stylization
 from pipeline.translate import data as D
 from pipeline.translate import training as T
@@ -46,7 +46,7 @@ def test_lab_matches_skimage_and_round_trips():
 @pytest.mark.parametrize("space,c_in,c_out", [("lab", 1, 2), ("lab", 3, 2), ("rgb", 3, 3)])
 def test_unet_shapes_at_every_pyramid_level(space, c_in, c_out):
     width, d = 8, 6
-    net = ResNetUNet(ResNet18(width, 3), space, c_out, decoder_width=d)
+    net = ResNetUNet(ResNet(width, 3), space, c_out, decoder_width=d)
     x = torch.rand(2, c_in, 16, 24) * 2 - 1
     pyramid = net.encoder(net.encoder_input(x))
     assert [tuple(p.shape) for p in pyramid] == [
@@ -63,24 +63,39 @@ def test_unet_shapes_at_every_pyramid_level(space, c_in, c_out):
         net(torch.zeros(1, c_in, 12, 12))
 
 
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_unet_on_the_imagenet_stem_decodes_two_more_levels_back_to_full_size(arch):
+    d = 4
+    net = DomainGenerator(ResNet(4, 3, arch=arch, stem="imagenet"), "colorize", d)
+    x = torch.rand(2, 3, 64, 96) * 2 - 1
+    sides = [tuple(f.shape[1:]) for f in net.unet.features(x)]
+    assert sides == [(4 * d, 4, 6), (2 * d, 8, 12), (d, 16, 24), (d, 32, 48), (d, 64, 96)]
+    out = net(x)
+    assert out.shape == x.shape and torch.equal(out[:, :1], x[:, :1])  # the input's L kept
+    with pytest.raises(ValueError, match="divisible by 32"):
+        net(torch.zeros(1, 3, 48, 48))
+
+
 def test_backbone_sees_rgb_in_unit_range_whatever_the_input_space():
-    net = ResNetUNet(ResNet18(4, 3), "lab", 2)
+    net = ResNetUNet(ResNet(4, 3), "lab", 2)
     grey_l = torch.full((1, 1, 8, 8), 0.0)  # L = 50
     rgb = net.encoder_input(grey_l)
     assert (
         rgb.shape == (1, 3, 8, 8) and torch.allclose(rgb[:, 0], rgb[:, 1], atol=1e-4) and 0.4 < float(rgb.mean()) < 0.5
     )
-    one_channel = ResNetUNet(ResNet18(4, 1), "rgb", 3)
+    one_channel = ResNetUNet(ResNet(4, 1), "rgb", 3)
     assert one_channel.encoder_input(torch.zeros(1, 3, 8, 8)).shape == (1, 1, 8, 8)
 
 
 def test_load_backbone_errors_name_the_problem(tmp_path):
     with pytest.raises(UserError, match=r"run `dvc repro pretrain@swav` first"):
         load_backbone(tmp_path / "missing.pt", "pretrain@swav")
-    bb = ResNet18(4, 3)
+    bb = ResNet(4, 3)
     weights = {0: {"backbone": bb.state_dict()}}
     save_model(tmp_path / "other.pt", "backbone", {"spec": {**bb.spec(), "arch": "vgg16"}, "method": "x"}, weights)
-    with pytest.raises(UserError, match="architecture 'vgg16' is not resnet18_cifar"):
+    with pytest.raises(
+        UserError, match=r"architecture 'vgg16' is unknown \(allowed: resnet18_cifar, resnet18_imagenet, resnet50_cifar"
+    ):
         load_backbone(tmp_path / "other.pt", "x")
     save_model(tmp_path / "wrong.pt", "backbone", {"spec": {**bb.spec(), "width": 8}, "method": "x"}, weights)
     with pytest.raises(UserError, match="weights do not match"):
@@ -210,13 +225,13 @@ def test_l1_split_puts_brightness_in_luma_and_hue_in_chroma():
 
 def _tiny_config(task: str, gan: str, tiny_data, **over):
     params = parse_params(tiny_raw(translate={"crop_size": 16, "decoder_width": 4, "disc_width": 4, **over}))
-    return params, T.job_config(params, task, "scratch", gan, tiny_data, ResNet18(params.pretrain.width, 3))
+    return params, T.job_config(params, task, "scratch", gan, tiny_data, ResNet(params.pretrain.width, 3))
 
 
 def test_cgan_steps_fit_a_fixed_batch(tiny_data):
     _, cfg = _tiny_config("colorize", "cgan", tiny_data, lr=1e-3)
     torch.manual_seed(0)
-    m = T.build_models(cfg, ResNet18(4, 3))
+    m = T.build_models(cfg, ResNet(4, 3))
     opt_g = T.generator_optimizer([m["G"]], cfg.translate)
     opt_d = torch.optim.Adam(m["D"].parameters(), lr=2e-4, betas=(0.5, 0.999))
     data = D.load_domains(cfg.data_root, cfg.task, cfg.train_fraction, cfg.seed)
@@ -230,7 +245,7 @@ def test_cgan_steps_fit_a_fixed_batch(tiny_data):
 
 def test_cyclegan_step_updates_both_generators_and_frozen_encoder_stays(tiny_data):
     _, cfg = _tiny_config("stylize", "cyclegan", tiny_data, freeze_encoder_epochs=1)
-    m = T.build_models(cfg, ResNet18(4, 3))
+    m = T.build_models(cfg, ResNet(4, 3))
     opt_g = T.generator_optimizer([m["G"], m["F"]], cfg.translate)
     opt_d = torch.optim.Adam([p for k in ("D_X", "D_Y") for p in m[k].parameters()], lr=2e-4)
     T.set_lrs(opt_g, opt_d, 0, cfg.translate)
@@ -252,7 +267,7 @@ def test_generator_steps_compute_no_discriminator_gradient(tiny_data):
     would be thrown away (and, under DDP, all-reduced first)."""
     for gan, discs in (("cgan", ("D",)), ("cyclegan", ("D_X", "D_Y"))):
         _, cfg = _tiny_config("colorize", gan, tiny_data)
-        m = T.build_models(cfg, ResNet18(4, 3))
+        m = T.build_models(cfg, ResNet(4, 3))
         gens = [m[k] for k in ("G", "F") if k in m]
         opt_g = T.generator_optimizer(gens, cfg.translate)
         opt_d = torch.optim.Adam([p for k in discs for p in m[k].parameters()], lr=2e-4)
@@ -313,7 +328,7 @@ def test_stylizers_are_served_as_the_moving_average_of_their_weights_and_a_resum
     assert resumed["starts"] == [0, 1]
     assert all(torch.equal(v, T.served_weights(resumed)["G"][n]) for n, v in served["G"].items())
     no_average = T.job_config(
-        parse_params(tiny_raw(stylize={"ema_decay": 0})), "stylize", "scratch", "cyclegan", tiny_data, ResNet18(4, 3)
+        parse_params(tiny_raw(stylize={"ema_decay": 0})), "stylize", "scratch", "cyclegan", tiny_data, ResNet(4, 3)
     )
     assert no_average.ema_decay == 0
 
@@ -343,14 +358,14 @@ def test_unknown_encoder_is_one_line():
 
 def test_colorizers_start_near_ab0_and_stylizers_far_from_the_identity(tiny_data):
     _, cfg = _tiny_config("colorize", "cyclegan", tiny_data)
-    m = T.build_models(cfg, ResNet18(4, 3))
+    m = T.build_models(cfg, ResNet(4, 3))
     data = D.load_domains(cfg.data_root, cfg.task, cfg.train_fraction, cfg.seed)
     x = data["X"][:3]
     with torch.no_grad():
         assert torch.equal(m["G"](x)[:, :1], x[:, :1])  # the colorizer keeps L ...
         assert 0 < float(m["G"](x)[:, 1:].abs().mean()) < 0.05  # ... and starts near ab = 0 (no colour), not at it
     _, cfg = _tiny_config("stylize", "cyclegan", tiny_data)
-    g = T.build_models(cfg, ResNet18(4, 3))["G"]
+    g = T.build_models(cfg, ResNet(4, 3))["G"]
     with torch.no_grad():
         assert (
             float((g(x) - x).abs().mean()) > 0.1
@@ -374,7 +389,7 @@ def test_the_palette_oracle_beats_the_identity_and_neutral_settings_are_the_iden
 
 def test_job_config_carries_one_seed():
     params = parse_params(tiny_raw())
-    bb = ResNet18(params.pretrain.width, 3)
+    bb = ResNet(params.pretrain.width, 3)
     assert T.job_config(params, "colorize", "scratch", "cgan", "data", bb).seed == 0
     cfg = T.job_config(params, "colorize", "scratch", "cgan", "data", bb, seed=1)
     assert cfg.seed == 1 and cfg.translate.steps_per_epoch == params.translate.steps_per_epoch
@@ -384,7 +399,7 @@ def test_stylize_overrides_the_cyclegan_batch_and_steps_colorize_keeps_them():
     raw = tiny_raw()
     raw["stylize"] = {**raw.get("stylize", {}), "batch_size": 6, "steps_per_epoch": 3}
     params = parse_params(raw)
-    bb = ResNet18(params.pretrain.width, 3)
+    bb = ResNet(params.pretrain.width, 3)
     sty = T.job_config(params, "stylize", "scratch", "cyclegan", "data", bb)
     col = T.job_config(params, "colorize", "scratch", "cyclegan", "data", bb)
     assert (sty.batch_size, sty.cyclegan.batch_size, sty.translate.steps_per_epoch) == (6, 6, 3)
@@ -398,7 +413,7 @@ def test_stylize_overrides_the_cyclegan_batch_and_steps_colorize_keeps_them():
 
 def test_stylizer_guard_stops_a_generator_that_returns_its_input(tiny_data):
     params, cfg = _tiny_config("stylize", "cyclegan", tiny_data)
-    models = T.build_models(cfg, ResNet18(4, 3))
+    models = T.build_models(cfg, ResNet(4, 3))
     history = [{"loss_d_x": 0.12, "loss_d_y": 0.15}]
     moved = evaluate_stylization(models, params, tiny_data)
     check_stylizer(moved, history, "stylize@scratch")  # a fresh generator already moves: no error

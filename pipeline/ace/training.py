@@ -49,7 +49,7 @@ from pipeline.model_files import load_model, save_model
 from pipeline.models import evaluating
 from pipeline.models.ace import ACE, build
 from pipeline.models.gan import adversarial_loss
-from pipeline.models.resnet import ResNet18
+from pipeline.models.resnet import ResNet
 from pipeline.ssl.simsiam import simsiam_loss
 
 VAL_SIZE = 64
@@ -342,7 +342,7 @@ def train_loop(config: AceJob, session: distributed.Session) -> None:
     ac, mode, seed = config.ace, config.mode, config.seed
     budget = ac if mode == "pretrain" else config.finetune  # batch_size, epochs, steps_per_epoch, lr
     w = session.worker(config.cpus_per_worker)
-    backbone = ResNet18(config.backbone_spec["width"], config.backbone_spec["in_channels"])
+    backbone = ResNet.from_spec(config.backbone_spec)
     backbone.load_state_dict(config.backbone_state)
     torch.manual_seed(seed)  # every rank builds the same initial weights (gradients are averaged, not DDP-broadcast)
     ace, disc = build(ac, backbone)
@@ -379,7 +379,7 @@ def train_loop(config: AceJob, session: distributed.Session) -> None:
                 run.meter.add(finetune_step(ace, disc, (opt_ae, opt_d), x, y, ac, config.finetune.recon))
         row = run.summary(epoch, budget.steps_per_epoch, budget.steps_per_epoch * batch)
         if w.is_main:
-            cpu = build(ac, ResNet18(config.backbone_spec["width"], config.backbone_spec["in_channels"]))[0]
+            cpu = build(ac, ResNet.from_spec(config.backbone_spec))[0]
             cpu.load_state_dict({k: v.detach().cpu() for k, v in ace.state_dict().items()})
             cpu.eval()
             val = x_val[:32]
@@ -414,7 +414,7 @@ def job_config(
     params: Params,
     mode: str,
     data_root: str | Path,
-    backbone: ResNet18,
+    backbone: ResNet,
     init_state: dict[str, Any] | None = None,
     seed: int | None = None,
 ) -> AceJob:
@@ -441,7 +441,7 @@ def train(
     params: Params,
     mode: str,
     data_root: str | Path,
-    backbone: ResNet18,
+    backbone: ResNet,
     storage: str | Path,
     init_states: dict[int, dict[str, Any]] | None = None,
 ) -> dict[int, dict[str, Any]]:
@@ -461,9 +461,7 @@ def train(
     return dict(zip(params.ace.seeds, distributed.fit_seeds(train_loop, jobs, params.distributed, name, storage)))
 
 
-def save_ace(
-    path: str | Path, params: Params, backbone: ResNet18, states: dict[int, dict[str, Any]], mode: str
-) -> None:
+def save_ace(path: str | Path, params: Params, backbone: ResNet, states: dict[int, dict[str, Any]], mode: str) -> None:
     """One model file for the ACE of every seed (``states``: {seed: final state})."""
     meta = {
         "ace": params.ace.model_dump(),

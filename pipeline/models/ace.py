@@ -12,6 +12,8 @@ The losses and the training loop are :mod:`pipeline.ace`.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,7 +22,7 @@ from pipeline.config import AceParams
 from pipeline.errors import UserError
 from pipeline.models.gan import PatchDiscriminator
 from pipeline.models.munit import Decoder
-from pipeline.models.resnet import ResNet18
+from pipeline.models.resnet import ResNet
 
 
 class ResBlockBN(nn.Module):
@@ -83,11 +85,11 @@ def spectral_discriminator(in_channels: int, dim: int, n_layers: int = 2) -> Pat
 class ACE(nn.Module):
     """Frozen backbone + content encoder (+ predictor) + style encoder (+ domain code) + decoder.
 
-    ``features(x)`` -> (N, F, H / 2**(level-1), ...); ``content(x)`` -> (N, D, h, w); ``style(x)`` -> (N, style_dim);
+    ``features(x)`` -> (N, F, H / s, W / s) with s the backbone's stride at ``level``; ``content(x)`` -> (N, D, h, w); ``style(x)`` -> (N, style_dim);
     ``decode(c, s)`` -> (N, 3, H, W) in [0, 1]; ``augment(c)`` -> the decode with random AdaIN parameters.
     """
 
-    def __init__(self, backbone: ResNet18, level: int, dim: int, n_res: int, style_dim: int, mlp_dim: int) -> None:
+    def __init__(self, backbone: ResNet, level: int, dim: int, n_res: int, style_dim: int, mlp_dim: int) -> None:
         super().__init__()
         if not 0 <= level <= 4:
             raise UserError(f"ace.level={level} must be a pyramid level 0..4")
@@ -100,9 +102,8 @@ class ACE(nn.Module):
         self.predictor = predictor(dim)
         self.style_encoder = StyleEncoder(feat, style_dim)
         self.domain_style = nn.Parameter(torch.zeros(style_dim))
-        self.decoder = Decoder(
-            dim, 3, style_dim, n_up=max(0, level - 1), n_res=n_res, mlp_dim=mlp_dim, direct_adain=False
-        )
+        n_up = int(math.log2(backbone.pyramid_strides[level]))  # back to the image's resolution
+        self.decoder = Decoder(dim, 3, style_dim, n_up=n_up, n_res=n_res, mlp_dim=mlp_dim, direct_adain=False)
 
     def train(self, mode: bool = True) -> ACE:
         super().train(mode)
@@ -116,10 +117,7 @@ class ACE(nn.Module):
         return [*self.content_encoder.parameters(), *self.predictor.parameters()]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.encoder.stem(x)
-        for layer in (self.encoder.layer1, self.encoder.layer2, self.encoder.layer3, self.encoder.layer4)[: self.level]:
-            feats = layer(feats)
-        return feats
+        return self.encoder.level(x, self.level)
 
     def content(self, x: torch.Tensor) -> torch.Tensor:
         return self.content_encoder(self.features(x))
@@ -140,7 +138,7 @@ class ACE(nn.Module):
         return (self.decoder.decode_with_params(c, params) + 1) / 2
 
 
-def build(ac: AceParams, backbone: ResNet18) -> tuple[ACE, PatchDiscriminator]:
+def build(ac: AceParams, backbone: ResNet) -> tuple[ACE, PatchDiscriminator]:
     """An ACE of the architecture ``ac`` names on ``backbone``, and its discriminator."""
     ace = ACE(backbone, ac.level, ac.content_dim, ac.n_res, ac.style_dim, ac.mlp_dim)
     return ace, spectral_discriminator(3, ac.disc_width)

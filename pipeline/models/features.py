@@ -23,7 +23,7 @@ from pipeline.errors import UserError
 from pipeline.io import load_torch
 from pipeline.metrics.knn import ProbeResult, knn_score
 from pipeline.models import evaluating, recompute_batchnorm
-from pipeline.models.resnet import ResNet18
+from pipeline.models.resnet import ResNet
 
 FEATURE_SEED = 20_231_117
 
@@ -67,7 +67,7 @@ class RandomResNetFeatures(nn.Module):
     def __init__(self, reference: torch.Tensor, width: int = 32) -> None:
         super().__init__()
         torch.manual_seed(FEATURE_SEED)
-        self.net = with_data_statistics(ResNet18(width, 3), reference)
+        self.net = with_data_statistics(ResNet(width, 3), reference)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The transplant: a U-Net generator whose encoder is the (pretrained) ResNet-18 backbone.
+"""The transplant: a U-Net generator whose encoder is the (pretrained) ResNet backbone.
 
 The backbone's 5-level pyramid feeds the skip connections. The backbone always sees what it
 was pretrained on: RGB in [0, 1] (or its luminance, for a 1-channel backbone), whatever the
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pipeline.color import lab_to_rgb, net_to_lab, to_gray
-from pipeline.models.resnet import ResNet18
+from pipeline.models.resnet import ResNet
 
 SPACES = ("lab", "rgb")
 
@@ -21,15 +21,18 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class ResNetUNet(nn.Module):
-    """U-Net on a ResNet-18 encoder.
+    """U-Net on a ResNet encoder (:class:`ResNet`, any depth and stem).
 
-    forward(x (N, C_in, H, W) in [-1, 1]) -> (N, out_channels, H, W) in [-1, 1] (tanh).
+    forward(x (N, C_in, H, W) in [-1, 1]) -> (N, out_channels, H, W) in [-1, 1] (tanh); H and W
+    multiples of the backbone's ``reduction`` (8 with the CIFAR stem, 32 with the ImageNet stem).
     ``space`` 'lab': x is network-scale Lab (3 channels, or 1 = L alone); 'rgb': x is RGB * 2 - 1.
-    Decoder (w = backbone width, d = decoder width): layer4 (8w, H/8) -> up + layer3 -> (4d, H/4)
-    -> up + layer2 -> (2d, H/2) -> up + layer1 + stem -> (d, H) -> + input -> out.
+    Decoder (p = the backbone's pyramid channels, d = decoder width), CIFAR stem: layer4 (p4, H/8)
+    -> up + layer3 -> (4d, H/4) -> up + layer2 -> (2d, H/2) -> up + layer1 + stem -> (d, H) -> +
+    input -> out. ImageNet stem, one level deeper: layer1 is at H/4 and the stem at H/2, so
+    up + layer1 -> (d, H/4), up + stem -> (d, H/2) (``dec0``), then up to H.
     """
 
-    def __init__(self, backbone: ResNet18, space: str, out_channels: int, decoder_width: int = 32) -> None:
+    def __init__(self, backbone: ResNet, space: str, out_channels: int, decoder_width: int = 32) -> None:
         super().__init__()
         if space not in SPACES:
             raise ValueError(f"unknown input space '{space}' (allowed: {', '.join(SPACES)})")
@@ -39,10 +42,13 @@ class ResNetUNet(nn.Module):
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
         self.dec3 = _block(p[4] + p[3], 4 * d)
         self.dec2 = _block(4 * d + p[2], 2 * d)
-        self.dec1 = _block(2 * d + p[1] + p[0], d)
+        self.stem_apart = backbone.pyramid_strides[0] != backbone.pyramid_strides[1]
+        self.dec1 = _block(2 * d + p[1] + (0 if self.stem_apart else p[0]), d)
         self.out = nn.Sequential(
             nn.Conv2d(d + 3, d, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv2d(d, out_channels, 1), nn.Tanh()
         )
+        if self.stem_apart:
+            self.dec0 = _block(d + p[0], d)
 
     def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C_in, H, W) generator input -> (N, 3 or 1, H, W) backbone input, RGB in [0, 1]."""
@@ -55,16 +61,22 @@ class ResNetUNet(nn.Module):
         return to_gray(rgb) if self.encoder.in_channels == 1 else rgb
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Decoder maps [(N, 4d, H/4, W/4), (N, 2d, H/2, W/2), (N, d, H, W)]."""
+        """Decoder maps, coarse to fine, the last at full resolution: CIFAR stem [(N, 4d, H/4, W/4),
+        (N, 2d, H/2, W/2), (N, d, H, W)]; ImageNet stem [(N, 4d, H/16, W/16), (N, 2d, H/8, W/8),
+        (N, d, H/4, W/4), (N, d, H/2, W/2), (N, d, H, W)]."""
         stem, l1, l2, l3, l4 = self.encoder(self.encoder_input(x))
         d3 = self.dec3(torch.cat([self.up(l4), l3], 1))
         d2 = self.dec2(torch.cat([self.up(d3), l2], 1))
-        d1 = self.dec1(torch.cat([self.up(d2), l1, stem], 1))
-        return [d3, d2, d1]
+        if not self.stem_apart:
+            return [d3, d2, self.dec1(torch.cat([self.up(d2), l1, stem], 1))]
+        d1 = self.dec1(torch.cat([self.up(d2), l1], 1))
+        d0 = self.dec0(torch.cat([self.up(d1), stem], 1))
+        return [d3, d2, d1, d0, self.up(d0)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] % 8 or x.shape[-2] % 8:
-            raise ValueError(f"ResNetUNet needs H and W divisible by 8, got {tuple(x.shape[-2:])}")
+        r = self.encoder.reduction
+        if x.shape[-1] % r or x.shape[-2] % r:
+            raise ValueError(f"ResNetUNet on this backbone needs H and W divisible by {r}, got {tuple(x.shape[-2:])}")
         rgb_in = x if x.shape[1] == 3 else x.expand(-1, 3, -1, -1)
         return self.out(torch.cat([self.features(x)[-1], rgb_in], 1))
 
@@ -83,7 +95,7 @@ class DomainGenerator(nn.Module):
 
     MODES = {"colorize": ("lab", 2), "decolorize": ("lab", 1), "rgb": ("rgb", 3)}
 
-    def __init__(self, backbone: ResNet18, mode: str, decoder_width: int) -> None:
+    def __init__(self, backbone: ResNet, mode: str, decoder_width: int) -> None:
         super().__init__()
         space, out_channels = self.MODES[mode]
         self.mode = mode

@@ -1,4 +1,4 @@
-"""SSL pretraining of the ResNet-18 backbone: the per-worker loop and the final probe.
+"""SSL pretraining of the ResNet backbone: the per-worker loop and the final probe.
 
 Each epoch draws fresh instances (random squares of the full training photos) and two
 augmented views of each (SimSiam), or 2 global + small crops (SwAV multi-crop). Rank 0
@@ -26,7 +26,7 @@ from pipeline.fingerprint import run_name
 from pipeline.loop import Schedule, TrainingRun
 from pipeline.metrics.knn import bootstrap_gain, chance_level
 from pipeline.models.features import knn_probe
-from pipeline.models.resnet import ResNet18
+from pipeline.models.resnet import ResNet
 from pipeline.ssl.simsiam import SimSiam
 from pipeline.ssl.swav import Swav
 
@@ -59,8 +59,13 @@ def job_config(params: Params, method: str, data_root: str | Path) -> PretrainJo
     )
 
 
+def new_backbone(pre: PretrainParams) -> ResNet:
+    """An untrained backbone of the architecture ``pre`` names (depth, stem, width, channels)."""
+    return ResNet(pre.width, pre.channels, arch=pre.arch, stem=pre.stem)
+
+
 def build_model(method: str, pre: PretrainParams, mp: SimSiamParams | SwavParams) -> nn.Module:
-    backbone = ResNet18(pre.width, pre.channels)
+    backbone = new_backbone(pre)
     if method == "simsiam":
         return SimSiam(backbone, mp.proj_dim, mp.pred_hidden)
     return Swav(backbone, mp.proj_hidden, mp.proj_dim, mp.n_prototypes, mp.temperature, mp.epsilon, mp.sinkhorn_iters)
@@ -172,14 +177,14 @@ def pretrain(params: Params, method: str, data_root: str | Path, storage: str | 
     return distributed.fit_seeds(train_loop, jobs, params.distributed, name, storage)
 
 
-def backbone_from_state(state: dict[str, Any], pre: PretrainParams) -> ResNet18:
-    backbone = ResNet18(pre.width, pre.channels)
+def backbone_from_state(state: dict[str, Any], pre: PretrainParams) -> ResNet:
+    backbone = new_backbone(pre)
     prefix = "backbone."
     backbone.load_state_dict({k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)})
     return backbone
 
 
-def evaluate_backbone(backbone: ResNet18, params: Params, data_root: str | Path) -> dict[str, Any]:
+def evaluate_backbone(backbone: ResNet, params: Params, data_root: str | Path) -> dict[str, Any]:
     """Final kNN probe of ``backbone`` beside the fair untrained baseline (several init seeds).
 
     Both go through the same protocol (BN statistics recomputed on the bank). The gain is
@@ -192,7 +197,7 @@ def evaluate_backbone(backbone: ResNet18, params: Params, data_root: str | Path)
     untrained = []
     for s in range(pre.baseline_seeds):
         torch.manual_seed(1000 + s)
-        untrained.append(knn_probe(ResNet18(pre.width, pre.channels), bx, by, qx, qy, pre.knn_k, pre.knn_temperature))
+        untrained.append(knn_probe(new_backbone(pre), bx, by, qx, qy, pre.knn_k, pre.knn_temperature))
     base = np.array([u.top1 for u in untrained])
     gain, lo, hi = bootstrap_gain(trained.correct, untrained[0].correct, pre.bootstrap, seed=pre.seed)
     gains = trained.top1 - base

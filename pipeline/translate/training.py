@@ -28,7 +28,7 @@ from pipeline.metrics.image import l1
 from pipeline.model_files import load_backbone
 from pipeline.models import evaluating, recompute_batchnorm
 from pipeline.models.gan import ImagePool, PatchDiscriminator
-from pipeline.models.resnet import ResNet18
+from pipeline.models.resnet import STEM_STRIDES, ResNet
 from pipeline.models.unet import DomainGenerator
 from pipeline.translate.cyclegan import cyclegan_step
 from pipeline.translate.data import load_domains
@@ -38,7 +38,7 @@ ENCODERS = ("scratch", "simsiam", "swav")
 GANS = ("cgan", "cyclegan")
 
 
-def encoder_backbone(encoder: str, backbone_path: str | Path | None = None) -> ResNet18:
+def encoder_backbone(encoder: str, backbone_path: str | Path | None = None) -> ResNet:
     """The backbone a generator starts from: ``models/backbone_<encoder>.pt`` unless ``backbone_path``.
 
     ``scratch`` is the untrained backbone at the pretraining's initial weights (stage backbone_scratch).
@@ -49,7 +49,7 @@ def encoder_backbone(encoder: str, backbone_path: str | Path | None = None) -> R
     return load_backbone(backbone_path or f"models/backbone_{encoder}.pt", stage)
 
 
-def build_models(config: TranslateJob, backbone: ResNet18) -> dict[str, nn.Module]:
+def build_models(config: TranslateJob, backbone: ResNet) -> dict[str, nn.Module]:
     """{'G', 'D'} for cgan; {'G', 'F', 'D_X', 'D_Y'} for cyclegan. Every generator gets its own copy of ``backbone``."""
     tr = config.translate
     torch.manual_seed(config.seed + 1)
@@ -128,7 +128,7 @@ def train_loop(config: TranslateJob, session: distributed.Session) -> None:
     """Per-worker GAN loop (runs under Ray Train); checkpoints every epoch and resumes from the last."""
     tr, task, gan, seed = config.translate, config.task, config.gan, config.seed
     w = session.worker(config.cpus_per_worker)
-    backbone = ResNet18(config.backbone_spec["width"], config.backbone_spec["in_channels"])
+    backbone = ResNet.from_spec(config.backbone_spec)
     backbone.load_state_dict(config.backbone_state)
     models = build_models(config, backbone)
     gens = [models[k] for k in gens_of(models)]
@@ -218,9 +218,11 @@ def check_inputs(params: Params, task: str, data_root: str | Path) -> None:
         raise UserError(
             f"translate.crop_size={params.translate.crop_size} is larger than the images ({smallest} px): lower it"
         )
-    if params.translate.crop_size % 8:
+    multiple = STEM_STRIDES[params.pretrain.stem][-1]
+    if params.translate.crop_size % multiple:
         raise UserError(
-            f"translate.crop_size={params.translate.crop_size} must be a multiple of 8 (the U-Net downsamples 3 times)"
+            f"translate.crop_size={params.translate.crop_size} must be a multiple of {multiple}"
+            f" (the U-Net on the {params.pretrain.stem} stem's backbone downsamples by {multiple})"
         )
     if task == "colorize" and all(p.ndim == 2 or (np.ptp(p.astype(np.int16), axis=-1) == 0).all() for p in photos):
         raise UserError(f"{root / 'photos'}: the train split holds only grey images; colorization needs colour photos")
@@ -260,7 +262,7 @@ def job_config(
     encoder: str,
     gan: str,
     data_root: str | Path,
-    backbone: ResNet18,
+    backbone: ResNet,
     seed: int | None = None,
 ) -> TranslateJob:
     """The job of one seed (default: the first of ``translate.seeds``)."""
@@ -316,7 +318,7 @@ def train(
 
 
 def generators_from_state(config: TranslateJob, state: dict[str, Any]) -> dict[str, nn.Module]:
-    backbone = ResNet18(config.backbone_spec["width"], config.backbone_spec["in_channels"])
+    backbone = ResNet.from_spec(config.backbone_spec)
     models = build_models(config, backbone)
     weights = served_weights(state)
     for k, mod in models.items():
