@@ -137,6 +137,7 @@ class PretrainParams(Section):
     width: Annotated[int, Field(ge=4, le=128)]
     channels: Literal[1, 3]
     crop_size: Annotated[int, Field(ge=8, le=512)]
+    data: Literal["auto", "memory", "stream"]  # photos all in memory, or streamed from the shards (Ray Data)
     instance_scale: Pair
     scale: Pair
     color_jitter: UnitInterval

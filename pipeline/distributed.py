@@ -78,6 +78,12 @@ class Session:
         """The state dict of the checkpoint this worker resumes from, or None on a fresh start."""
         return _checkpoint_state()
 
+    def dataset(self, name: str) -> Any:
+        """This worker's shard of the Ray Data dataset ``name`` that :func:`fit` was given (a DataIterator)."""
+        import ray.train
+
+        return ray.train.get_dataset_shard(name)
+
     def report(self, metrics: dict[str, Any], state: dict[str, Any] | None, w: Worker) -> None:
         """Report an epoch's metrics from every worker; rank 0 also saves ``state`` as the checkpoint.
 
@@ -99,8 +105,10 @@ class PlainSession(Session):
     ``states`` holds a copy of the last checkpointed state (the run's result), or of every one
     with ``keep_all`` (to resume from any of them, as a checkpoint on disk would)."""
 
-    def __init__(self, resume: dict[str, Any] | None = None, keep_all: bool = False) -> None:
-        self.resume, self.keep_all = resume, keep_all
+    def __init__(
+        self, resume: dict[str, Any] | None = None, keep_all: bool = False, datasets: dict[str, Any] | None = None
+    ) -> None:
+        self.resume, self.keep_all, self.datasets = resume, keep_all, datasets or {}
         self.states: list[dict[str, Any]] = []
 
     def worker(self, cpus_per_worker: float = 1.0) -> Worker:
@@ -108,6 +116,10 @@ class PlainSession(Session):
 
     def load_state(self) -> dict[str, Any] | None:
         return self.resume
+
+    def dataset(self, name: str) -> Any:
+        """The whole Ray Data dataset ``name`` (the only rank reads all of it)."""
+        return self.datasets[name]
 
     def report(self, metrics: dict[str, Any], state: dict[str, Any] | None, w: Worker) -> None:
         if state is not None:
@@ -340,6 +352,7 @@ def fit(
     storage: str | Path,
     callbacks: list[Any] | None = None,
     gpus_per_worker: float = 1.0,
+    datasets: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``loop(config, session)`` on ``params.num_workers`` Ray Train workers; return the final state dict.
 
@@ -347,6 +360,7 @@ def fit(
     ``keep_checkpoints``, and restarts dead workers from the last checkpoint up to
     ``max_failures`` times. ``callbacks`` are Ray Train user callbacks (a Tune trial passes the
     one that forwards reports to Tune); ``gpus_per_worker`` may be a fraction when ``use_gpu``.
+    ``datasets`` are Ray Data datasets, split across the workers (``session.dataset(name)``).
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -360,6 +374,7 @@ def fit(
         functools.partial(_in_session, loop),
         train_loop_config={"job": config},
         torch_config=_torch_config("nccl" if params.use_gpu and not cpu_on_gpu_nodes() else "gloo"),
+        datasets=datasets,
         scaling_config=ScalingConfig(
             num_workers=params.num_workers,
             use_gpu=params.use_gpu,
@@ -405,7 +420,7 @@ def _user_error(error: BaseException) -> UserError | None:
 
 
 def fit_seeds(loop: Loop, configs: list[Any], params: DistributedParams, name: str,
-              storage: str | Path) -> list[dict[str, Any]]:  # fmt: skip
+              storage: str | Path, datasets: dict[str, Any] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Run ``loop`` on each of ``configs`` one after the other in one Ray Train worker group (as
     :func:`fit` does for one); return their final state dicts in order.
 
@@ -413,7 +428,7 @@ def fit_seeds(loop: Loop, configs: list[Any], params: DistributedParams, name: s
     state), without starting the workers again. Every checkpoint holds the finished configs'
     final states, so a restart resumes inside the config it was in.
     """
-    final = fit(functools.partial(_run_sequence, loop), configs, params, name, storage)[SEQUENCE_KEY]
+    final = fit(functools.partial(_run_sequence, loop), configs, params, name, storage, datasets=datasets)[SEQUENCE_KEY]
     states = [*final["finished"], final["current"]]
     if len(states) != len(configs):
         raise RuntimeError(f"training run {name} finished {len(states)} of {len(configs)} configs")

@@ -11,12 +11,29 @@ from pipeline.data import sources
 from pipeline.data.longtail import assign_counts, class_counts, exp_counts, zipf_counts
 from pipeline.data.painting import brush_strokes, edge_darkening, painterly, saturate
 from pipeline.data.prepare import _paint, build_digits_lt, build_photo_sets, split_photos
-from pipeline.data.shards import Record, decode_png, read_images, read_table, write_set
+from pipeline.data.shards import Record, decode_png, read_images, read_rows, read_table, write_set
 from pipeline.data.transforms import apply_nuisance, draw_nuisance, kuwahara, posterize, random_patches, to_tensor
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir, load_torch, save_torch, write_json
 
 from .conftest import tiny_raw
+
+
+def test_read_rows_takes_rows_across_shards_without_reading_the_set_whole(tmp_path):
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (4, 4, 3), dtype=np.uint8) for _ in range(11)]
+    write_set(
+        tmp_path / "set", [Record(im, "photo", "train", f"s{i}", i) for i, im in enumerate(images)], rows_per_shard=4
+    )
+    assert len(list((tmp_path / "set").glob("train-*.parquet"))) == 3
+    table = read_rows(tmp_path / "set", "train", np.array([0, 3, 4, 9, 10]), ["image", "label"])
+    assert table.column("label").to_pylist() == [0, 3, 4, 9, 10]
+    assert all(
+        np.array_equal(decode_png(b), images[i]) for b, i in zip(table.column("image").to_pylist(), [0, 3, 4, 9, 10])
+    )
+    assert read_rows(tmp_path / "set", "train", np.array([], dtype=int), ["label"]).num_rows == 0
+    with pytest.raises(IndexError, match="outside the 11 rows"):
+        read_rows(tmp_path / "set", "train", np.array([11]), ["label"])
 
 
 def test_parquet_round_trip(tmp_path):

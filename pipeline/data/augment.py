@@ -66,12 +66,16 @@ class PhotoBank:
 
 
 def random_squares(
-    sizes: torch.Tensor, n: int, side_scale: tuple[float, float], g: torch.Generator
+    sizes: torch.Tensor, n: int, side_scale: tuple[float, float], g: torch.Generator, every_photo: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` random squares of random photos: photo index (n,) and box (n, 4) as pixel (x0, y0, x1, y1).
+    """``n`` random squares of random photos (of photo i in order, with ``every_photo``, n = the
+    photo count): photo index (n,) and box (n, 4) as pixel (x0, y0, x1, y1).
 
     The side is a fraction ~ U(side_scale) of the photo's shorter side (at least 2 px)."""
-    k = below(torch.full((n,), len(sizes), device=g.device), g)
+    if every_photo:
+        k = torch.arange(n, device=g.device)
+    else:
+        k = below(torch.full((n,), len(sizes), device=g.device), g)
     h, w = sizes[k, 0], sizes[k, 1]
     short = torch.minimum(h, w)
     side = torch.minimum(torch.clamp((short * uniform(n, *side_scale, g)).round().long(), min=2), short)

@@ -126,6 +126,26 @@ def read_table(folder: str | Path, split: str | None = None, columns: list[str] 
     return pa.concat_tables(pq.read_table(f, columns=columns, schema=SCHEMA, filesystem=fs) for f in files)
 
 
+def read_rows(folder: str | Path, split: str, rows: np.ndarray, columns: list[str]) -> pa.Table:
+    """Rows ``rows`` (sorted indices into the split, in shard order) of a set, reading one record
+    batch at a time, so a few rows of a large set never hold the whole set in memory."""
+    fs, files = storage.list_files(folder, f"{split}-*.parquet")
+    if not files:
+        raise UserError(f"no shards for split '{split}' of {folder} (run the 'prepare' stage first)")
+    rows = np.asarray(rows, dtype=np.int64)
+    parts, start = [], 0
+    for f in files:
+        with fs.open_input_file(f) as fh:
+            for batch in pq.ParquetFile(fh).iter_batches(batch_size=1024, columns=columns):
+                local = rows[(rows >= start) & (rows < start + len(batch))] - start
+                if len(local):
+                    parts.append(pa.Table.from_batches([batch]).take(pa.array(local)))
+                start += len(batch)
+    if len(rows) and (rows.min() < 0 or rows.max() >= start):
+        raise IndexError(f"rows outside the {start} rows of split '{split}' of {folder}")
+    return pa.concat_tables(parts) if parts else SCHEMA.empty_table().select(columns)
+
+
 def read_images(folder: str | Path, split: str) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
     """Decoded images, labels (N,) and sources of one split of a set."""
     table = read_table(folder, split, columns=["image", "label", "source"])

@@ -19,6 +19,7 @@ from torch import nn
 from pipeline import distributed, storage
 from pipeline.color import to_gray
 from pipeline.config import Params, PretrainParams, SimSiamParams, SwavParams
+from pipeline.data import stream
 from pipeline.data.augment import PhotoBank, color_jitter, crop_resize, hflip, random_resized_boxes, random_squares
 from pipeline.data.shards import read_images, read_table
 from pipeline.data.transforms import to_tensor
@@ -43,6 +44,7 @@ class PretrainJob:
     method_params: SimSiamParams | SwavParams
     cpus_per_worker: float
     mixed_precision: bool
+    stream: bool = False  # photos streamed from the shards (``session.dataset("photos")``), else all in memory
     profile: bool = False  # the step profile's timings (see TrainingRun)
 
 
@@ -50,6 +52,7 @@ def job_config(params: Params, method: str, data_root: str | Path) -> PretrainJo
     if method not in METHODS:
         raise ValueError(f"unknown SSL method '{method}' (allowed: {', '.join(METHODS)})")
     return PretrainJob(
+        stream=stream.streams(params.pretrain.data, Path(data_root) / "photos_full", "train"),
         method=method,
         data_root=storage.publish_data(data_root, ["photos_full", "probe"]),
         pretrain=params.pretrain,
@@ -79,11 +82,13 @@ def load_probe(data_root: str | Path, channels: int) -> tuple[torch.Tensor, torc
 
 
 def make_views(
-    bank: PhotoBank, n: int, method: str, pre: PretrainParams, mp: SimSiamParams | SwavParams, g: torch.Generator
-) -> list[torch.Tensor]:
-    """Views of ``n`` fresh instances (random squares of the photos), made on ``g``'s device:
-    [v1, v2] (SimSiam) or [g1, g2, s1, ..] (SwAV), each (n, C, h, w) in [0, 1]."""
-    k, instances = random_squares(bank.sizes, n, tuple(pre.instance_scale), g)
+    bank: PhotoBank, n: int, method: str, pre: PretrainParams, mp: SimSiamParams | SwavParams, g: torch.Generator,
+    every_photo: bool = False,
+) -> list[torch.Tensor]:  # fmt: skip
+    """Views of ``n`` fresh instances (random squares of random photos of the bank, or of each of
+    its ``n`` photos in turn with ``every_photo``), made on ``g``'s device: [v1, v2] (SimSiam) or
+    [g1, g2, s1, ..] (SwAV), each (n, C, h, w) in [0, 1]."""
+    k, instances = random_squares(bank.sizes, n, tuple(pre.instance_scale), g, every_photo)
 
     def view(size: int, scale: list[float]) -> torch.Tensor:
         x = crop_resize(bank.images, k, random_resized_boxes(instances, tuple(scale), g), size)
@@ -130,17 +135,24 @@ def train_loop(config: PretrainJob, session: distributed.Session) -> None:
     model = distributed.prepare_model(model, w)
     core = distributed.unwrap(model)
 
-    photos, _, _ = read_images(storage.join(config.data_root, "photos_full"), "train")
-    bank = PhotoBank(photos, w.device)
+    if config.stream:
+        shard = session.dataset("photos")
+    else:
+        photos, _, _ = read_images(storage.join(config.data_root, "photos_full"), "train")
+        bank = PhotoBank(photos, w.device)
     probe = load_probe(config.data_root, pre.channels) if w.is_main else None
 
     for epoch in run.epochs():
         g = run.generator(pre.seed, epoch)
+        batches = stream.photo_batches(shard, batch, pre.seed, epoch) if config.stream else None
         model.train()
         for step in range(steps):
             lr = schedule.apply(opt, epoch * steps + step)
             with run.data():
-                views = make_views(bank, batch, method, pre, mp, g)
+                if batches is None:
+                    views = make_views(bank, batch, method, pre, mp, g)
+                else:  # this batch's photos alone, each once
+                    views = make_views(PhotoBank(next(batches), w.device), batch, method, pre, mp, g, every_photo=True)
             with distributed.autocast(w, config.mixed_precision):
                 loss, z = model(*views) if method == "simsiam" else model(views)
             opt.zero_grad(set_to_none=True)
@@ -164,7 +176,7 @@ def train_loop(config: PretrainJob, session: distributed.Session) -> None:
         run.report(row, ("loss", "z_std", "knn_top1"), model=core, optimizer=opt)
 
 
-def pretrain(params: Params, method: str, data_root: str | Path, storage: str | Path) -> list[dict[str, Any]]:
+def pretrain(params: Params, method: str, data_root: str | Path, storage_path: str | Path) -> list[dict[str, Any]]:
     """Train ``method`` through Ray Train from ``pretrain.seed`` and then each of
     ``pretrain.extra_seeds``, one after the other in one resumable run; return their final states
     (model, history, starts, ...) in that order."""
@@ -174,7 +186,10 @@ def pretrain(params: Params, method: str, data_root: str | Path, storage: str | 
     base = job_config(params, method, data_root)
     jobs = [replace(base, pretrain=params.pretrain.model_copy(update={"seed": s})) for s in seeds]
     name = run_name(method, {"seeds": jobs}, train_loop, [Path(data_root) / "photos_full", Path(data_root) / "probe"])
-    return distributed.fit_seeds(train_loop, jobs, params.distributed, name, storage)
+    datasets = (
+        {"photos": stream.photo_dataset(storage.join(base.data_root, "photos_full"), "train")} if base.stream else None
+    )
+    return distributed.fit_seeds(train_loop, jobs, params.distributed, name, storage_path, datasets)
 
 
 def backbone_from_state(state: dict[str, Any], pre: PretrainParams) -> ResNet:

@@ -16,7 +16,7 @@ import torch
 
 from pipeline import storage
 from pipeline.color import grey_of, lab_to_net, lab_to_rgb, net_to_lab, rgb_to_lab
-from pipeline.data.shards import read_images
+from pipeline.data.shards import decode_png, read_images, read_rows, read_table
 from pipeline.data.transforms import to_tensor
 from pipeline.errors import UserError
 
@@ -43,9 +43,11 @@ def train_subset(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nda
 def load_domains(root: str | Path, task: str, fraction: float, seed: int) -> dict[str, torch.Tensor]:
     """{'X', 'Y'} training images of both domains (``fraction`` of the train split, drawn by ``seed``)
     and {'val_X', 'val_Y'} (paired when the task allows), each (N, 3, H, W)."""
-    photos, _, _ = read_images(storage.join(root, "photos"), "train")
-    rgb = to_tensor(photos)
-    train_idx, val_idx = train_subset(len(rgb), fraction, seed)
+    folder = storage.join(root, "photos")
+    train_rows, val_rows = train_subset(read_table(folder, "train", columns=["label"]).num_rows, fraction, seed)
+    keep = np.union1d(train_rows, val_rows)  # decode only these: the set may be far larger than memory
+    rgb = to_tensor([decode_png(b) for b in read_rows(folder, "train", keep, ["image"]).column("image").to_pylist()])
+    train_idx, val_idx = np.searchsorted(keep, train_rows), np.searchsorted(keep, val_rows)
     if task == "colorize":
         lab = photo_to_domain(rgb, task)
         val = lab[val_idx] if len(val_idx) else lab[train_idx][:VAL_SIZE]
