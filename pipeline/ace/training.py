@@ -46,7 +46,7 @@ from pipeline.fingerprint import run_name
 from pipeline.loop import Bundle, TrainingRun, seed_for
 from pipeline.metrics.image import l1
 from pipeline.model_files import load_model, save_model
-from pipeline.models import evaluating
+from pipeline.models import evaluating, in_chunks
 from pipeline.models.ace import ACE, build
 from pipeline.models.gan import adversarial_loss
 from pipeline.models.resnet import ResNet
@@ -222,18 +222,13 @@ def content_similarity(ace: ACE, outputs: torch.Tensor, contents: torch.Tensor) 
 def translate(ace: ACE, x: torch.Tensor, style: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """Decode the contents of ``x`` (N, 3, H, W) with one style code (style_dim,)."""
     with evaluating(ace):
-        return torch.cat(
-            [
-                ace.decode(ace.content(x[i : i + batch]), style.expand(len(x[i : i + batch]), -1))
-                for i in range(0, len(x), batch)
-            ]
-        )
+        return in_chunks(lambda c: ace.decode(ace.content(c), style.expand(len(c), -1)), x, batch)
 
 
 def reconstruct(ace: ACE, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """Decode every image of ``x`` (N, 3, H, W) with its own content and its own style code."""
     with evaluating(ace):
-        return torch.cat([ace.decode(*own_codes(ace, x[i : i + batch])) for i in range(0, len(x), batch)])
+        return in_chunks(lambda c: ace.decode(*own_codes(ace, c)), x, batch)
 
 
 def domain_style(ace: ACE, exemplars: torch.Tensor) -> torch.Tensor:

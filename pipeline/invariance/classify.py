@@ -29,7 +29,7 @@ from pipeline.errors import UserError
 from pipeline.fingerprint import run_name
 from pipeline.loop import Schedule, TrainingRun, seed_for
 from pipeline.metrics.invariance import balanced_accuracy, ekld_by_class
-from pipeline.models import evaluating
+from pipeline.models import evaluating, in_chunks
 from pipeline.models.classifier import ResNet20
 
 METHODS = ("erm", "drs", "git", "oracle")
@@ -108,7 +108,7 @@ def fresh_nuisance_accuracy(model: torch.nn.Module, data: dict[str, Any], transf
     g = torch.Generator(clean.device).manual_seed(seed_for(seed, 777))
     x = apply_nuisances(clean, transform, draw_nuisances(transform, len(clean), g))
     with evaluating(model):
-        pred = torch.cat([model(x[i : i + 256]).argmax(1) for i in range(0, len(x), 256)]).cpu().numpy()
+        pred = in_chunks(lambda c: model(c).argmax(1), x, 256).cpu().numpy()
     return balanced_accuracy(data["y"].cpu().numpy(), pred)
 
 

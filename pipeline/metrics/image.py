@@ -12,6 +12,7 @@ from scipy import linalg
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from pipeline.color import to_gray
+from pipeline.models import in_chunks
 
 
 def l1(pred: torch.Tensor, target: torch.Tensor) -> float:
@@ -48,7 +49,7 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 def batched(features: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int = 128) -> np.ndarray:
     """features(x) in chunks, as float64 (N, D)."""
-    return torch.cat([features(x[i : i + batch]) for i in range(0, len(x), batch)]).double().numpy()
+    return in_chunks(features, x, batch).double().numpy()
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:

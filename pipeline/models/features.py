@@ -22,7 +22,7 @@ from torch import nn
 from pipeline.errors import UserError
 from pipeline.io import load_torch
 from pipeline.metrics.knn import ProbeResult, knn_score
-from pipeline.models import evaluating, recompute_batchnorm
+from pipeline.models import evaluating, in_chunks, recompute_batchnorm
 from pipeline.models.resnet import ResNet
 
 FEATURE_SEED = 20_231_117
@@ -31,7 +31,7 @@ FEATURE_SEED = 20_231_117
 def embed(backbone: nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """l2-normalised features (N, D) of images x (N, C, H, W), in eval mode."""
     with evaluating(backbone):
-        return torch.cat([F.normalize(backbone.embed(x[i : i + batch]), dim=1) for i in range(0, len(x), batch)])
+        return in_chunks(lambda c: F.normalize(backbone.embed(c), dim=1), x, batch)
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from pipeline.invariance.classify import NUM_CLASSES
 from pipeline.loop import Schedule, TrainingRun, seed_for
 from pipeline.metrics.invariance import balanced_accuracy
 from pipeline.metrics.seeds import t_interval
+from pipeline.models import in_chunks
 from pipeline.models.classifier import ResNet20
 from pipeline.simgan.training import load_split
 
@@ -111,7 +112,7 @@ def train_classifiers(
 @torch.no_grad()
 def predict(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
     model.eval()
-    return torch.cat([model(x[i : i + 256]).argmax(1) for i in range(0, len(x), 256)]).numpy()
+    return in_chunks(lambda c: model(c).argmax(1), x, 256).numpy()
 
 
 def score(

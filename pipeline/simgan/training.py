@@ -28,7 +28,7 @@ from pipeline.errors import UserError
 from pipeline.fingerprint import run_name
 from pipeline.invariance.classify import check_classes
 from pipeline.loop import Bundle, TrainingRun, seed_for
-from pipeline.models import frozen
+from pipeline.models import frozen, in_chunks
 from pipeline.models.gan import PatchDiscriminator, adversarial_loss
 from pipeline.models.simgan import HistoryBuffer, Refiner
 
@@ -221,5 +221,5 @@ def refiner_from_state(state: dict[str, Any], sp: SimganParams) -> Refiner:
 @torch.no_grad()
 def refine(refiner: nn.Module, synthetic: torch.Tensor, batch: int = 256) -> np.ndarray:
     """Refined digits as uint8 (N, H, W) from synthetic ones (N, 1, H, W) in [0, 1]."""
-    out = torch.cat([(refiner(synthetic[i : i + batch] * 2 - 1) + 1) / 2 for i in range(0, len(synthetic), batch)])
+    out = in_chunks(lambda s: (refiner(s * 2 - 1) + 1) / 2, synthetic, batch)
     return (out[:, 0] * 255).round().clamp(0, 255).to(torch.uint8).numpy()

@@ -26,7 +26,7 @@ from pipeline.fingerprint import run_name
 from pipeline.loop import Bundle, Schedule, TrainingRun, seed_for
 from pipeline.metrics.image import l1
 from pipeline.model_files import load_backbone
-from pipeline.models import evaluating, recompute_batchnorm
+from pipeline.models import evaluating, in_chunks, recompute_batchnorm
 from pipeline.models.gan import ImagePool, PatchDiscriminator
 from pipeline.models.resnet import STEM_STRIDES, ResNet
 from pipeline.models.unet import DomainGenerator
@@ -111,7 +111,7 @@ def served_weights(state: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
 def translate_batched(gen: nn.Module, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """Run a generator in eval mode over (N, 3, H, W) in chunks."""
     with evaluating(gen):
-        return torch.cat([gen(x[i : i + batch]) for i in range(0, len(x), batch)])
+        return in_chunks(gen, x, batch)
 
 
 def validation_metric(m: dict[str, nn.Module], data: dict[str, torch.Tensor], task: str) -> float:
