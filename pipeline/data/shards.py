@@ -116,22 +116,26 @@ def write_set(folder: Path, records: Iterable[Record], rows_per_shard: int = 409
     return counts
 
 
-def read_table(folder: str | Path, split: str | None = None, columns: list[str] | None = None) -> pa.Table:
-    """All rows of a set (optionally one split) as one Arrow table; ``folder`` is a local path or a
-    storage URI (``s3://...``, read through pyarrow's file systems)."""
+def shard_files(folder: str | Path, split: str | None = None) -> tuple[Any, list[str]]:
+    """The file system and the sorted shards of a set (of one split); one line when there are none.
+    ``folder`` is a local path or a storage URI (``s3://...``, read through pyarrow's file systems)."""
     fs, files = storage.list_files(folder, f"{split}-*.parquet" if split else "*.parquet")
     if not files:
         what = f"split '{split}' of " if split else ""
         raise UserError(f"no shards for {what}{folder} (run the 'prepare' stage first)")
+    return fs, files
+
+
+def read_table(folder: str | Path, split: str | None = None, columns: list[str] | None = None) -> pa.Table:
+    """All rows of a set (optionally one split) as one Arrow table (see :func:`shard_files`)."""
+    fs, files = shard_files(folder, split)
     return pa.concat_tables(pq.read_table(f, columns=columns, schema=SCHEMA, filesystem=fs) for f in files)
 
 
 def read_rows(folder: str | Path, split: str, rows: np.ndarray, columns: list[str]) -> pa.Table:
     """Rows ``rows`` (sorted indices into the split, in shard order) of a set, reading one record
     batch at a time, so a few rows of a large set never hold the whole set in memory."""
-    fs, files = storage.list_files(folder, f"{split}-*.parquet")
-    if not files:
-        raise UserError(f"no shards for split '{split}' of {folder} (run the 'prepare' stage first)")
+    fs, files = shard_files(folder, split)
     rows = np.asarray(rows, dtype=np.int64)
     parts, start = [], 0
     for f in files:

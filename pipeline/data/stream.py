@@ -22,21 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import storage
-from pipeline.data.shards import decode_png
+from pipeline.data.shards import decode_png, shard_files
 from pipeline.errors import UserError
 
 MODES = ("auto", "memory", "stream")
 MEMORY_LIMIT_BYTES = 2 * 2**30  # ``auto`` streams a set whose in-memory bank would pass this per worker
 SHUFFLE_BATCHES = 8  # the local shuffle buffer holds this many batches
-
-
-def shard_files(folder: str | Path, split: str) -> tuple[Any, list[str]]:
-    """The file system and the ``<split>-*.parquet`` shards of a set; one line when there are none."""
-    fs, files = storage.list_files(folder, f"{split}-*.parquet")
-    if not files:
-        raise UserError(f"no shards for split '{split}' of {folder} (run the 'prepare' stage first)")
-    return fs, files
 
 
 def bank_bytes(folder: str | Path, split: str) -> int:
